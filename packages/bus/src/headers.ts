@@ -1,0 +1,61 @@
+// What travels in NATS headers beside the protobuf payload. On the gRPC side the same values
+// arrive as metadata (containerd-namespace, containerd-lease, traceparent, tracestate).
+import { headers as natsHeaders, type MsgHdrs } from '@nats-io/nats-core';
+
+export const H = {
+  namespace: 'containerd-namespace',
+  lease: 'containerd-lease',
+  traceparent: 'traceparent',
+  tracestate: 'tracestate',
+  /** absolute deadline, ms since the epoch */
+  deadline: 'berth-deadline',
+  /** status of a failed call: gRPC code and message (the micro service API's own headers) */
+  errorCode: 'Nats-Service-Error-Code',
+  errorMessage: 'Nats-Service-Error',
+  /** streams: the sender's inbox, its receive window, the control frame kind and its count */
+  inbox: 'berth-inbox',
+  window: 'berth-window',
+  ctl: 'berth-ctl',
+  n: 'berth-n',
+  node: 'berth-node',
+} as const;
+
+/** Per-call context: what containerd keeps in its context.Context. */
+export interface CallContext {
+  namespace?: string;
+  lease?: string;
+  traceparent?: string;
+  tracestate?: string;
+  /** absolute deadline in ms since the epoch */
+  deadline?: number;
+}
+
+const contextKeys = [
+  ['namespace', H.namespace],
+  ['lease', H.lease],
+  ['traceparent', H.traceparent],
+  ['tracestate', H.tracestate],
+] as const;
+
+export function contextHeaders(ctx: CallContext = {}, into: MsgHdrs = natsHeaders()): MsgHdrs {
+  for (const [k, h] of contextKeys) {
+    const v = ctx[k];
+    if (v) into.set(h, v);
+  }
+  if (ctx.deadline !== undefined) into.set(H.deadline, String(Math.floor(ctx.deadline)));
+  return into;
+}
+
+export function contextFrom(h: MsgHdrs | undefined): CallContext {
+  const ctx: CallContext = {};
+  if (!h) return ctx;
+  for (const [k, name] of contextKeys) {
+    const v = h.get(name);
+    if (v) ctx[k] = v;
+  }
+  const d = h.get(H.deadline);
+  if (d) ctx.deadline = Number(d);
+  return ctx;
+}
+
+export { natsHeaders as headers };

@@ -1,0 +1,156 @@
+// Serving methods on the bus. Every endpoint is registered with the NATS micro service API
+// (`$SRV.INFO` lists it, with its node and gRPC path in the metadata) in queue group `berth`,
+// so replicas of a service share the load.
+import { createInbox, type NatsConnection } from '@nats-io/nats-core';
+import { Svcm, type Service, type ServiceMsg } from '@nats-io/services';
+import { BerthError, Code, toBerthError } from '@berth/errdefs';
+import { codec, type MethodInfo, type ServiceInfo } from '@berth/api';
+import { Channel, type ChannelOptions } from './channel.js';
+import { contextFrom, H, headers, type CallContext } from './headers.js';
+import { rpcSubject } from './subjects.js';
+
+/** What a stream handler gets besides the request: aborted when the client goes away. */
+export interface StreamContext extends CallContext {
+  signal: AbortSignal;
+}
+export type UnaryHandler<Req = any, Res = any> = (req: Req, ctx: CallContext) => Promise<Res> | Res;
+export type ServerStreamHandler<Req = any, Res = any> = (req: Req, ctx: StreamContext, send: (res: Res) => Promise<void>) => Promise<void>;
+export interface BidiStream<Req = any, Res = any> {
+  /** the client's messages, until it half-closes */
+  recv(): AsyncIterable<Req>;
+  send(res: Res): Promise<void>;
+}
+export type BidiHandler<Req = any, Res = any> = (ctx: StreamContext, stream: BidiStream<Req, Res>) => Promise<void>;
+export type RawHandler = (data: Uint8Array, ctx: CallContext) => Promise<Uint8Array> | Uint8Array;
+
+export interface ServiceOptions {
+  /** short bus name: `content`, `namespaces`, ... (the subject's service token) */
+  name: string;
+  node: string;
+  version?: string;
+  description?: string;
+  /** published in the micro service metadata: e.g. the containerd plugins this process provides */
+  metadata?: Record<string, string>;
+  channel?: Partial<ChannelOptions>;
+}
+
+export class BusServer {
+  private readonly channels = new Set<Channel>();
+  private constructor(readonly nc: NatsConnection, readonly opts: ServiceOptions, private readonly svc: Service) {}
+
+  static async start(nc: NatsConnection, opts: ServiceOptions): Promise<BusServer> {
+    const svc = await new Svcm(nc).add({
+      name: `berth-${opts.name}`,
+      version: opts.version ?? '0.1.0',
+      description: opts.description ?? `Berth ${opts.name} service`,
+      metadata: { node: opts.node, ...opts.metadata },
+      queue: 'berth',
+    });
+    return new BusServer(nc, opts, svc);
+  }
+
+  subject(method: string): string {
+    return rpcSubject(this.opts.node, this.opts.name, method);
+  }
+
+  private endpoint(method: string, onMsg: (msg: ServiceMsg) => void, metadata: Record<string, string>): void {
+    this.svc.addEndpoint(method, {
+      subject: this.subject(method),
+      metadata,
+      handler: (err, msg) => {
+        if (!err) onMsg(msg);
+      },
+    });
+  }
+
+  /** A raw endpoint: bytes in, bytes out, a thrown error becomes the reply's status. */
+  raw(method: string, handler: RawHandler, metadata: Record<string, string> = {}): void {
+    this.endpoint(method, (msg) => void this.answer(msg, handler), metadata);
+  }
+
+  private async answer(msg: ServiceMsg, handler: RawHandler): Promise<void> {
+    try {
+      const ctx = contextFrom(msg.headers);
+      if (ctx.deadline !== undefined && ctx.deadline < Date.now()) throw new BerthError(Code.DeadlineExceeded, 'context deadline exceeded');
+      msg.respond(await handler(msg.data, ctx));
+    } catch (err) {
+      msg.respondError(...this.status(msg.subject, err));
+    }
+  }
+
+  private status(what: string, err: unknown): [number, string] {
+    const e = toBerthError(err);
+    // an error that is not one of ours is a bug or an unexpected failure: say where
+    if (!(err instanceof BerthError)) console.error(`${this.opts.name}: ${what}:`, err);
+    return [e.code, e.message];
+  }
+
+  /** Serves every method of a containerd gRPC service that `handlers` implements. */
+  serveGrpc(info: ServiceInfo, handlers: Record<string, UnaryHandler | ServerStreamHandler | BidiHandler>): void {
+    for (const m of info.methods) {
+      const h = handlers[m.name];
+      if (!h) continue;
+      if (!m.requestStream && !m.responseStream) this.unary(m, h as UnaryHandler);
+      else if (!m.requestStream) this.serverStream(m, h as ServerStreamHandler);
+      else this.bidi(m, h as BidiHandler);
+    }
+  }
+
+  unary(m: MethodInfo, handler: UnaryHandler): void {
+    const req = codec(m.requestType);
+    const res = codec(m.responseType);
+    this.raw(m.name, async (data, ctx) => res.encode(await handler(req.decode(data), ctx)), { grpc: m.path });
+  }
+
+  serverStream(m: MethodInfo, handler: ServerStreamHandler): void {
+    const req = codec(m.requestType);
+    const res = codec(m.responseType);
+    this.stream(m, (ch, data, ctx) => handler(req.decode(data), ctx, (r) => ch.send(res.encode(r))));
+  }
+
+  bidi(m: MethodInfo, handler: BidiHandler): void {
+    const req = codec(m.requestType);
+    const res = codec(m.responseType);
+    this.stream(m, (ch, _data, ctx) =>
+      handler(ctx, {
+        recv: async function* () {
+          for await (const b of ch) yield req.decode(b);
+        },
+        send: (r) => ch.send(res.encode(r)),
+      }),
+    );
+  }
+
+  /** A stream endpoint answers the opening request with its own inbox, then talks on the channel. */
+  private stream(m: MethodInfo, run: (ch: Channel, first: Uint8Array, ctx: StreamContext) => Promise<void>): void {
+    this.endpoint(
+      m.name,
+      (msg) => {
+        const peer = msg.headers?.get(H.inbox);
+        if (!peer) {
+          msg.respondError(Code.InvalidArgument, `${m.path} is a streaming method: open it as a stream`);
+          return;
+        }
+        const ch = new Channel(this.nc, createInbox(), { what: m.path, ...this.opts.channel });
+        ch.connect(peer, Number(msg.headers!.get(H.window)) || 1);
+        this.channels.add(ch);
+        ch.onClose = () => this.channels.delete(ch);
+        const h = headers();
+        h.set(H.inbox, ch.inbox);
+        h.set(H.window, String(ch.opts.window));
+        msg.respond(new Uint8Array(), { headers: h });
+        const ctx: StreamContext = { ...contextFrom(msg.headers), signal: ch.signal };
+        run(ch, msg.data, ctx).then(
+          () => ch.finish(),
+          (err) => ch.finish(toBerthError(err).code === Code.Unknown ? new BerthError(...this.status(m.path, err) as [Code, string]) : err),
+        );
+      },
+      { grpc: m.path, stream: m.requestStream ? 'bidi' : 'server' },
+    );
+  }
+
+  async stop(): Promise<void> {
+    for (const ch of this.channels) ch.cancel(new BerthError(Code.Unavailable, `${this.opts.name}: shutting down`));
+    await this.svc.stop();
+  }
+}

@@ -1,0 +1,42 @@
+// Errors across the bus: a failed reply carries the gRPC code and the message in the micro
+// service API's error headers, so any NATS client sees a standard service error too.
+import type { Msg, MsgHdrs } from '@nats-io/nats-core';
+import { errors } from '@nats-io/nats-core';
+import { BerthError, Code, fromStatus, toBerthError } from '@berth/errdefs';
+import { H, headers } from './headers.js';
+
+export function errorHeaders(err: unknown, into: MsgHdrs = headers()): MsgHdrs {
+  const e = toBerthError(err);
+  into.set(H.errorCode, String(e.code));
+  into.set(H.errorMessage, e.message);
+  return into;
+}
+
+/** The error a reply carries, or undefined when it is a success. */
+export function errorFrom(msg: Pick<Msg, 'headers'>): BerthError | undefined {
+  const h = msg.headers;
+  if (!h) return undefined;
+  if (h.has(H.errorCode)) return fromStatus(Number(h.get(H.errorCode)), h.get(H.errorMessage));
+  // a NATS status message (503 no responders arrives this way on a plain subscription)
+  if (h.hasError) {
+    if (h.code === 503) return new BerthError(Code.Unavailable, 'no responders');
+    return new BerthError(Code.Unavailable, `nats: ${h.code} ${h.description}`);
+  }
+  return undefined;
+}
+
+/** A NATS request failure as a Berth error: nobody listening is Unavailable, fast. */
+export function requestFailure(err: unknown, what: string): BerthError {
+  if (err instanceof BerthError) return err;
+  if (err instanceof errors.RequestError && err.isNoResponders()) {
+    return new BerthError(Code.Unavailable, `${what}: service not running (no responders)`);
+  }
+  if (err instanceof errors.NoRespondersError) return new BerthError(Code.Unavailable, `${what}: service not running (no responders)`);
+  if (err instanceof errors.TimeoutError || (err instanceof Error && err.cause instanceof errors.TimeoutError)) {
+    return new BerthError(Code.DeadlineExceeded, `${what}: context deadline exceeded`);
+  }
+  if (err instanceof errors.ClosedConnectionError || err instanceof errors.DrainingConnectionError) {
+    return new BerthError(Code.Unavailable, `${what}: connection to NATS closed`);
+  }
+  return toBerthError(err);
+}
