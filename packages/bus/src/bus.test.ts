@@ -8,7 +8,7 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import { startNatsServer, type NatsServer } from '@berth/natsd';
 import { codec, method, service } from '@berth/api';
 import { BerthError, Code, notFound } from '@berth/errdefs';
-import { BusClient, BusServer, type BidiStream, type StreamContext, rpcSubject, eventSubject, parseEventSubject, token, untoken } from './index.js';
+import { BusClient, BusServer, type BidiStream, type CallContext, type StreamContext, rpcSubject, eventSubject, parseEventSubject, token, untoken } from './index.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const ns = service('containerd.services.namespaces.v1.Namespaces');
@@ -49,7 +49,7 @@ describe('bus over a real nats-server', () => {
     cnc = await connect({ servers: natsd.url });
     server = await BusServer.start(snc, { name: 'unit', node, channel: { window: 8, heartbeat: 100 } });
     server.serveGrpc(ns, {
-      Get: async (req: { name: string }, ctx) => {
+      Get: async (req: { name: string }, ctx: CallContext) => {
         if (req.name === 'missing') throw notFound(`namespace "${req.name}"`);
         if (req.name === 'slow') await sleep(500);
         if (req.name === 'crash') throw new TypeError('a bug');

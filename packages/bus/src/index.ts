@@ -5,3 +5,4 @@ export * from './channel.js';
 export * from './client.js';
 export * from './server.js';
 export * from './events.js';
+export * from './usage.js';

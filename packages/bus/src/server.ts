@@ -21,6 +21,8 @@ export interface BidiStream<Req = any, Res = any> {
   send(res: Res): Promise<void>;
 }
 export type BidiHandler<Req = any, Res = any> = (ctx: StreamContext, stream: BidiStream<Req, Res>) => Promise<void>;
+/** A containerd service's handlers by method name (each one a Unary, ServerStream or Bidi handler). */
+export type GrpcHandlers = Record<string, (...args: any[]) => unknown>;
 export type RawHandler = (data: Uint8Array, ctx: CallContext) => Promise<Uint8Array> | Uint8Array;
 
 export interface ServiceOptions {
@@ -86,7 +88,7 @@ export class BusServer {
   }
 
   /** Serves every method of a containerd gRPC service that `handlers` implements. */
-  serveGrpc(info: ServiceInfo, handlers: Record<string, UnaryHandler | ServerStreamHandler | BidiHandler>): void {
+  serveGrpc(info: ServiceInfo, handlers: GrpcHandlers): void {
     for (const m of info.methods) {
       const h = handlers[m.name];
       if (!h) continue;

@@ -1,0 +1,69 @@
+// berth: the command line. `berth up` runs the local stack in the foreground;
+// `berth config default` prints the default configuration.
+import { parseArgs } from 'node:util';
+import { configToml, defaultConfig, loadConfig, type Config } from '@berth/kit';
+import { startStack } from './supervisor.js';
+
+const usage = `usage:
+  berth up [--config FILE] [--root DIR] [--state DIR] [--address SOCK] [--node ID] [--nats-url URL | --nats-port N]
+  berth config default
+  berth test                 (run by bin/berth: the whole test suite)`;
+
+function say(msg: string): void {
+  console.log(`berth: ${msg}`);
+}
+
+async function up(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      config: { type: 'string' },
+      root: { type: 'string' },
+      state: { type: 'string' },
+      address: { type: 'string' },
+      node: { type: 'string' },
+      'nats-url': { type: 'string' },
+      'nats-port': { type: 'string' },
+    },
+    strict: true,
+  });
+  if (values['nats-url'] && values['nats-port']) throw new Error('--nats-url and --nats-port exclude each other');
+  const over: Partial<Config> = {};
+  if (values.root) over.root = values.root;
+  if (values.state) over.state = values.state;
+  if (values.node) over.node = values.node;
+  const cfg = loadConfig(values.config, over);
+  if (values.address) cfg.grpc.address = values.address;
+  if (values['nats-url']) cfg.nats.url = values['nats-url'];
+  if (values['nats-port']) {
+    const port = Number(values['nats-port']);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--nats-port: not a port: ${values['nats-port']}`);
+    cfg.nats.port = port;
+  }
+  const stack = await startStack(cfg, { log: say });
+  say(`ready ${cfg.grpc.address}`);
+  let stopping = false;
+  const down = async (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    say(`${sig}: stopping`);
+    await stack.stop();
+    say('stopped');
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void down('SIGINT'));
+  process.on('SIGTERM', () => void down('SIGTERM'));
+}
+
+const [cmd, ...rest] = process.argv.slice(2);
+try {
+  if (cmd === 'up') await up(rest);
+  else if (cmd === 'config' && rest[0] === 'default') process.stdout.write(configToml(defaultConfig()));
+  else {
+    console.error(usage);
+    process.exit(2);
+  }
+} catch (err) {
+  console.error(`berth: ${(err as Error).message}`);
+  process.exit(1);
+}

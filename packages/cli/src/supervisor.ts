@@ -1,0 +1,122 @@
+// Runs the local stack: its own nats-server (unless pointed at a cluster), then every service
+// as its own OS process, each with a log file, restarted with backoff when it dies.
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdirSync, openSync, closeSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startNatsServer, type NatsServer } from '@berth/natsd';
+import type { Config } from '@berth/kit';
+
+const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+
+export function serviceEntry(name: string): string {
+  return join(repo, 'services', name, 'dist', 'main.js');
+}
+
+export interface SupervisorEvents {
+  log(msg: string): void;
+}
+
+/** One service process and its restarts. */
+class Supervised {
+  private child?: ChildProcess;
+  private stopping = false;
+  private failures = 0;
+  private startedAt = 0;
+  private restartTimer?: NodeJS.Timeout;
+  readyOnce: Promise<void>;
+  private markReady!: () => void;
+
+  constructor(readonly name: string, private readonly config: Config, private readonly logDir: string, private readonly out: SupervisorEvents) {
+    this.readyOnce = new Promise((r) => (this.markReady = r));
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  start(): void {
+    const logFile = join(this.logDir, `${this.name}.log`);
+    const fd = openSync(logFile, 'a');
+    this.startedAt = Date.now();
+    const child = fork(serviceEntry(this.name), [], {
+      stdio: ['ignore', fd, fd, 'ipc'],
+      env: { ...process.env, BERTH_CONFIG_JSON: JSON.stringify(this.config) },
+    });
+    closeSync(fd);
+    this.child = child;
+    // pid files let people (and tests) find a service process: <state>/pids/<name>.pid
+    writeFileSync(join(this.logDir, '..', 'pids', `${this.name}.pid`), `${child.pid}\n`);
+    child.on('message', (m: { ready?: boolean }) => {
+      if (m?.ready) {
+        this.markReady();
+        this.out.log(`${this.name} ready (pid ${child.pid})`);
+      }
+    });
+    child.on('exit', (code, signal) => {
+      if (this.child !== child) return;
+      this.child = undefined;
+      if (this.stopping) return;
+      // a process that ran a while before it died starts the backoff afresh
+      if (Date.now() - this.startedAt > 10_000) this.failures = 0;
+      const delay = Math.min(5000, 100 * 2 ** this.failures++);
+      this.out.log(`${this.name} exited (${signal ?? `code ${code}`}); restarting in ${delay} ms (log: ${logFile})`);
+      this.restartTimer = setTimeout(() => this.start(), delay);
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.restartTimer);
+    const child = this.child;
+    if (!child || child.exitCode !== null) return;
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    child.kill('SIGTERM');
+    const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(t);
+  }
+}
+
+export interface Stack {
+  nats?: NatsServer;
+  natsUrl: string;
+  services: Map<string, Supervised>;
+  stop(): Promise<void>;
+}
+
+export async function startStack(config: Config, out: SupervisorEvents, readyTimeout = 60_000): Promise<Stack> {
+  const logDir = join(config.state, 'logs');
+  mkdirSync(logDir, { recursive: true });
+  mkdirSync(join(config.state, 'pids'), { recursive: true });
+  mkdirSync(config.root, { recursive: true });
+  let nats: NatsServer | undefined;
+  if (!config.nats.url) {
+    nats = await startNatsServer({ dir: join(config.root, 'nats'), host: config.nats.host, port: config.nats.port, maxPayload: config.nats.max_payload });
+    out.log(`nats-server on ${nats.url} (pid ${nats.process.pid})`);
+    config = { ...config, nats: { ...config.nats, port: nats.port } };
+  }
+  const services = new Map<string, Supervised>();
+  const stop = async () => {
+    for (const s of [...services.values()].reverse()) await s.stop();
+    await nats?.stop();
+    rmSync(join(config.state, 'pids'), { recursive: true, force: true });
+  };
+  try {
+    for (const name of config.services) {
+      const s = new Supervised(name, config, logDir, out);
+      services.set(name, s);
+      s.start();
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        s.readyOnce,
+        new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`${name} not ready after ${readyTimeout} ms (log: ${join(logDir, name + '.log')})`)), readyTimeout))),
+      ]);
+      clearTimeout(timer);
+    }
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { nats, natsUrl: config.nats.url || nats!.url, services, stop };
+}

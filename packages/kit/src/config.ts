@@ -1,0 +1,94 @@
+// Berth's configuration: one TOML file like containerd's config.toml, with a section per
+// service. The supervisor resolves file + flags once and hands the result to every process it
+// starts (BERTH_CONFIG_JSON), so all of them see the same settings.
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { parse, stringify } from 'smol-toml';
+
+export interface Config {
+  version: number;
+  /** persistent data: stores, blobs, snapshots (one folder per service) */
+  root: string;
+  /** runtime state: sockets, pid files, logs */
+  state: string;
+  /** this node's id: the token in every node-local subject */
+  node: string;
+  grpc: {
+    address: string;
+    /** octal, as a string: the socket's mode */
+    mode: string;
+    max_recv_message_size: number;
+    max_send_message_size: number;
+  };
+  nats: {
+    /** an existing cluster to join; empty: the stack starts its own nats-server */
+    url: string;
+    port: number;
+    host: string;
+    max_payload: number;
+  };
+  /** which services the stack runs, in start order */
+  services: string[];
+  events: {
+    /** JetStream history limits */
+    max_age: string;
+    max_bytes: number;
+  };
+}
+
+export function defaultConfig(): Config {
+  return {
+    version: 1,
+    root: '/var/lib/berth',
+    state: '/run/berth',
+    node: hostname(),
+    grpc: { address: '/run/berth/berth.sock', mode: '0660', max_recv_message_size: 16 << 20, max_send_message_size: 16 << 20 },
+    nats: { url: '', port: 4222, host: '127.0.0.1', max_payload: 20 << 20 },
+    services: ['namespaces', 'gateway'],
+    events: { max_age: '24h', max_bytes: 1 << 30 },
+  };
+}
+
+function merge<T>(base: T, over: unknown, path = ''): T {
+  if (over === undefined) return base;
+  if (typeof base !== 'object' || base === null || Array.isArray(base)) {
+    if (typeof over !== typeof base) throw new Error(`config: ${path || 'value'} must be a ${Array.isArray(base) ? 'list' : typeof base}`);
+    return over as T;
+  }
+  if (typeof over !== 'object' || over === null) throw new Error(`config: ${path} must be a table`);
+  const out = { ...base } as Record<string, unknown>;
+  for (const [k, v] of Object.entries(over)) {
+    if (!(k in out)) throw new Error(`config: unknown setting ${path ? path + '.' : ''}${k}`);
+    out[k] = merge(out[k], v, path ? `${path}.${k}` : k);
+  }
+  return out as T;
+}
+
+/** Defaults, then the TOML file (if any), then explicit overrides. */
+export function loadConfig(file?: string, overrides: Partial<Config> = {}): Config {
+  let cfg = defaultConfig();
+  if (file) cfg = merge(cfg, parse(readFileSync(file, 'utf8')));
+  // a root or state given alone moves what lives under it by default
+  const o = { ...overrides } as Record<string, unknown>;
+  cfg = merge(cfg, o);
+  if (overrides.state && !overrides.grpc?.address && cfg.grpc.address === defaultConfig().grpc.address) cfg.grpc.address = join(cfg.state, 'berth.sock');
+  return cfg;
+}
+
+export function configToml(cfg: Config = defaultConfig()): string {
+  return stringify(cfg as unknown as Record<string, unknown>) + '\n';
+}
+
+/** The configuration a process was started with (by the supervisor), or from --config. */
+export function processConfig(argv = process.argv.slice(2)): Config {
+  const json = process.env.BERTH_CONFIG_JSON;
+  if (json) return merge(defaultConfig(), JSON.parse(json));
+  const i = argv.indexOf('--config');
+  return loadConfig(i >= 0 ? argv[i + 1] : undefined);
+}
+
+/** Where service `name` keeps its persistent data. */
+export function serviceRoot(cfg: Config, name: string): string {
+  return join(cfg.root, name);
+}

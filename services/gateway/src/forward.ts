@@ -1,0 +1,105 @@
+// Forwarding a gRPC call to the bus without decoding it: the request bytes go out as they came,
+// the reply bytes come back as they are. Metadata becomes headers, the deadline goes along,
+// errors come back as the same status code, and a stream moves only as fast as its reader.
+import { once } from 'node:events';
+import * as grpc from '@grpc/grpc-js';
+import type { MethodInfo } from '@berth/api';
+import { BusClient, type CallContext, type Channel } from '@berth/bus';
+import { toBerthError } from '@berth/errdefs';
+
+const bytes = (b: Buffer) => b;
+const asBuffer = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+
+export function passthrough(m: MethodInfo): grpc.MethodDefinition<Buffer, Buffer> {
+  return {
+    path: m.path,
+    requestStream: m.requestStream,
+    responseStream: m.responseStream,
+    requestSerialize: bytes,
+    requestDeserialize: bytes,
+    responseSerialize: bytes,
+    responseDeserialize: bytes,
+  };
+}
+
+export function status(err: unknown): Partial<grpc.StatusObject> {
+  const e = toBerthError(err);
+  return { code: e.code as number as grpc.status, details: e.message };
+}
+
+export function callContext(call: { metadata: grpc.Metadata; getDeadline(): grpc.Deadline }): CallContext {
+  const one = (k: string) => {
+    const v = call.metadata.get(k)[0];
+    return v === undefined ? undefined : String(v);
+  };
+  const ctx: CallContext = {};
+  const namespace = one('containerd-namespace');
+  if (namespace) ctx.namespace = namespace;
+  const lease = one('containerd-lease');
+  if (lease) ctx.lease = lease;
+  const tp = one('traceparent');
+  if (tp) ctx.traceparent = tp;
+  const ts = one('tracestate');
+  if (ts) ctx.tracestate = ts;
+  const d = call.getDeadline();
+  const ms = d instanceof Date ? d.getTime() : d;
+  if (Number.isFinite(ms)) ctx.deadline = ms;
+  return ctx;
+}
+
+/** Writes the channel's messages to the gRPC call, waiting when the client reads slowly. */
+async function pump(ch: Channel, call: grpc.ServerWritableStream<Buffer, Buffer> | grpc.ServerDuplexStream<Buffer, Buffer>): Promise<void> {
+  call.on('cancelled', () => ch.cancel());
+  try {
+    for await (const m of ch) {
+      if (!call.write(asBuffer(m))) await once(call, 'drain');
+    }
+    call.end();
+  } catch (err) {
+    call.emit('error', status(err));
+  }
+}
+
+export function forwarder(bus: BusClient, m: MethodInfo, subject: string): grpc.UntypedHandleCall {
+  if (!m.requestStream && !m.responseStream) {
+    return ((call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+      bus.unary(subject, call.request, callContext(call)).then(
+        (r) => cb(null, asBuffer(r)),
+        (e) => cb(status(e)),
+      );
+    }) as grpc.handleUnaryCall<Buffer, Buffer>;
+  }
+  if (!m.requestStream) {
+    return (async (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
+      let ch: Channel;
+      try {
+        ch = await bus.open(subject, 'server', call.request, callContext(call));
+      } catch (err) {
+        call.emit('error', status(err));
+        return;
+      }
+      await pump(ch, call);
+    }) as grpc.handleServerStreamingCall<Buffer, Buffer>;
+  }
+  // client streaming is carried as bidi (containerd 1.6 has none, but the bus would take it)
+  return (async (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+    call.pause();
+    let ch: Channel;
+    try {
+      ch = await bus.open(subject, 'bidi', undefined, callContext(call));
+    } catch (err) {
+      call.emit('error', status(err));
+      return;
+    }
+    call.on('data', (b: Buffer) => {
+      call.pause();
+      ch.send(b).then(
+        () => call.resume(),
+        () => undefined, // the channel failed: pump() reports the status
+      );
+    });
+    call.on('end', () => ch.end());
+    call.resume();
+    await pump(ch, call);
+  }) as grpc.handleBidiStreamingCall<Buffer, Buffer>;
+}

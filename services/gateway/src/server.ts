@@ -1,0 +1,141 @@
+// containerd's gRPC API on a unix socket. Every method of every containerd service is
+// registered; the ones of a service that does not run answer Unavailable at once (the bus has
+// no responders), so a client never hangs on a missing service.
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
+import { codec, containerdServices, service as grpcService, type MethodInfo } from '@berth/api';
+import { BusClient, rpcSubject } from '@berth/bus';
+import { BerthError, Code, toBerthError } from '@berth/errdefs';
+import { parseAll } from '@berth/filters';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { Svcm } from '@nats-io/services';
+import { forwarder, passthrough, status } from './forward.js';
+import { discoverPlugins, serverUuid, type PluginInfo } from './introspection.js';
+import { local, owners } from './routes.js';
+
+export const version = '1.6.20+berth.0.1.0';
+export const revision = 'berth';
+
+export const ownPlugins: PluginInfo[] = [
+  { type: 'io.containerd.grpc.v1', id: 'introspection' },
+  { type: 'io.containerd.grpc.v1', id: 'version' },
+  { type: 'io.containerd.grpc.v1', id: 'healthcheck' },
+];
+
+export interface GatewayOptions {
+  nc: NatsConnection;
+  node: string;
+  address: string;
+  /** octal mode of the socket file */
+  mode: number;
+  /** where the server UUID is kept */
+  root: string;
+  maxRecv: number;
+  maxSend: number;
+}
+
+type Handler = (req: any) => Promise<Record<string, unknown>> | Record<string, unknown>;
+
+/** A method the gateway answers itself: decode, run, encode. */
+function own(m: MethodInfo, fn: Handler): grpc.handleUnaryCall<Buffer, Buffer> {
+  const req = codec(m.requestType);
+  const res = codec(m.responseType);
+  return (call, cb) => {
+    Promise.resolve()
+      .then(() => fn(req.decode(call.request)))
+      .then(
+        (r) => cb(null, Buffer.from(res.encode(r))),
+        (e) => cb(status(e)),
+      );
+  };
+}
+
+export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Server; stop(): Promise<void> }> {
+  const server = new grpc.Server({
+    'grpc.max_receive_message_length': o.maxRecv,
+    'grpc.max_send_message_length': o.maxSend,
+  });
+  const bus = new BusClient(o.nc);
+
+  for (const svc of containerdServices) {
+    if (local.has(svc.fullName)) continue;
+    const owner = owners[svc.fullName];
+    if (!owner) continue;
+    const def: grpc.ServiceDefinition = {};
+    const impl: grpc.UntypedServiceImplementation = {};
+    for (const m of svc.methods) {
+      def[m.name] = passthrough(m);
+      impl[m.name] = forwarder(bus, m, rpcSubject(o.node, owner, m.name));
+    }
+    server.addService(def, impl);
+  }
+
+  const uuid = serverUuid(o.root);
+  const ownService = (name: string, handlers: Record<string, Handler>) => {
+    const svc = grpcService(name);
+    const def: grpc.ServiceDefinition = {};
+    const impl: grpc.UntypedServiceImplementation = {};
+    for (const m of svc.methods) {
+      def[m.name] = passthrough(m);
+      impl[m.name] = own(m, handlers[m.name] ?? (() => Promise.reject(new BerthError(Code.Unimplemented, `${m.path} not implemented`))));
+    }
+    server.addService(def, impl);
+  };
+  ownService('containerd.services.version.v1.Version', { Version: () => ({ version, revision }) });
+  ownService('containerd.services.introspection.v1.Introspection', {
+    Plugins: async (req: { filters: string[] }) => {
+      let filter;
+      try {
+        filter = parseAll(req.filters ?? []);
+      } catch (e) {
+        throw new BerthError(Code.InvalidArgument, toBerthError(e).message);
+      }
+      const all = [...ownPlugins, ...(await discoverPlugins(o.nc, o.node))].sort((a, b) => (a.type + a.id).localeCompare(b.type + b.id));
+      const plugins = all.filter((p) => filter.match({ field: (path) => pluginField(p, path) }));
+      return { plugins: plugins.map((p) => ({ requires: [], platforms: [], exports: {}, capabilities: [], ...p })) };
+    },
+    Server: () => ({ uuid }),
+  });
+  // listed by `$SRV.INFO` like every other process of the stack, with the plugins it serves
+  const svc = await new Svcm(o.nc).add({ name: 'berth-gateway', version, description: 'containerd gRPC API', metadata: { node: o.node, plugins: JSON.stringify(ownPlugins), address: o.address } });
+  const health = new HealthImplementation({ '': 'SERVING' });
+  health.addToServer(server);
+
+  mkdirSync(dirname(o.address), { recursive: true });
+  rmSync(o.address, { force: true });
+  await new Promise<void>((resolve, reject) =>
+    server.bindAsync(`unix:${o.address}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+  );
+  chmodSync(o.address, o.mode);
+  return {
+    server,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        health.setStatus('', 'NOT_SERVING');
+        void svc.stop();
+        server.tryShutdown(() => resolve());
+        setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 3000).unref();
+      }),
+  };
+}
+
+function pluginField(p: PluginInfo, path: string[]): string | undefined {
+  const [head, ...rest] = path;
+  switch (head) {
+    case 'type':
+      return p.type;
+    case 'id':
+      return p.id;
+    case 'capabilities':
+      return rest.length ? undefined : (p.capabilities ?? []).join(',') || undefined;
+    case 'platforms':
+      return (p.platforms ?? []).map((x) => `${x.os}/${x.architecture}`).join(',') || undefined;
+    default:
+      return undefined;
+  }
+}

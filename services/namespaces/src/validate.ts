@@ -1,0 +1,20 @@
+// containerd's identifier and label rules (identifiers.Validate, labels.Validate), our words.
+import { invalidArgument } from '@berth/errdefs';
+
+const maxIdentifier = 76;
+const identifier = /^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
+const identifierPattern = '^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$';
+
+export function validateIdentifier(s: string): void {
+  if (s === '') throw invalidArgument('identifier must not be empty');
+  if (s.length > maxIdentifier) throw invalidArgument(`identifier "${s}" greater than maximum length (${maxIdentifier} characters)`);
+  if (!identifier.test(s)) throw invalidArgument(`identifier "${s}" must match ${identifierPattern}`);
+}
+
+const maxLabel = 4096;
+
+export function validateLabel(key: string, value: string): void {
+  if (Buffer.byteLength(key) + Buffer.byteLength(value) > maxLabel) {
+    throw invalidArgument(`label key and value greater than maximum size (${maxLabel} bytes), key: ${key}`);
+  }
+}

@@ -1,0 +1,113 @@
+// Starting the real stack and the reference containerd for integration tests, and running the
+// real ctr against either.
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const repo = resolve(fileURLToPath(import.meta.url), '..', '..', '..');
+export const shared = resolve(repo, '..', 'shared');
+
+export interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+export function run(cmd: string, args: string[], opts: { timeout?: number; input?: string } = {}): Promise<Run> {
+  const t0 = Date.now();
+  return new Promise((resolveRun) => {
+    const child = execFile(cmd, args, { timeout: opts.timeout ?? 30_000, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
+      resolveRun({ code, stdout: String(stdout), stderr: String(stderr), ms: Date.now() - t0 });
+    });
+    if (opts.input !== undefined) child.stdin!.end(opts.input);
+  });
+}
+
+export function ctr(sock: string, ...args: string[]): Promise<Run> {
+  return run('ctr', ['--connect-timeout', '3s', '--address', sock, ...args]);
+}
+
+export interface Stack {
+  dir: string;
+  sock: string;
+  state: string;
+  proc: ChildProcess;
+  output: () => string;
+  pid(service: string): number;
+  stop(): Promise<number | null>;
+}
+
+/** `berth up` in temp dirs, as a user runs it; resolves once it printed `berth: ready`. */
+export async function startStack(extra: string[] = []): Promise<Stack> {
+  const dir = mkdtempSync('/tmp/berth-it-');
+  const state = join(dir, 'state');
+  const proc = spawn(process.execPath, [join(repo, 'packages/cli/dist/main.js'), 'up', '--root', join(dir, 'root'), '--state', state, '--nats-port', '0', '--node', 'it-node', ...extra], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  proc.stdout!.on('data', (b) => (out += b));
+  proc.stderr!.on('data', (b) => (out += b));
+  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+  const sock = await new Promise<string>((resolveReady, reject) => {
+    const t = setTimeout(() => reject(new Error(`stack not ready in 60 s:\n${out}`)), 60_000);
+    const check = () => {
+      const m = /berth: ready (\S+)/.exec(out);
+      if (m) {
+        clearTimeout(t);
+        resolveReady(m[1]!);
+      }
+    };
+    proc.stdout!.on('data', check);
+    void exited.then((code) => reject(new Error(`berth up exited ${code}:\n${out}`)));
+  });
+  return {
+    dir,
+    sock,
+    state,
+    proc,
+    output: () => out,
+    pid: (service) => Number(readFileSync(join(state, 'pids', `${service}.pid`), 'utf8')),
+    async stop() {
+      if (proc.exitCode === null) proc.kill('SIGTERM');
+      const code = await exited;
+      rmSync(dir, { recursive: true, force: true });
+      return code;
+    },
+  };
+}
+
+export interface Reference {
+  sock: string;
+  stop(): Promise<void>;
+}
+
+/** The reference containerd 1.6.20 from ../shared/testenv, or undefined when shared/ is absent. */
+export async function startReference(): Promise<Reference | undefined> {
+  const script = join(shared, 'testenv', 'reference-containerd.sh');
+  if (!existsSync(script)) return undefined;
+  const dir = mkdtempSync('/tmp/berth-ref-');
+  const r = await run(script, ['start', dir], { timeout: 120_000 });
+  if (r.code !== 0) throw new Error(`reference containerd did not start: ${r.stderr}`);
+  return {
+    sock: r.stdout.trim().split('\n').at(-1)!,
+    async stop() {
+      await run(script, ['stop', dir], { timeout: 60_000 });
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `fn` until it returns true; resolves with the ms it took, rejects after `limit`. */
+export async function until(fn: () => Promise<boolean>, limit: number, what: string): Promise<number> {
+  const t0 = Date.now();
+  while (Date.now() - t0 < limit) {
+    if (await fn()) return Date.now() - t0;
+    await sleep(50);
+  }
+  throw new Error(`${what}: not within ${limit} ms`);
+}

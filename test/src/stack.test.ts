@@ -1,0 +1,102 @@
+// The foundation end to end: `berth up` in temp dirs, the real ctr against it, and the same
+// ctr commands against the reference containerd, which must agree.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { connect } from '@nats-io/transport-node';
+import { ctr, startReference, startStack, until, type Reference, type Stack } from './harness.js';
+
+describe('local stack', () => {
+  let stack: Stack;
+  let ref: Reference | undefined;
+
+  before(async () => {
+    [stack, ref] = await Promise.all([startStack(), startReference()]);
+  });
+  after(async () => {
+    await ref?.stop();
+    if (stack) assert.equal(await stack.stop(), 0, 'berth up exits 0 on SIGTERM');
+  });
+
+  test('ctr version and plugins ls', async () => {
+    const v = await ctr(stack.sock, 'version');
+    assert.equal(v.code, 0, v.stderr);
+    assert.match(v.stdout, /Server:\s+Version:\s+1\.6\.20\+berth/);
+    assert.match(v.stdout, /UUID: [0-9a-f-]{36}/);
+    const p = await ctr(stack.sock, 'plugins', 'ls');
+    assert.equal(p.code, 0, p.stderr);
+    assert.match(p.stdout, /io\.containerd\.grpc\.v1\s+namespaces\s+-\s+ok/);
+    assert.match(p.stdout, /io\.containerd\.grpc\.v1\s+introspection/);
+    const f = await ctr(stack.sock, 'plugins', 'ls', 'id==namespaces');
+    assert.equal(f.stdout.trim().split('\n').length, 2, f.stdout);
+  });
+
+  test('the socket is mode 0660', async () => {
+    const { statSync } = await import('node:fs');
+    assert.equal(statSync(stack.sock).mode & 0o777, 0o660);
+  });
+
+  test('namespaces: ctr behaves as against the reference containerd', async (t) => {
+    if (!ref) return t.skip('../shared/testenv not found: no reference to compare with');
+    const steps: string[][] = [
+      ['namespaces', 'create', 'it-a', 'a=b'],
+      ['namespaces', 'create', 'it-a'],
+      ['namespaces', 'create', 'Bad_Name!'],
+      ['namespaces', 'create', 'it.dotted.name', 'k=v'],
+      ['namespaces', 'label', 'it-a', 'c=d'],
+      ['namespaces', 'label', 'it-a', 'a='],
+      ['namespaces', 'ls'],
+      ['namespaces', 'ls', '-q'],
+      ['namespaces', 'rm', 'it-missing'],
+      ['namespaces', 'rm', 'it-a', 'it.dotted.name'],
+      ['namespaces', 'ls', '-q'],
+    ];
+    for (const s of steps) {
+      const [ours, theirs] = await Promise.all([ctr(stack.sock, ...s), ctr(ref.sock, ...s)]);
+      const norm = (x: string) => x.split(stack.sock).join('SOCK').split(ref!.sock).join('SOCK');
+      assert.equal(ours.code, theirs.code, `exit code of ctr ${s.join(' ')}: ours ${ours.code} (${ours.stderr}), reference ${theirs.code} (${theirs.stderr})`);
+      assert.equal(norm(ours.stderr), norm(theirs.stderr), `stderr of ctr ${s.join(' ')}`);
+      // `ls` lists the reference's own `default` namespace too; compare ours without it
+      const lines = (x: string) => x.split('\n').filter((l) => l && !/^default\b/.test(l));
+      assert.deepEqual(lines(ours.stdout), lines(theirs.stdout), `stdout of ctr ${s.join(' ')}`);
+    }
+  });
+
+  test('the services are listed on $SRV.INFO', async () => {
+    const nc = await connect({ servers: `nats://127.0.0.1:${/nats-server on nats:\/\/127\.0\.0\.1:(\d+)/.exec(stack.output())![1]}` });
+    try {
+      const names = new Set<string>();
+      for await (const m of await nc.requestMany('$SRV.INFO', '', { strategy: 'stall', stall: 200, maxWait: 2000 })) {
+        const info = m.json<{ name: string; metadata: { node: string } }>();
+        if (info.metadata?.node === 'it-node') names.add(info.name);
+      }
+      assert.ok(names.has('berth-namespaces'), [...names].join(','));
+      assert.ok(names.has('berth-gateway'), [...names].join(','));
+    } finally {
+      await nc.close();
+    }
+  });
+
+  for (const service of ['namespaces', 'gateway']) {
+    test(`kill -9 ${service}: fails fast meanwhile, restarted and serving within 5 s`, async () => {
+      const before = stack.pid(service);
+      process.kill(before, 'SIGKILL');
+      const during = await ctr(stack.sock, 'namespaces', 'ls');
+      if (during.code !== 0) {
+        assert.ok(during.ms < 4000, `a call during the outage took ${during.ms} ms`);
+        if (service !== 'gateway') assert.match(during.stderr, /Unavailable|unavailable|not running/);
+      }
+      const took = await until(async () => (await ctr(stack.sock, 'namespaces', 'ls')).code === 0, 5000, `${service} back`);
+      assert.notEqual(stack.pid(service), before);
+      assert.ok(took <= 5000);
+    });
+  }
+
+  test('SIGTERM stops every process it started', async () => {
+    const pids = ['namespaces', 'gateway'].map((s) => stack.pid(s));
+    const code = await stack.stop();
+    assert.equal(code, 0);
+    for (const p of pids) assert.ok(!existsSync(`/proc/${p}`) || /zombie|Z \(/.test(''), `process ${p} still running`);
+    stack = undefined as unknown as Stack;
+  });
+});
