@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { connect } from '@nats-io/transport-node';
-import { ctr, startReference, startStack, until, type Reference, type Stack } from './harness.js';
+import { ctr, startReference, startStack, until, type Reference, type Run, type Stack } from './harness.js';
 
 describe('local stack', () => {
   let stack: Stack;
@@ -52,7 +52,7 @@ describe('local stack', () => {
       ['namespaces', 'ls', '-q'],
     ];
     for (const s of steps) {
-      const [ours, theirs] = await Promise.all([ctr(stack.sock, ...s), ctr(ref.sock, ...s)]);
+      const [ours, theirs]: Run[] = await Promise.all([ctr(stack.sock, ...s), ctr(ref!.sock, ...s)]);
       const norm = (x: string) => x.split(stack.sock).join('SOCK').split(ref!.sock).join('SOCK');
       assert.equal(ours.code, theirs.code, `exit code of ctr ${s.join(' ')}: ours ${ours.code} (${ours.stderr}), reference ${theirs.code} (${theirs.stderr})`);
       assert.equal(norm(ours.stderr), norm(theirs.stderr), `stderr of ctr ${s.join(' ')}`);

@@ -13,6 +13,7 @@ const out = resolve(here, '..', 'generated');
 const typesOut = resolve(here, '..', 'src', 'generated');
 const gocode = process.env.BERTH_GOCODE ?? '/usr/share/gocode/src';
 const includes = [
+  resolve(here, '..', 'proto'),
   gocode,
   join(gocode, 'github.com/gogo/protobuf'),
   join(gocode, 'github.com/gogo/googleapis'),
@@ -29,6 +30,8 @@ const files = [
   ].map((f) => `${ctrd}/api/${f}.proto`),
   `${ctrd}/runtime/v2/task/shim.proto`,
   `${ctrd}/runtime/v2/runc/options/oci.proto`,
+  // Berth's own additions (in this package's proto/ folder)
+  'berth/events/v1/replay.proto',
 ];
 
 const missing = files.filter((f) => !includes.some((i) => existsSync(join(i, f))));

@@ -107,7 +107,8 @@ export class BusServer {
   serverStream(m: MethodInfo, handler: ServerStreamHandler): void {
     const req = codec(m.requestType);
     const res = codec(m.responseType);
-    this.stream(m, (ch, data, ctx) => handler(req.decode(data), ctx, (r) => ch.send(res.encode(r))));
+    // a handler may send bytes it already has in wire form (events relay envelopes untouched)
+    this.stream(m, (ch, data, ctx) => handler(req.decode(data), ctx, (r) => ch.send(r instanceof Uint8Array ? r : res.encode(r))));
   }
 
   bidi(m: MethodInfo, handler: BidiHandler): void {

@@ -2,11 +2,13 @@
 // `berth config default` prints the default configuration.
 import { parseArgs } from 'node:util';
 import { configToml, defaultConfig, loadConfig, type Config } from '@berth/kit';
+import { eventsCommand } from './events.js';
 import { startStack } from './supervisor.js';
 
 const usage = `usage:
   berth up [--config FILE] [--root DIR] [--state DIR] [--address SOCK] [--node ID] [--nats-url URL | --nats-port N]
   berth config default
+  berth events [--address SOCK] [--since-seq N | --since TIME] [--follow] [--json] [FILTER...]
   berth test                 (run by bin/berth: the whole test suite)`;
 
 function say(msg: string): void {
@@ -58,6 +60,7 @@ async function up(args: string[]): Promise<void> {
 const [cmd, ...rest] = process.argv.slice(2);
 try {
   if (cmd === 'up') await up(rest);
+  else if (cmd === 'events') await eventsCommand(rest);
   else if (cmd === 'config' && rest[0] === 'default') process.stdout.write(configToml(defaultConfig()));
   else {
     console.error(usage);

@@ -5,7 +5,8 @@ import { mkdirSync, openSync, closeSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startNatsServer, type NatsServer } from '@berth/natsd';
-import type { Config } from '@berth/kit';
+import { connectNats, type Config } from '@berth/kit';
+import { durationNs, ensureEventStream } from '@berth/bus';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
@@ -95,6 +96,13 @@ export async function startStack(config: Config, out: SupervisorEvents, readyTim
     nats = await startNatsServer({ dir: join(config.root, 'nats'), host: config.nats.host, port: config.nats.port, maxPayload: config.nats.max_payload });
     out.log(`nats-server on ${nats.url} (pid ${nats.process.pid})`);
     config = { ...config, nats: { ...config.nats, port: nats.port } };
+  }
+  // the event history must exist before any service publishes an event into it
+  const nc = await connectNats(config, 'supervisor');
+  try {
+    await ensureEventStream(nc, { maxAgeNs: durationNs(config.events.max_age), maxBytes: config.events.max_bytes });
+  } finally {
+    await nc.close();
   }
   const services = new Map<string, Supervised>();
   const stop = async () => {

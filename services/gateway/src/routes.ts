@@ -11,6 +11,8 @@ export const owners: Record<string, string> = {
   'containerd.services.namespaces.v1.Namespaces': 'namespaces',
   'containerd.services.snapshots.v1.Snapshots': 'snapshot',
   'containerd.services.tasks.v1.Tasks': 'tasks',
+  // Berth's own API beside containerd's
+  'berth.events.v1.Replay': 'events',
 };
 
 /** Served by the gateway itself. */

@@ -5,7 +5,7 @@ import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
-import { codec, containerdServices, service as grpcService, type MethodInfo } from '@berth/api';
+import { codec, services, service as grpcService, type MethodInfo } from '@berth/api';
 import { BusClient, rpcSubject } from '@berth/bus';
 import { BerthError, Code, toBerthError } from '@berth/errdefs';
 import { parseAll } from '@berth/filters';
@@ -59,11 +59,11 @@ export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Se
   });
   const bus = new BusClient(o.nc);
 
-  for (const svc of containerdServices) {
+  for (const svc of services) {
     if (local.has(svc.fullName)) continue;
     const owner = owners[svc.fullName];
     if (!owner) continue;
-    const def: grpc.ServiceDefinition = {};
+    const def: Record<string, grpc.MethodDefinition<Buffer, Buffer>> = {};
     const impl: grpc.UntypedServiceImplementation = {};
     for (const m of svc.methods) {
       def[m.name] = passthrough(m);
@@ -75,7 +75,7 @@ export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Se
   const uuid = serverUuid(o.root);
   const ownService = (name: string, handlers: Record<string, Handler>) => {
     const svc = grpcService(name);
-    const def: grpc.ServiceDefinition = {};
+    const def: Record<string, grpc.MethodDefinition<Buffer, Buffer>> = {};
     const impl: grpc.UntypedServiceImplementation = {};
     for (const m of svc.methods) {
       def[m.name] = passthrough(m);

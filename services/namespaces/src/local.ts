@@ -3,14 +3,14 @@
 // delete, and the /namespaces/* events. No NATS here: `usage` and `publish` are injected.
 import { alreadyExists, BerthError, Code, failedPrecondition, notFound } from '@berth/errdefs';
 import type { Labels, NamespaceStore } from './store.js';
-import { validateIdentifier, validateLabel } from './validate.js';
+import { validateIdentifier, validateLabel } from '@berth/identifiers';
 
 export interface Namespace {
   name: string;
   labels: Labels;
 }
 
-export type Publish = (namespace: string, topic: string, eventType: string, event: Record<string, unknown>) => Promise<void> | void;
+export type Publish = (namespace: string, topic: string, eventType: string, event: Record<string, unknown>) => Promise<unknown> | void;
 
 export class Namespaces {
   /** one writer at a time: read-modify-write of labels must not interleave */

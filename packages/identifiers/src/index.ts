@@ -1,4 +1,4 @@
-// containerd's identifier and label rules (identifiers.Validate, labels.Validate), our words.
+// containerd's rules for names (identifiers.Validate) and labels (labels.Validate), in our words.
 import { invalidArgument } from '@berth/errdefs';
 
 const maxIdentifier = 76;

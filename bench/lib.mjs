@@ -1,0 +1,64 @@
+// Shared by the benchmarks: start Berth's stack and the reference containerd, a raw gRPC client.
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+
+export const repo = resolve(fileURLToPath(import.meta.url), '..', '..');
+const refScript = resolve(repo, '..', 'shared', 'testenv', 'reference-containerd.sh');
+
+export async function startBerth() {
+  const dir = mkdtempSync('/tmp/berth-bench-');
+  const proc = spawn(process.execPath, [join(repo, 'packages/cli/dist/main.js'), 'up', '--root', join(dir, 'root'), '--state', join(dir, 'state'), '--nats-port', '0', '--node', 'bench'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  const sock = await new Promise((res, rej) => {
+    proc.stdout.on('data', (b) => {
+      out += b;
+      const m = /berth: ready (\S+)/.exec(out);
+      if (m) res(m[1]);
+    });
+    proc.once('exit', (c) => rej(new Error(`berth up exited ${c}: ${out}`)));
+  });
+  const natsUrl = /nats-server on (\S+)/.exec(out)[1];
+  return {
+    sock, natsUrl, dir,
+    stop: async () => { proc.kill('SIGTERM'); await new Promise((r) => proc.once('exit', r)); rmSync(dir, { recursive: true, force: true }); },
+  };
+}
+
+export function startReference() {
+  if (!existsSync(refScript)) return undefined;
+  const dir = mkdtempSync('/tmp/berth-bref-');
+  const sock = execFileSync(refScript, ['start', dir], { encoding: 'utf8' }).trim().split('\n').at(-1);
+  return { sock, stop: () => { execFileSync(refScript, ['stop', dir]); rmSync(dir, { recursive: true, force: true }); } };
+}
+
+export function client(sock) {
+  return new grpc.Client(`unix:${sock}`, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 64 << 20, 'grpc.max_send_message_length': 64 << 20 });
+}
+
+export function meta(ns) {
+  const m = new grpc.Metadata();
+  if (ns) m.set('containerd-namespace', ns);
+  return m;
+}
+
+export const id = (b) => b;
+export const toBuf = (u) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+
+export function unary(c, path, bytes, md) {
+  return new Promise((res, rej) => c.makeUnaryRequest(path, toBuf, id, toBuf(bytes), md, (e, r) => (e ? rej(e) : res(r))));
+}
+
+export function pct(values, p) {
+  const v = [...values].sort((a, b) => a - b);
+  return v[Math.min(v.length - 1, Math.floor(v.length * p))];
+}
+
+export function rssMb(pid) {
+  try {
+    const s = execFileSync('ps', ['-o', 'rss=', '-p', String(pid)], { encoding: 'utf8' });
+    return Math.round(Number(s.trim()) / 1024);
+  } catch { return 0; }
+}

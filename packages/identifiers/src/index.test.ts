@@ -1,0 +1,18 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Code, type BerthError } from '@berth/errdefs';
+import { validateIdentifier, validateLabel } from './index.js';
+
+test('identifiers: alphanumerics joined by single . _ -', () => {
+  for (const ok of ['a', 'k8s.io', 'a-b_c.d', 'A1', 'x'.repeat(76)]) validateIdentifier(ok);
+  for (const bad of ['-a', 'a-', 'a..b', 'a b', 'Bad_Name!', '.']) {
+    assert.throws(() => validateIdentifier(bad), (e: BerthError) => e.code === Code.InvalidArgument && e.message.includes(`identifier "${bad}" must match`));
+  }
+  assert.throws(() => validateIdentifier(''), /identifier must not be empty: invalid argument/);
+  assert.throws(() => validateIdentifier('x'.repeat(77)), /greater than maximum length \(76 characters\)/);
+});
+
+test('labels: key and value together at most 4096 bytes', () => {
+  validateLabel('k', 'v'.repeat(4095));
+  assert.throws(() => validateLabel('k', 'v'.repeat(4096)), /label key and value greater than maximum size \(4096 bytes\), key: k: invalid argument/);
+});

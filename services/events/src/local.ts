@@ -1,0 +1,171 @@
+// The events service's logic: containerd's Publish/Forward/Subscribe over NATS subjects, and
+// Berth's replay of the JetStream history. NATS is this service's store: live events are plain
+// subscriptions, history is the BERTH_EVENTS stream.
+import type { NatsConnection, Subscription } from '@nats-io/nats-core';
+import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { fromTimestamp, type Any, type Timestamp } from '@berth/api';
+import { decodeEnvelope, encodeEnvelope, eventStream, eventSubjects, H, nowEnvelope, publishEnvelope, token, type Envelope } from '@berth/bus';
+import { BerthError, Code, invalidArgument, toBerthError } from '@berth/errdefs';
+import { parseAll, type Filter } from '@berth/filters';
+import { envelopeAdaptor } from './adaptor.js';
+import { requireNamespace, validateEnvelope, validateTopic } from './validate.js';
+
+export interface EventsOptions {
+  nc: NatsConnection;
+  node: string;
+  /** events a subscriber may fall behind by before it is cut off */
+  maxPending?: number;
+}
+
+export function parseFilters(filters: string[]): Filter {
+  try {
+    return parseAll(filters);
+  } catch (e) {
+    throw invalidArgument(`failed parsing subscription filters: ${toBerthError(e).message}`);
+  }
+}
+
+const simpleTerm = /^\s*(namespace|topic)\s*==\s*"?([^",|]+?)"?\s*$/;
+
+/**
+ * The narrowest subject that still carries every event the filters can match. Only a single
+ * filter made of `namespace==` and `topic==` terms narrows it; anything else listens to all
+ * events and the filter does the rest.
+ */
+export function subjectFor(filters: string[]): string {
+  if (filters.length !== 1 || filters[0]!.includes('|')) return eventSubjects;
+  let ns = '*';
+  let topic = '>';
+  for (const term of filters[0]!.split(',')) {
+    const m = simpleTerm.exec(term);
+    if (!m) return eventSubjects;
+    if (m[1] === 'namespace') ns = token(m[2]!);
+    else if (m[2]!.startsWith('/') && m[2]!.length > 1) topic = m[2]!.slice(1).split('/').map(token).join('.');
+    else return eventSubjects;
+  }
+  return `berth.events.${ns}.${topic}`;
+}
+
+export class Events {
+  private readonly maxPending: number;
+  constructor(private readonly o: EventsOptions) {
+    this.maxPending = o.maxPending ?? 10_000;
+  }
+
+  async publish(ctxNamespace: string | undefined, topic: string, event: Any | null): Promise<void> {
+    const namespace = requireNamespace(ctxNamespace);
+    try {
+      validateTopic(topic);
+    } catch (e) {
+      throw toBerthError(e).wrap(`envelope topic "${topic}"`);
+    }
+    if (!event) throw invalidArgument('event must be set');
+    await publishEnvelope(this.o.nc, nowEnvelope(namespace, topic, event), this.o.node);
+  }
+
+  async forward(e: Envelope | null): Promise<void> {
+    if (!e) throw invalidArgument('envelope must be set');
+    validateEnvelope(e);
+    await publishEnvelope(this.o.nc, e, this.o.node);
+  }
+
+  /**
+   * Delivers live events matching `filters` (encoded envelopes) until `signal` aborts. Like
+   * containerd's, a subscription sees the events of its own node; a subscriber that falls
+   * more than maxPending events behind is cut off rather than let memory grow.
+   */
+  async subscribe(filters: string[], signal: AbortSignal, send: (envelope: Uint8Array) => Promise<void>): Promise<void> {
+    const filter = parseFilters(filters);
+    const queue: Uint8Array[] = [];
+    let wake: (() => void) | undefined;
+    // rejects once the subscriber has fallen too far behind: even a send that never returns
+    // (a reader that stopped reading) is abandoned then
+    let cutOff!: (e: BerthError) => void;
+    const cut = new Promise<never>((_, reject) => (cutOff = reject));
+    cut.catch(() => undefined);
+    let overflowed = false;
+    const sub: Subscription = this.o.nc.subscribe(subjectFor(filters), {
+      callback: (err, msg) => {
+        if (err || overflowed) return;
+        const from = msg.headers?.get(H.node);
+        if (from && from !== this.o.node) return;
+        let e: Envelope;
+        try {
+          e = decodeEnvelope(msg.data);
+        } catch {
+          return; // not an envelope: somebody published garbage on an event subject
+        }
+        if (!filter.match(envelopeAdaptor(e))) return;
+        if (queue.length >= this.maxPending) {
+          overflowed = true;
+          cutOff(new BerthError(Code.ResourceExhausted, `events: subscriber too slow: more than ${this.maxPending} events pending, cut off`));
+        } else queue.push(msg.data);
+        wake?.();
+      },
+    });
+    const onAbort = () => wake?.();
+    signal.addEventListener('abort', onAbort);
+    try {
+      while (!signal.aborted) {
+        if (!queue.length) {
+          await Promise.race([new Promise<void>((r) => (wake = r)), cut]);
+          wake = undefined;
+          continue;
+        }
+        await Promise.race([send(queue.shift()!), cut]);
+      }
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      sub.unsubscribe();
+    }
+  }
+
+  /** The stream's state: what replay can deliver. */
+  async info(): Promise<{ first_seq: number; last_seq: number; messages: number; bytes: number }> {
+    const s = await (await jetstreamManager(this.o.nc)).streams.info(eventStream);
+    return { first_seq: s.state.first_seq, last_seq: s.state.last_seq, messages: s.state.messages, bytes: s.state.bytes };
+  }
+
+  /**
+   * Delivers stored events from a sequence number or a time, in order, each with its sequence
+   * number; with `follow`, goes on with new events as they are stored, so a subscriber that
+   * resumes from its last seq + 1 sees every event exactly once.
+   */
+  async replay(
+    req: { filters: string[]; since_seq: number; since_time: Timestamp | null; follow: boolean },
+    signal: AbortSignal,
+    send: (ev: { seq: number; envelope: Envelope }) => Promise<void>,
+  ): Promise<void> {
+    const filter = parseFilters(req.filters ?? []);
+    const { last_seq } = await this.info();
+    const opts: Record<string, unknown> = { deliver_policy: DeliverPolicy.All };
+    if (req.since_seq > 0) {
+      if (!req.follow && req.since_seq > last_seq) return;
+      Object.assign(opts, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: req.since_seq });
+    } else if (req.since_time && (Number(req.since_time.seconds) || req.since_time.nanos)) {
+      Object.assign(opts, { deliver_policy: DeliverPolicy.StartTime, opt_start_time: fromTimestamp(req.since_time)!.toISOString() });
+    }
+    if (!req.follow && last_seq === 0) return;
+    const subject = subjectFor(req.filters ?? []);
+    // a single string: nats-server 2.9 takes one filter subject (a list needs 2.10)
+    if (subject !== eventSubjects) opts.filter_subjects = subject;
+    const consumer = await jetstream(this.o.nc).consumers.get(eventStream, opts);
+    if (!req.follow && (await consumer.info()).num_pending === 0) return;
+    const messages = await consumer.consume();
+    const onAbort = () => void messages.stop();
+    signal.addEventListener('abort', onAbort);
+    try {
+      for await (const m of messages) {
+        const e = decodeEnvelope(m.data);
+        if (filter.match(envelopeAdaptor(e))) await send({ seq: m.seq, envelope: e });
+        if (!req.follow && (m.seq >= last_seq || m.info.pending === 0)) break;
+      }
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      await messages.close().catch(() => undefined);
+      await consumer.delete().catch(() => undefined);
+    }
+  }
+}
+
+export { encodeEnvelope };

@@ -1,0 +1,65 @@
+// Events end to end: the real `ctr events` against the stack and the reference for the same
+// actions; a plain NATS subscriber (no Berth code) sees the same events, also as JSON.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { connect } from '@nats-io/transport-node';
+import { ctr, sleep, startReference, startStack, type Reference, type Stack } from './harness.js';
+
+/** Runs `ctr events` while `act` runs; returns the topics it printed. */
+async function ctrEvents(sock: string, act: () => Promise<void>): Promise<string[]> {
+  const p = spawn('ctr', ['--address', sock, 'events'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  p.stdout.on('data', (b) => (out += b));
+  await sleep(500);
+  await act();
+  await sleep(500);
+  p.kill('SIGTERM');
+  await new Promise((r) => p.once('exit', r));
+  // ctr events prints: TIMESTAMP NAMESPACE TOPIC EVENT
+  return out.split('\n').filter(Boolean).map((l) => l.split(' ').find((w) => w.startsWith('/'))!).filter(Boolean);
+}
+
+describe('events', () => {
+  let stack: Stack;
+  let ref: Reference | undefined;
+  before(async () => {
+    [stack, ref] = await Promise.all([startStack(), startReference()]);
+  });
+  after(async () => {
+    await ref?.stop();
+    await stack?.stop();
+  });
+
+  const actions = (sock: string) => async () => {
+    for (const args of [['namespaces', 'create', 'ev-a', 'x=1'], ['namespaces', 'label', 'ev-a', 'y=2'], ['namespaces', 'rm', 'ev-a']]) {
+      const r = await ctr(sock, ...args);
+      assert.equal(r.code, 0, r.stderr);
+    }
+  };
+
+  test('ctr events prints the same topics as against the reference', async (t) => {
+    const ours = await ctrEvents(stack.sock, actions(stack.sock));
+    assert.deepEqual(ours, ['/namespaces/create', '/namespaces/update', '/namespaces/delete']);
+    if (!ref) return t.skip('no reference containerd (../shared/testenv missing)');
+    const theirs = await ctrEvents(ref.sock, actions(ref.sock));
+    assert.deepEqual(ours, theirs);
+  });
+
+  test('a plain NATS subscriber gets them too, as protobuf and as JSON', async () => {
+    const url = /nats-server on (\S+)/.exec(stack.output())![1]!;
+    const nc = await connect({ servers: url });
+    const subjects: string[] = [];
+    const json: { topic: string; namespace: string; event: Record<string, unknown> }[] = [];
+    nc.subscribe('berth.events.>', { callback: (_e, m) => void subjects.push(m.subject) });
+    nc.subscribe('berth.json.events.>', { callback: (_e, m) => void json.push(m.json()) });
+    await nc.flush();
+    await actions(stack.sock)();
+    await sleep(300);
+    await nc.close();
+    assert.deepEqual(subjects, ['berth.events.default.namespaces.create', 'berth.events.default.namespaces.update', 'berth.events.ev-a.namespaces.delete']);
+    assert.deepEqual(json.map((j) => j.topic), ['/namespaces/create', '/namespaces/update', '/namespaces/delete']);
+    assert.equal(json[0]!.event['@type'], 'containerd.events.NamespaceCreate');
+    assert.deepEqual(json[0]!.event.labels, { x: '1' });
+  });
+});
