@@ -73,6 +73,7 @@ describe('bus over a real nats-server', () => {
         for await (const r of stream.recv()) await stream.send({ action: r.action, offset: r.offset, total: Buffer.from(r.data).length });
       },
     });
+    await snc.flush();
     client = new BusClient(cnc);
     client.channelOptions = { window: 8, heartbeat: 100 };
   });
@@ -162,6 +163,7 @@ describe('bus over a real nats-server', () => {
     const dnc = await connect({ servers: natsd.url });
     const dying = await BusServer.start(dnc, { name: 'dying', node, channel: { heartbeat: 100 } });
     dying.serveGrpc(content, { Read: async () => new Promise(() => {}) });
+    await dnc.flush();
     const ch = await client.open(rpcSubject(node, 'dying', 'Read'), 'server', ReadReq.encode({ digest: 'x' }));
     await dnc.close(); // like kill -9: no goodbye frames
     const t0 = Date.now();

@@ -52,6 +52,8 @@ export async function runService(name: string, start: (env: ServiceEnv) => Promi
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+  // subscriptions are live on the server only after a round trip: only then is the service up
+  await nc.flush();
   // the supervisor waits for this before it counts the service as up
   process.send?.({ ready: true });
   log(name, `ready on node ${config.node}`);
