@@ -9,6 +9,7 @@ import { ctr, startReference, startStack, until, type Reference, type Run, type 
 describe('local stack', () => {
   let stack: Stack;
   let ref: Reference | undefined;
+  let uuid = '';
 
   before(async () => {
     [stack, ref] = await Promise.all([startStack(), startReference()]);
@@ -23,12 +24,30 @@ describe('local stack', () => {
     assert.equal(v.code, 0, v.stderr);
     assert.match(v.stdout, /Server:\s+Version:\s+1\.6\.20\+berth/);
     assert.match(v.stdout, /UUID: [0-9a-f-]{36}/);
+    uuid = /UUID: (\S+)/.exec(v.stdout)![1]!;
     const p = await ctr(stack.sock, 'plugins', 'ls');
     assert.equal(p.code, 0, p.stderr);
     assert.match(p.stdout, /io\.containerd\.grpc\.v1\s+namespaces\s+-\s+ok/);
     assert.match(p.stdout, /io\.containerd\.grpc\.v1\s+introspection/);
     const f = await ctr(stack.sock, 'plugins', 'ls', 'id==namespaces');
     assert.equal(f.stdout.trim().split('\n').length, 2, f.stdout);
+  });
+
+  test('grpc.health.v1 answers SERVING', async () => {
+    const grpc = await import('@grpc/grpc-js');
+    const { service } = await import('grpc-health-check');
+    const Client = grpc.makeGenericClientConstructor(service as never, 'Health');
+    const c = new Client(`unix:${stack.sock}`, grpc.credentials.createInsecure()) as unknown as { check(req: object, cb: (e: Error | null, r: { status: string }) => void): void; close(): void };
+    const r = await new Promise<{ status: string }>((res, rej) => c.check({ service: '' }, (e, x) => (e ? rej(e) : res(x))));
+    c.close();
+    assert.equal(r.status, 'SERVING');
+  });
+
+  test('a method of a service that does not run answers Unavailable at once', async () => {
+    const r = await ctr(stack.sock, 'snapshots', '--snapshotter', 'overlayfs', 'ls');
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /Unavailable|unavailable/);
+    assert.ok(r.ms < 2000, `took ${r.ms} ms`);
   });
 
   test('the socket is mode 0660', async () => {
@@ -89,6 +108,10 @@ describe('local stack', () => {
       const took = await until(async () => (await ctr(stack.sock, 'namespaces', 'ls')).code === 0, 5000, `${service} back`);
       assert.notEqual(stack.pid(service), before);
       assert.ok(took <= 5000);
+      if (service === 'gateway') {
+        // the server UUID survives the restart
+        assert.equal(/UUID: (\S+)/.exec((await ctr(stack.sock, 'version')).stdout)?.[1], uuid);
+      }
     });
   }
 

@@ -1,0 +1,107 @@
+// The content store end to end: the real `ctr content` commands against the stack and against
+// the reference containerd on the same inputs, which must agree; the namespace emptiness check
+// that content makes reachable; a blob fetched from the local registry.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { ctr, run, shared, startReference, startStack, type Reference, type Run, type Stack } from './harness.js';
+
+const registry = process.env.REGISTRY ?? '127.0.0.1:5000';
+
+describe('content', () => {
+  let stack: Stack;
+  let ref: Reference | undefined;
+  let registryUp = false;
+  const ns = `it-content-${process.pid}`;
+  const blob = randomBytes(3 << 20); // 3 MiB: several chunks each way
+  const digest = 'sha256:' + createHash('sha256').update(blob).digest('hex');
+
+  before(async () => {
+    const reg = run(join(shared, 'testenv', 'registry.sh'), ['start'], { timeout: 300_000 });
+    [stack, ref] = await Promise.all([startStack(), startReference()]);
+    registryUp = (await reg).code === 0;
+  });
+  after(async () => {
+    await ref?.stop();
+    await stack?.stop();
+  });
+
+  /** The same ctr command against both; exit codes and outputs must agree. */
+  async function both(args: string[], input?: string | Buffer, compare: (r: Run) => string = (r) => r.stdout): Promise<Run> {
+    const call = (sock: string) => (input === undefined ? ctr(sock, '-n', ns, ...args) : runInput(sock, args, input));
+    const ours = await call(stack.sock);
+    if (ref) {
+      const theirs = await call(ref.sock);
+      assert.equal(ours.code, theirs.code, `exit code of ctr ${args.join(' ')}: ours ${ours.code} (${ours.stderr.trim()}), reference ${theirs.code} (${theirs.stderr.trim()})`);
+      assert.equal(compare(ours), compare(theirs), `output of ctr ${args.join(' ')}`);
+      if (ours.code !== 0) assert.equal(ours.stderr.trim(), theirs.stderr.trim(), `error of ctr ${args.join(' ')}`);
+    }
+    return ours;
+  }
+
+  function runInput(sock: string, args: string[], input: string | Buffer): Promise<Run> {
+    return new Promise((resolve) => {
+      import('node:child_process').then(({ spawn }) => {
+        const t0 = Date.now();
+        const p = spawn('ctr', ['--address', sock, '-n', ns, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+        let stdout = '';
+        let stderr = '';
+        p.stdout.on('data', (b) => (stdout += b));
+        p.stderr.on('data', (b) => (stderr += b));
+        p.on('exit', (code) => resolve({ code: code ?? 1, stdout, stderr, ms: Date.now() - t0 }));
+        p.stdin.end(input);
+      });
+    });
+  }
+
+  const rows = (r: Run) =>
+    r.stdout
+      .trim()
+      .split('\n')
+      .slice(1)
+      .map((l) => l.split(/\s+/).filter((_, i) => i !== 2 && i !== 3 && i !== 4).join(' ')) // drop the AGE words
+      .sort()
+      .join('\n');
+
+  test('ingest, ls, get, label, active, rm: as the reference does', async () => {
+    await both(['content', 'ingest', '--expected-size', String(blob.length), '--expected-digest', digest, 'ref-1'], blob);
+    const ls = await both(['content', 'ls', '-q'], undefined, (r) => r.stdout.split('\n').filter((l) => l === digest).join());
+    assert.ok(ls.stdout.includes(digest));
+    const got = await run('sh', ['-c', `ctr --address ${stack.sock} -n ${ns} content get ${digest} | sha256sum`]);
+    assert.equal(got.stdout.split(' ')[0], digest.slice(7));
+    await both(['content', 'label', digest, 'a=b', 'c=d']);
+    await both(['content', 'label', digest, 'c=']);
+    await both(['content', 'ls'], undefined, (r) => rows(r).split('\n').filter((l) => l.startsWith(digest)).join());
+    // the same bytes again: already exists, nothing to do
+    await both(['content', 'ingest', 'ref-2'], blob);
+    await both(['content', 'get', 'sha256:' + '0'.repeat(64)]);
+    await both(['content', 'active']);
+    await both(['content', 'rm', digest]);
+    await both(['content', 'ls', '-q'], undefined, (r) => String(r.stdout.includes(digest)));
+  });
+
+  test('a namespace holding blobs cannot be removed, with containerd message', async () => {
+    const small = Buffer.from(`hello ${ns}\n`);
+    await both(['content', 'ingest', 'ref-small'], small);
+    const [ours, theirs] = await Promise.all([ctr(stack.sock, 'namespaces', 'rm', ns), ref ? ctr(ref.sock, 'namespaces', 'rm', ns) : undefined]);
+    assert.notEqual(ours.code, 0);
+    assert.match(ours.stderr, new RegExp(`namespace "${ns}" must be empty, but it still has blobs: failed precondition`));
+    if (theirs) {
+      assert.equal(ours.code, theirs.code);
+      assert.equal(ours.stderr.split('\n').filter((l) => l.startsWith('ctr:')).join(), theirs.stderr.split('\n').filter((l) => l.startsWith('ctr:')).join());
+    }
+    const dg = 'sha256:' + createHash('sha256').update(small).digest('hex');
+    await both(['content', 'rm', dg]);
+  });
+
+  test('fetch from the local registry: the same blobs as the reference', async (t) => {
+    if (!registryUp) return t.skip('local registry (../shared/testenv/registry.sh) not available');
+    const image = `${registry}/library/layered:latest`;
+    await both(['content', 'fetch', '--plain-http', image], undefined, () => '');
+    const digests = (r: Run) => r.stdout.split('\n').filter((l) => l.startsWith('sha256:')).sort().join('\n');
+    const ls = await both(['content', 'ls', '-q'], undefined, digests);
+    assert.ok(digests(ls).split('\n').length >= 6, ls.stdout);
+    await both(['content', 'prune', 'references'], undefined, () => '');
+  });
+});
