@@ -41,10 +41,11 @@ export interface Stack {
 }
 
 /** `berth up` in temp dirs, as a user runs it; resolves once it printed `berth: ready`. */
-export async function startStack(extra: string[] = []): Promise<Stack> {
+export async function startStack(opts: { natsUrl?: string; node?: string } = {}): Promise<Stack> {
   const dir = mkdtempSync('/tmp/berth-it-');
   const state = join(dir, 'state');
-  const proc = spawn(process.execPath, [join(repo, 'packages/cli/dist/main.js'), 'up', '--root', join(dir, 'root'), '--state', state, '--nats-port', '0', '--node', 'it-node', ...extra], {
+  const nats = opts.natsUrl ? ['--nats-url', opts.natsUrl] : ['--nats-port', '0'];
+  const proc = spawn(process.execPath, [join(repo, 'packages/cli/dist/main.js'), 'up', '--root', join(dir, 'root'), '--state', state, ...nats, '--node', opts.node ?? 'it-node'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
