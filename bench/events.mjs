@@ -101,3 +101,4 @@ try {
   await berth.stop();
   ref?.stop();
 }
+process.exit(0);
