@@ -181,3 +181,12 @@ describe('bus over a real nats-server', () => {
     assert.equal(method('/containerd.services.content.v1.Content/Read').responseStream, true);
   });
 });
+
+describe('event topics', () => {
+  test('every topic names an event message that exists', async () => {
+    const { eventTypes } = await import('./topics.js');
+    const { root } = await import('@berth/api');
+    for (const [topic, type] of Object.entries(eventTypes)) assert.ok(root.lookupType(type), topic);
+    assert.equal(eventTypes['/tasks/exit'], 'containerd.events.TaskExit');
+  });
+});

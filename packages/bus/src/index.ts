@@ -6,3 +6,4 @@ export * from './client.js';
 export * from './server.js';
 export * from './events.js';
 export * from './usage.js';
+export * from './topics.js';

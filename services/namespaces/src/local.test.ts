@@ -13,7 +13,7 @@ async function fixture(usage: string[] = []) {
   const db = await openStore(dir);
   const events: [string, string, Record<string, unknown>][] = [];
   const inUse = { kinds: usage };
-  const ns = new Namespaces(new NamespaceStore(db), async () => inUse.kinds, (n, topic, _t, e) => void events.push([n, topic, e]));
+  const ns = new Namespaces(new NamespaceStore(db), async () => inUse.kinds, (n, topic, e) => void events.push([n, topic, e]));
   return { ns, events, inUse, done: async () => { await db.close(); rmSync(dir, { recursive: true, force: true }); } };
 }
 const code = (c: number, msg?: RegExp) => (e: BerthError) => e.code === c && (!msg || msg.test(e.message));

@@ -2,6 +2,7 @@
 // over metadata/namespaces.go): validation, labels by field path, the emptiness check before
 // delete, and the /namespaces/* events. No NATS here: `usage` and `publish` are injected.
 import { alreadyExists, BerthError, Code, failedPrecondition, notFound } from '@berth/errdefs';
+import type { Topic } from '@berth/bus';
 import type { Labels, NamespaceStore } from './store.js';
 import { validateIdentifier, validateLabel } from '@berth/identifiers';
 
@@ -10,7 +11,7 @@ export interface Namespace {
   labels: Labels;
 }
 
-export type Publish = (namespace: string, topic: string, eventType: string, event: Record<string, unknown>) => Promise<unknown> | void;
+export type Publish = (namespace: string, topic: Topic, event: Record<string, unknown>) => Promise<unknown> | void;
 
 export class Namespaces {
   /** one writer at a time: read-modify-write of labels must not interleave */
@@ -45,7 +46,7 @@ export class Namespaces {
       if (await this.store.labels(ns.name)) throw alreadyExists(`namespace "${ns.name}"`);
       await this.store.put(ns.name, dropEmpty(labels));
     });
-    await this.publish(ctxNamespace, '/namespaces/create', 'containerd.events.NamespaceCreate', { name: ns.name, labels });
+    await this.publish(ctxNamespace, '/namespaces/create', { name: ns.name, labels });
     return { name: ns.name, labels };
   }
 
@@ -76,7 +77,7 @@ export class Namespaces {
       await this.store.put(ns.name, next);
       return { name: ns.name, labels: next };
     });
-    await this.publish(ctxNamespace, '/namespaces/update', 'containerd.events.NamespaceUpdate', { name: ns.name, labels });
+    await this.publish(ctxNamespace, '/namespaces/update', { name: ns.name, labels });
     return result;
   }
 
@@ -87,7 +88,7 @@ export class Namespaces {
       if (!(await this.store.labels(name))) throw notFound(`namespace "${name}"`);
       await this.store.remove(name);
     });
-    await this.publish(name, '/namespaces/delete', 'containerd.events.NamespaceDelete', { name });
+    await this.publish(name, '/namespaces/delete', { name });
   }
 }
 

@@ -1,6 +1,6 @@
 // The namespaces service on the bus: containerd's Namespaces API over the plain library.
 import { service as grpcService } from '@berth/api';
-import { BusServer, envelope, namespaceUsage, publishEnvelope, type CallContext } from '@berth/bus';
+import { BusServer, eventPublisher, namespaceUsage, type CallContext } from '@berth/bus';
 import type { ServiceEnv, Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
 import type { CreateNamespaceRequest__Output as CreateReq } from '@berth/api/types/containerd/services/namespaces/v1/CreateNamespaceRequest.js';
@@ -17,7 +17,7 @@ export async function start(env: ServiceEnv): Promise<Stop> {
   const ns = new Namespaces(
     new NamespaceStore(db),
     (name) => namespaceUsage(env.nc, env.node, name),
-    (namespace, topic, type, event) => publishEnvelope(env.nc, envelope(namespace, topic, type, event), env.node),
+    eventPublisher(env.nc, env.node),
   );
   const ctxNs = (ctx: CallContext) => ctx.namespace ?? 'default';
   const bus = await BusServer.start(env.nc, { name: 'namespaces', node: env.node, metadata: { plugins: JSON.stringify(plugins) } });
