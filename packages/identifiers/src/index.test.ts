@@ -15,4 +15,5 @@ test('identifiers: alphanumerics joined by single . _ -', () => {
 test('labels: key and value together at most 4096 bytes', () => {
   validateLabel('k', 'v'.repeat(4095));
   assert.throws(() => validateLabel('k', 'v'.repeat(4096)), /label key and value greater than maximum size \(4096 bytes\), key: k: invalid argument/);
+  assert.throws(() => validateLabel('a-very-long-key', 'v'.repeat(4096)), /key: a-very-lon: invalid argument/);
 });

@@ -15,6 +15,7 @@ const maxLabel = 4096;
 
 export function validateLabel(key: string, value: string): void {
   if (Buffer.byteLength(key) + Buffer.byteLength(value) > maxLabel) {
-    throw invalidArgument(`label key and value greater than maximum size (${maxLabel} bytes), key: ${key}`);
+    // containerd names only the key's first 10 bytes in this message
+    throw invalidArgument(`label key and value greater than maximum size (${maxLabel} bytes), key: ${Buffer.from(key).subarray(0, 10).toString()}`);
   }
 }

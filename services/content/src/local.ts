@@ -1,0 +1,423 @@
+// The content store as a namespace sees it: containerd's metadata/content.go over
+// content/local, plus the /content/delete event (services/content/store.go). No NATS here.
+//
+// Blobs on disk are shared by every namespace; a namespace sees one only through its own
+// record (labels and times are per namespace). Content committed in one namespace can be
+// committed into another without sending the bytes again when the writer names the expected
+// digest up front (containerd's default "shared" policy); otherwise the bytes must be written.
+import { alreadyExists, BerthError, Code, failedPrecondition, invalidArgument, notFound } from '@berth/errdefs';
+import { validateIdentifier, validateLabel } from '@berth/identifiers';
+import type { BatchOp } from '@berth/store';
+import type { BlobStore, IngestWriter } from './blobs.js';
+import { algorithmOf, digestProblem } from './digest.js';
+import { contentFilter, statusFilter } from './filter.js';
+import { op, type BlobRecord, type ContentStore, type IngestRecord, type Labels, type LeaseResourceType } from './store.js';
+
+/** What a call carries besides its request: containerd's context (namespace and lease). */
+export interface Ctx {
+  namespace?: string;
+  lease?: string;
+}
+
+export interface Info {
+  digest: string;
+  size: number;
+  createdAt: Date;
+  updatedAt: Date;
+  labels: Labels;
+}
+
+export interface Status {
+  ref: string;
+  offset: number;
+  total: number;
+  startedAt: Date;
+  updatedAt: Date;
+  expected: string;
+}
+
+export type Publish = (namespace: string, topic: string, eventType: string, event: Record<string, unknown>) => Promise<void> | void;
+
+export interface ContentOptions {
+  /**
+   * containerd's content_sharing_policy: "shared" (the default) lets a writer that names an
+   * expected digest adopt a blob another namespace committed; false ("isolated") makes every
+   * namespace send the bytes itself.
+   */
+  shared?: boolean;
+  /** whether a lease exists (the leases service); without it every lease is taken on trust */
+  leaseExists?: (namespace: string, lease: string) => Promise<boolean>;
+}
+
+/** Ingests not held by a lease may be aborted by a collector after this long (containerd: 24 h). */
+export const ingestExpiry = 24 * 3600 * 1000;
+
+export class Content {
+  private lock: Promise<unknown> = Promise.resolve();
+  readonly shared: boolean;
+
+  constructor(
+    readonly blobs: BlobStore,
+    readonly store: ContentStore,
+    private readonly publish: Publish,
+    private readonly opts: ContentOptions = {},
+  ) {
+    this.shared = opts.shared ?? true;
+  }
+
+  /**
+   * Metadata changes run one at a time: each reads a record and writes it back, and bolt gave
+   * containerd that isolation for free. Only short database work goes through here, never I/O
+   * on blob files.
+   */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.lock.then(fn, fn);
+    this.lock = run.catch(() => undefined);
+    return run;
+  }
+
+  /** The call's namespace, required and valid as containerd requires it. */
+  namespace(ctx: Ctx): string {
+    const ns = ctx.namespace;
+    if (!ns) throw failedPrecondition('namespace is required');
+    try {
+      validateIdentifier(ns);
+    } catch (err) {
+      throw err instanceof BerthError ? err.wrap('namespace validation') : err;
+    }
+    return ns;
+  }
+
+  private async checkLease(ns: string, lease: string | undefined): Promise<void> {
+    if (lease && this.opts.leaseExists && !(await this.opts.leaseExists(ns, lease))) throw notFound('lease does not exist');
+  }
+
+  async exists(ctx: Ctx, digest: string): Promise<boolean> {
+    return (await this.store.blob(this.namespace(ctx), digest)) !== undefined;
+  }
+
+  async info(ctx: Ctx, digest: string): Promise<Info> {
+    const r = await this.store.blob(this.namespace(ctx), digest);
+    if (!r) throw notFound(`content digest ${digest}`);
+    return toInfo(digest, r);
+  }
+
+  /**
+   * Labels are the only mutable field. Without paths they are replaced; `labels` replaces them
+   * too; `labels.<key>` sets one key, or removes it when the new value is empty.
+   */
+  async update(ctx: Ctx, info: { digest: string; labels?: Labels }, paths: string[]): Promise<Info> {
+    const ns = this.namespace(ctx);
+    const given = info.labels ?? {};
+    return this.serial(async () => {
+      const r = await this.store.blob(ns, info.digest);
+      if (!r) throw notFound(`content digest ${info.digest}`);
+      let labels: Labels = { ...r.labels };
+      if (paths.length) {
+        for (const p of paths) {
+          if (p.startsWith('labels.')) {
+            const key = p.slice('labels.'.length);
+            labels[key] = given[key] ?? '';
+          } else if (p === 'labels') {
+            labels = { ...given };
+          } else {
+            throw invalidArgument(`cannot update "${p}" field on content info "${info.digest}"`);
+          }
+        }
+      } else {
+        labels = { ...given };
+      }
+      validateLabels(labels);
+      const next: BlobRecord = { ...r, labels: dropEmpty(labels), updated: Date.now() };
+      await this.store.batch([op.putBlob(ns, info.digest, next)]);
+      return toInfo(info.digest, next);
+    });
+  }
+
+  /** The namespace's content, in digest order, matching any of `filters`. */
+  async *list(ctx: Ctx, filters: string[] = []): AsyncGenerator<Info> {
+    const ns = this.namespace(ctx);
+    const f = contentFilter(filters);
+    for await (const [digest, r] of this.store.blobs(ns)) {
+      const info = toInfo(digest, r);
+      if (f.match(info)) yield info;
+    }
+  }
+
+  /**
+   * Removes the namespace's record (and its lease reference). The file stays on disk until the
+   * collector finds no namespace left using it, as in containerd.
+   */
+  async delete(ctx: Ctx, digest: string): Promise<void> {
+    const ns = this.namespace(ctx);
+    await this.serial(async () => {
+      if (!(await this.store.blob(ns, digest))) throw notFound(`content digest ${digest}`);
+      const ops = [op.delBlob(ns, digest)];
+      if (ctx.lease) ops.push(op.unlease(ns, ctx.lease, 'content', digest));
+      await this.store.batch(ops);
+    });
+    // the record is gone whatever happens to the event: failing the call now would only make
+    // the client retry into NotFound, so a lost event is logged rather than returned
+    try {
+      await this.publish(ns, '/content/delete', 'containerd.events.ContentDelete', { digest });
+    } catch (err) {
+      console.error(`content: publishing /content/delete for ${digest} in ${ns}: ${(err as Error).message}`);
+    }
+  }
+
+  /** A committed blob the namespace can see: its size (from the record) and a ranged reader. */
+  async reader(ctx: Ctx, digest: string): Promise<{ size: number; read: (offset: number, length: number, signal?: AbortSignal) => AsyncGenerator<Buffer> }> {
+    const info = await this.info(ctx, digest);
+    return { size: info.size, read: (offset, length, signal) => this.blobs.read(digest, offset, length, signal) };
+  }
+
+  /**
+   * The fast path for readers on this node: the committed file of a blob the namespace can
+   * see. The file is read-only and never changes; a reader that has it open keeps its bytes even
+   * if the blob is later collected.
+   */
+  async blobPath(ctx: Ctx, digest: string): Promise<{ digest: string; path: string; size: number }> {
+    const problem = digestProblem(digest);
+    if (problem) throw invalidArgument(`${digest}: ${problem}`);
+    const info = await this.info(ctx, digest);
+    const path = this.blobs.blobPath(digest);
+    const st = await this.blobs.stat(digest);
+    if (!st) throw notFound(`blob ${digest} expected at ${path}: blob not found`);
+    return { digest, path, size: info.size };
+  }
+
+  async status(ctx: Ctx, ref: string): Promise<Status> {
+    const ns = this.namespace(ctx);
+    const r = await this.store.ingest(ns, ref);
+    if (!r) throw notFound(`reference ${ref}`);
+    const st = await this.blobs.status(r.bref);
+    return { ...st, ref, expected: '' };
+  }
+
+  /** The namespace's ingests that have data on disk, in ref order, matching any of `filters`. */
+  async listStatuses(ctx: Ctx, filters: string[] = []): Promise<Status[]> {
+    const ns = this.namespace(ctx);
+    const f = statusFilter(filters);
+    const out: Status[] = [];
+    for await (const [ref, r] of this.store.ingests(ns)) {
+      let st;
+      try {
+        st = await this.blobs.status(r.bref);
+      } catch (err) {
+        // an ingest that finishes or vanishes while we look, or one adopting another
+        // namespace's blob (no data of its own), is not an active write
+        if (err instanceof BerthError && err.code === Code.NotFound) continue;
+        throw err;
+      }
+      const s = { ...st, ref, expected: '' };
+      if (f.match(s)) out.push(s);
+    }
+    return out;
+  }
+
+  async abort(ctx: Ctx, ref: string): Promise<void> {
+    const ns = this.namespace(ctx);
+    const bref = await this.serial(async () => {
+      const r = await this.store.ingest(ns, ref);
+      if (!r) throw notFound(`reference ${ref}`);
+      const ops = [op.delIngest(ns, ref)];
+      if (ctx.lease) ops.push(op.unlease(ns, ctx.lease, 'ingests', ref));
+      await this.store.batch(ops);
+      return r.bref;
+    });
+    await this.blobs.abort(bref);
+  }
+
+  /**
+   * Opens (or resumes) the write `ref`. With an expected digest the namespace already has:
+   * AlreadyExists (after recording it under the lease, so a pull holding a lease keeps it).
+   * With one another namespace committed (shared policy, same size or none given): a writer
+   * with nothing to write, whose commit only adds this namespace's record.
+   */
+  async writer(ctx: Ctx, ref: string, total: number, expected = ''): Promise<NamespacedWriter> {
+    if (!ref) throw invalidArgument('ref must not be empty');
+    const ns = this.namespace(ctx);
+    const lease = ctx.lease;
+    await this.checkLease(ns, lease);
+    if (expected) {
+      const found = await this.serial(async () => {
+        if (!(await this.store.blob(ns, expected))) return false;
+        if (lease) await this.store.batch([op.lease(ns, lease, 'content', expected)]);
+        return true;
+      });
+      if (found) throw alreadyExists(`content ${expected}`);
+    }
+    let shared: { digest: string; size: number } | undefined;
+    if (expected && this.shared) {
+      const st = await this.blobs.stat(expected);
+      if (st && (total === 0 || total === st.size)) shared = { digest: expected, size: st.size };
+    }
+    const existing = await this.store.ingest(ns, ref);
+    // the blob store key: namespace and ref, in containerd's form (it shows in lock errors)
+    const bref = existing?.bref ?? `${ns}/1/${ref}`;
+    const backend = shared ? undefined : await this.blobs.writer(bref, total, algorithmOf(expected));
+    const now = Date.now();
+    const record: IngestRecord = { bref, started: existing?.started ?? now };
+    if (shared) {
+      record.expected = shared.digest;
+      record.size = shared.size;
+    }
+    if (!lease) record.expireAt = now + ingestExpiry;
+    else if (existing?.expireAt !== undefined) record.expireAt = existing.expireAt;
+    try {
+      await this.serial(async () => {
+        const ops = [op.putIngest(ns, ref, record)];
+        if (lease) ops.push(op.lease(ns, lease, 'ingests', ref));
+        await this.store.batch(ops);
+      });
+    } catch (err) {
+      await backend?.close();
+      throw err;
+    }
+    return new NamespacedWriter(this, ns, lease, ref, bref, backend, shared ?? { digest: '', size: total }, new Date(now));
+  }
+
+  /** @internal the metadata half of a commit: the namespace's record, the ingest gone, leases. */
+  async recordCommit(ns: string, lease: string | undefined, ref: string, digest: string, size: number, labels: Labels): Promise<void> {
+    const existed = await this.serial(async () => {
+      const existing = await this.store.blob(ns, digest);
+      const ops: BatchOp[] = [];
+      if (!existing) {
+        const now = Date.now();
+        ops.push(op.putBlob(ns, digest, { size, created: now, updated: now, labels: dropEmpty(labels) }));
+      }
+      ops.push(op.delIngest(ns, ref));
+      if (lease) ops.push(op.unlease(ns, lease, 'ingests', ref), op.lease(ns, lease, 'content', digest));
+      await this.store.batch(ops);
+      return existing !== undefined;
+    });
+    if (existed) throw alreadyExists(`content ${digest}`);
+  }
+
+  /** What this service still holds in a namespace, in containerd's words ("blobs"). */
+  async usage(ns: string): Promise<string[]> {
+    return (await this.store.hasBlobs(ns)) ? ['blobs'] : [];
+  }
+
+  /** The content and ingests a lease holds (for the leases service and a future collector). */
+  async leaseResources(ctx: Ctx, lease: string): Promise<{ id: string; type: LeaseResourceType }[]> {
+    return this.store.leaseResources(this.namespace(ctx), lease);
+  }
+}
+
+/**
+ * A write as a namespace sees it. Usually a blob store writer; for a shared blob, nothing until
+ * the client writes anyway (then the blob's bytes are copied into a real ingest first).
+ */
+export class NamespacedWriter {
+  constructor(
+    private readonly content: Content,
+    readonly namespace: string,
+    private readonly lease: string | undefined,
+    readonly ref: string,
+    private readonly bref: string,
+    private backend: IngestWriter | undefined,
+    private readonly desc: { digest: string; size: number },
+    private readonly started: Date,
+  ) {}
+
+  status(): Status {
+    if (this.backend) return { ...this.backend.status(), ref: this.ref, expected: '' };
+    return { ref: this.ref, offset: this.desc.size, total: this.desc.size, startedAt: this.started, updatedAt: this.started, expected: this.desc.digest };
+  }
+
+  /** the digest so far; after a commit, the committed one (it may use another algorithm) */
+  digest(): string {
+    if (this.committed) return this.committed;
+    return this.backend ? this.backend.digest() : this.desc.digest;
+  }
+
+  private committed?: string;
+
+  async write(data: Uint8Array): Promise<number> {
+    if (!this.backend) {
+      if (data.length === 0) return 0;
+      await this.unshare(this.desc.size);
+    }
+    return this.backend!.write(data);
+  }
+
+  async truncate(size: number): Promise<void> {
+    if (this.backend) return this.backend.truncate(size);
+    await this.unshare(0, size);
+  }
+
+  /** Turns a shared writer into a real ingest holding the first `copy` bytes of the blob. */
+  private async unshare(copy: number, total = this.desc.size): Promise<void> {
+    const w = await this.content.blobs.writer(this.bref, total, algorithmOf(this.desc.digest));
+    try {
+      if (w.status().offset > 0) await w.truncate(0);
+      if (copy > 0) for await (const chunk of this.content.blobs.read(this.desc.digest, 0, copy)) await w.write(chunk);
+    } catch (err) {
+      await w.close();
+      throw err;
+    }
+    this.backend = w;
+  }
+
+  /**
+   * Verifies and commits, then records the blob in the namespace. Committing content the
+   * namespace already has removes the ingest and answers AlreadyExists.
+   */
+  async commit(size: number, expected: string, labels?: Labels): Promise<void> {
+    try {
+      validateLabels(labels ?? {});
+    } catch (err) {
+      await this.close();
+      throw err;
+    }
+    let actual: string;
+    if (!this.backend) {
+      if (size !== 0 && size !== this.desc.size) throw failedPrecondition(`"${this.ref}" failed size validation: ${this.desc.size} != ${size}`);
+      if (expected && expected !== this.desc.digest) throw failedPrecondition(`"${this.ref}" unexpected digest`);
+      size = this.desc.size;
+      actual = this.desc.digest;
+    } else {
+      const offset = this.backend.status().offset;
+      if (size !== 0 && size !== offset) {
+        await this.close();
+        throw failedPrecondition(`"${this.ref}" failed size validation: ${offset} != ${size}`);
+      }
+      size = offset;
+      try {
+        actual = await this.backend.commit(size, expected || undefined);
+      } catch (err) {
+        // the bytes are on disk already (another ingest committed them): still ours to record
+        if (!(err instanceof BerthError && err.code === Code.AlreadyExists)) throw err;
+        actual = this.backend.committed!;
+      }
+    }
+    this.committed = actual;
+    await this.content.recordCommit(this.namespace, this.lease, this.ref, actual, size, labels ?? {});
+  }
+
+  /** Ends this session; the ingest stays, resumable. */
+  async close(): Promise<void> {
+    await this.backend?.close();
+  }
+}
+
+/** Labels in key order: containerd's store keeps them sorted and its answers list them so. */
+function toInfo(digest: string, r: BlobRecord): Info {
+  const labels = Object.fromEntries(Object.entries(r.labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  return { digest, size: r.size, createdAt: new Date(r.created), updatedAt: new Date(r.updated), labels };
+}
+
+function validateLabels(labels: Labels): void {
+  for (const [k, v] of Object.entries(labels)) {
+    try {
+      validateLabel(k, v);
+    } catch (err) {
+      throw err instanceof BerthError ? err.wrap('info.Labels') : err;
+    }
+  }
+}
+
+function dropEmpty(labels: Labels): Labels {
+  return Object.fromEntries(Object.entries(labels).filter(([, v]) => v !== ''));
+}

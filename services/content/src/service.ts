@@ -1,0 +1,70 @@
+// The content service on the bus: containerd's Content API (every method, Read/List/Write
+// streamed with flow control), the node-local fast path to a blob's file, lease resources, and
+// the namespace-usage answer ("blobs") that lets namespace deletion refuse like containerd.
+import { join } from 'node:path';
+import { service as grpcService } from '@berth/api';
+import { BusServer, envelope, publishEnvelope, serveNamespaceUsage, type BidiStream, type CallContext, type StreamContext } from '@berth/bus';
+import { invalidArgument } from '@berth/errdefs';
+import type { ServiceEnv, Stop } from '@berth/kit';
+import { openStore } from '@berth/store';
+import { ContentApi } from './api.js';
+import { BlobStore } from './blobs.js';
+import { blobPathMethod, leaseResourcesMethod } from './client.js';
+import { Content, type ContentOptions } from './local.js';
+import { ContentStore } from './store.js';
+
+/** What `ctr plugins ls` shows for content in containerd 1.6. */
+export const plugins = [
+  { type: 'io.containerd.content.v1', id: 'content' },
+  { type: 'io.containerd.service.v1', id: 'content-service', requires: ['io.containerd.event.v1', 'io.containerd.metadata.v1'] },
+  { type: 'io.containerd.grpc.v1', id: 'content', requires: ['io.containerd.service.v1'] },
+];
+
+/** Where things live under the service's root (`<root>/content`). */
+export const layout = (root: string) => ({ blobs: root, meta: join(root, 'meta') });
+
+export async function start(env: ServiceEnv, opts: ContentOptions = {}): Promise<Stop> {
+  const paths = layout(env.root);
+  const blobs = await BlobStore.open(paths.blobs);
+  const db = await openStore(paths.meta);
+  const content = new Content(
+    blobs,
+    new ContentStore(db),
+    async (namespace, topic, type, event) => {
+      await publishEnvelope(env.nc, envelope(namespace, topic, type, event), env.node);
+    },
+    opts,
+  );
+  const api = new ContentApi(content);
+  const bus = await BusServer.start(env.nc, { name: 'content', node: env.node, metadata: { plugins: JSON.stringify(plugins) } });
+  bus.serveGrpc(grpcService('containerd.services.content.v1.Content'), {
+    Info: (req, ctx: CallContext) => api.info(req, ctx),
+    Update: (req, ctx: CallContext) => api.update(req, ctx),
+    List: (req, ctx: StreamContext, send) => api.list(req, ctx, send),
+    Delete: (req, ctx: CallContext) => api.delete(req, ctx),
+    Read: (req, ctx: StreamContext, send) => api.read(req, ctx, send),
+    Status: (req, ctx: CallContext) => api.status(req, ctx),
+    ListStatuses: (req, ctx: CallContext) => api.listStatuses(req, ctx),
+    Write: (ctx: StreamContext, stream: BidiStream) => api.write(ctx, stream.recv(), (m) => stream.send(m)),
+    Abort: (req, ctx: CallContext) => api.abort(req, ctx),
+  });
+  // JSON in and out: for other Berth services on this node, not part of containerd's API
+  bus.raw(blobPathMethod, async (data, ctx) => json(await content.blobPath(ctx, parse<{ digest?: string }>(data).digest ?? '')), { json: 'true' });
+  bus.raw(leaseResourcesMethod, async (data, ctx) => json({ resources: await content.leaseResources(ctx, parse<{ lease?: string }>(data).lease ?? ctx.lease ?? '') }), { json: 'true' });
+  const usage = serveNamespaceUsage(env.nc, env.node, (ns) => content.usage(ns));
+  return async () => {
+    usage.unsubscribe();
+    await bus.stop();
+    await db.close();
+  };
+}
+
+function parse<T>(data: Uint8Array): T {
+  try {
+    return JSON.parse(Buffer.from(data).toString('utf8') || '{}') as T;
+  } catch {
+    throw invalidArgument('request must be JSON');
+  }
+}
+
+const json = (v: unknown) => Buffer.from(JSON.stringify(v));
