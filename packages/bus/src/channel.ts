@@ -19,7 +19,7 @@ export interface ChannelOptions {
   what: string;
 }
 
-export const defaultChannelOptions: ChannelOptions = { window: 16, heartbeat: 5000, what: 'stream' };
+export const defaultChannelOptions: ChannelOptions = { window: 16, heartbeat: 2000, what: 'stream' };
 
 type Waiter = { resolve: () => void; reject: (e: BerthError) => void };
 

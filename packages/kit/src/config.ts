@@ -45,7 +45,7 @@ export function defaultConfig(): Config {
     node: hostname(),
     grpc: { address: '/run/berth/berth.sock', mode: '0660', max_recv_message_size: 16 << 20, max_send_message_size: 16 << 20 },
     nats: { url: '', port: 4222, host: '127.0.0.1', max_payload: 20 << 20 },
-    services: ['events', 'namespaces', 'content', 'leases', 'gateway'],
+    services: ['events', 'namespaces', 'content', 'leases', 'images', 'gateway'],
     events: { max_age: '24h', max_bytes: 1 << 30 },
   };
 }

@@ -1,0 +1,41 @@
+// The images service on the bus: containerd's Images API over the plain library.
+import { nowTimestamp, service as grpcService } from '@berth/api';
+import { BusServer, eventPublisher, serveNamespaceUsage, type CallContext } from '@berth/bus';
+import { BerthError, Code } from '@berth/errdefs';
+import type { ServiceEnv, Stop } from '@berth/kit';
+import { openStore } from '@berth/store';
+import { Images, type Image } from './local.js';
+
+export const plugins = [
+  { type: 'io.containerd.grpc.v1', id: 'images' },
+  { type: 'io.containerd.service.v1', id: 'images-service' },
+];
+
+function ns(ctx: CallContext): string {
+  if (!ctx.namespace) throw new BerthError(Code.FailedPrecondition, 'namespace is required: failed precondition');
+  return ctx.namespace;
+}
+
+export async function start(env: ServiceEnv): Promise<Stop> {
+  const db = await openStore(env.root);
+  const images = new Images(db, eventPublisher(env.nc, env.node), nowTimestamp);
+  const bus = await BusServer.start(env.nc, { name: 'images', node: env.node, metadata: { plugins: JSON.stringify(plugins) } });
+  bus.serveGrpc(grpcService('containerd.services.images.v1.Images'), {
+    Get: async (req: { name: string }, ctx: CallContext) => ({ image: await images.get(ns(ctx), req.name) }),
+    List: async (req: { filters: string[] }, ctx: CallContext) => ({ images: await images.list(ns(ctx), req.filters ?? []) }),
+    Create: async (req: { image: Image }, ctx: CallContext) => ({ image: await images.create(ns(ctx), req.image) }),
+    Update: async (req: { image: Image; update_mask: { paths: string[] } | null }, ctx: CallContext) => ({
+      image: await images.update(ns(ctx), req.image, req.update_mask?.paths ?? []),
+    }),
+    Delete: async (req: { name: string }, ctx: CallContext) => {
+      await images.delete(ns(ctx), req.name);
+      return {};
+    },
+  });
+  const usage = serveNamespaceUsage(env.nc, env.node, async (n) => ((await images.hasAny(n)) ? ['images'] : []));
+  return async () => {
+    usage.unsubscribe();
+    await bus.stop();
+    await db.close();
+  };
+}
