@@ -4,8 +4,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ctr, run, shared, startReference, startStack, type Reference, type Run, type Stack } from './harness.js';
+import { ctr, run, shared, startReference, startStack, until, type Reference, type Run, type Stack } from './harness.js';
 
 const registry = process.env.REGISTRY ?? '127.0.0.1:5000';
 
@@ -50,6 +51,7 @@ describe('content', () => {
         p.stdout.on('data', (b) => (stdout += b));
         p.stderr.on('data', (b) => (stderr += b));
         p.on('exit', (code) => resolve({ code: code ?? 1, stdout, stderr, ms: Date.now() - t0 }));
+        p.stdin.on('error', () => undefined); // ctr may stop reading early (e.g. the content exists): its exit code tells
         p.stdin.end(input);
       });
     });
@@ -98,6 +100,32 @@ describe('content', () => {
     }
     const dg = 'sha256:' + createHash('sha256').update(small).digest('hex');
     await both(['content', 'rm', dg]);
+  });
+
+  test('kill -9 of the content service during a write, then the write resumes at its offset', async () => {
+    const data = randomBytes(8 << 20);
+    const dg = 'sha256:' + createHash('sha256').update(data).digest('hex');
+    const { spawn } = await import('node:child_process');
+    const p = spawn('ctr', ['--address', stack.sock, '-n', ns, 'content', 'ingest', '--expected-size', String(data.length), '--expected-digest', dg, 'ref-crash'], { stdio: ['pipe', 'ignore', 'pipe'] });
+    const exited = new Promise<number | null>((r) => p.once('exit', (c) => r(c)));
+    p.stdin.on('error', () => undefined);
+    p.stdin.write(data.subarray(0, 4 << 20));
+    const offset = async () => Number(/ref-crash\s+(\d+)/.exec((await ctr(stack.sock, '-n', ns, 'content', 'active')).stdout)?.[1] ?? 0);
+    await until(async () => (await offset()) > 0, 10_000, 'ingest under way');
+    process.kill(stack.pid('content'), 'SIGKILL');
+    p.stdin.destroy();
+    assert.notEqual(await exited, 0, 'the interrupted ctr ingest fails');
+    // restarted by the supervisor: the ingest is still there, with what was written
+    await until(async () => (await offset()) > 0, 10_000, 'content back with the ingest');
+    // ctr resumes by seeking its input to the offset the store reports: give it a file
+    const file = join(stack.dir, 'crash.bin');
+    writeFileSync(file, data);
+    const resumed = await run('sh', ['-c', `ctr --address ${stack.sock} -n ${ns} content ingest --expected-size ${data.length} --expected-digest ${dg} ref-crash < ${file}`]);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    const got = await run('sh', ['-c', `ctr --address ${stack.sock} -n ${ns} content get ${dg} | sha256sum`]);
+    assert.equal(got.stdout.split(' ')[0], dg.slice(7));
+    assert.doesNotMatch((await ctr(stack.sock, '-n', ns, 'content', 'active')).stdout, /ref-crash/);
+    assert.equal((await ctr(stack.sock, '-n', ns, 'content', 'rm', dg)).code, 0);
   });
 
   test('fetch from the local registry: the same blobs as the reference', async (t) => {

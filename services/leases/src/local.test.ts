@@ -16,8 +16,10 @@ test('leases: create, list with filters, resources, delete, per namespace', asyn
     await l.create('a', 'l2', { team: 'x' });
     await l.create('b', 'l1', {});
     await assert.rejects(l.create('a', 'l1', {}), (e: BerthError) => e.code === Code.AlreadyExists && e.message === 'lease "l1": already exists');
-    await assert.rejects(l.create('a', 'bad id', {}), (e: BerthError) => e.code === Code.InvalidArgument);
-    assert.deepEqual((await l.list('a', [])).map((x) => x.id), ['l1', 'l2']);
+    assert.equal((await l.create('a', '312560212-_PXr', {})).id, '312560212-_PXr'); // ctr's random ids
+    assert.match((await l.create('a', '', {})).id, /^\d+-[A-Za-z0-9_-]+$/);
+    await l.delete('a', '312560212-_PXr');
+    assert.deepEqual((await l.list('a', ['id~=^l'])).map((x) => x.id), ['l1', 'l2']);
     assert.deepEqual((await l.list('a', ['labels.team==x'])).map((x) => x.id), ['l2']);
     assert.deepEqual((await l.list('a', ['id==l1'])).map((x) => x.id), ['l1']);
     const dg = 'sha256:' + 'a'.repeat(64);

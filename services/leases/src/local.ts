@@ -3,7 +3,7 @@
 // garbage collection; until then a lease records, and deleting it drops the record.
 import { alreadyExists, BerthError, Code, invalidArgument, notFound, toBerthError } from '@berth/errdefs';
 import { parseAll } from '@berth/filters';
-import { validateIdentifier, validateLabel } from '@berth/identifiers';
+import { randomBytes } from 'node:crypto';
 import type { Store } from '@berth/store';
 
 export interface Lease {
@@ -42,9 +42,9 @@ const resKey = (ns: string, id: string, r?: Resource) => `${ns}/res/${id}/${r ? 
 export class Leases {
   constructor(private readonly db: Store, private readonly now: () => { seconds: number; nanos: number }) {}
 
+  /** Lease ids are not identifiers (clients make them from a time and random base64); none given: one is made. */
   async create(ns: string, id: string, labels: Record<string, string>): Promise<Lease> {
-    validateIdentifier(id);
-    for (const [k, v] of Object.entries(labels)) validateLabel(k, v);
+    if (!id) id = `${Date.now()}${String(process.hrtime.bigint() % 1000n)}-${randomBytes(3).toString('base64url')}`;
     if (await this.db.get(leaseKey(ns, id))) throw alreadyExists(`lease "${id}"`);
     const lease: Lease = { id, created_at: this.now(), labels };
     await this.db.put(leaseKey(ns, id), lease);
