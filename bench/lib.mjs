@@ -1,6 +1,6 @@
 // Shared by the benchmarks: start Berth's stack and the reference containerd, a raw gRPC client.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
@@ -10,6 +10,7 @@ const refScript = resolve(repo, '..', 'shared', 'testenv', 'reference-containerd
 
 export async function startBerth() {
   const dir = mkdtempSync('/tmp/berth-bench-');
+  // BERTH_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") reaches every service process
   const proc = spawn(process.execPath, [join(repo, 'packages/cli/dist/main.js'), 'up', '--root', join(dir, 'root'), '--state', join(dir, 'state'), '--nats-port', '0', '--node', 'bench'], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   const sock = await new Promise((res, rej) => {
@@ -31,7 +32,8 @@ export function startReference() {
   if (!existsSync(refScript)) return undefined;
   const dir = mkdtempSync('/tmp/berth-bref-');
   const sock = execFileSync(refScript, ['start', dir], { encoding: 'utf8' }).trim().split('\n').at(-1);
-  return { sock, stop: () => { execFileSync(refScript, ['stop', dir]); rmSync(dir, { recursive: true, force: true }); } };
+  const pid = Number(readFileSync(join(dir, 'containerd.pid'), 'utf8'));
+  return { sock, pid, stop: () => { execFileSync(refScript, ['stop', dir]); rmSync(dir, { recursive: true, force: true }); } };
 }
 
 export function client(sock) {
@@ -61,4 +63,25 @@ export function rssMb(pid) {
     const s = execFileSync('ps', ['-o', 'rss=', '-p', String(pid)], { encoding: 'utf8' });
     return Math.round(Number(s.trim()) / 1024);
   } catch { return 0; }
+}
+
+/** Peak RSS (VmHWM) in MiB of a process, 0 when it is gone. */
+export function peakRssMb(pid) {
+  try {
+    return Math.round(Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024);
+  } catch {
+    return 0;
+  }
+}
+
+/** Every process of a Berth stack by name: the services (pid files) and its nats-server. */
+export function berthProcesses(stateDir) {
+  const out = {};
+  for (const f of readdirSync(join(stateDir, 'pids'))) out[f.replace(/\.pid$/, '')] = Number(readFileSync(join(stateDir, 'pids', f), 'utf8'));
+  try {
+    const conf = join(stateDir, '..', 'root', 'nats', 'nats-server.conf');
+    const pid = execFileSync('pgrep', ['-f', `nats-server -c ${conf}`], { encoding: 'utf8' }).trim().split('\n')[0];
+    if (pid) out['nats-server'] = Number(pid);
+  } catch { /* joined an external NATS */ }
+  return out;
 }

@@ -9,7 +9,7 @@ import { createHash, randomFillSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { codec } from '@berth/api';
-import { client, meta, startBerth, startReference, toBuf } from '../lib.mjs';
+import { berthProcesses, client, meta, peakRssMb, startBerth, startReference, toBuf } from '../lib.mjs';
 
 const MiB = Number(process.argv[2] ?? 1024);
 const chunk = 1 << 20;
@@ -69,13 +69,6 @@ function unary(c, method, req, res) {
   return new Promise((resolve, reject) => c.makeUnaryRequest(P + method, toBuf, (b) => b, toBuf(C(req).encode({ digest })), meta(ns), (e, r) => (e ? reject(e) : resolve(C(res).decode(r)))));
 }
 
-const hwm = (pid) => {
-  try {
-    return Math.round(Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024);
-  } catch {
-    return 0;
-  }
-};
 
 async function run(sock) {
   const c = client(sock);
@@ -101,11 +94,13 @@ const berth = running ? { sock: join(running, 'berth.sock'), state: running, sto
 const ref = startReference();
 try {
   const state = berth.state ?? join(berth.dir, 'state');
-  const pid = (s) => Number(readFileSync(join(state, 'pids', `${s}.pid`), 'utf8'));
-  const before = { gateway: hwm(pid('gateway')), content: hwm(pid('content')) };
+  const procs = berthProcesses(state);
+  const before = Object.fromEntries(Object.entries(procs).map(([k, p]) => [k, peakRssMb(p)]));
   const b = await run(berth.sock);
-  const after = { gateway: hwm(pid('gateway')), content: hwm(pid('content')) };
+  const after = Object.fromEntries(Object.entries(procs).map(([k, p]) => [k, peakRssMb(p)]));
+  const refBefore = ref ? peakRssMb(ref.pid) : 0;
   const r = ref ? await run(ref.sock) : undefined;
+  const refAfter = ref ? peakRssMb(ref.pid) : 0;
   const rows = [
     [`Write ${MiB} MiB, MiB/s`, b.write.toFixed(0), r ? r.write.toFixed(0) : '-'],
     [`Read ${MiB} MiB, MiB/s`, b.read.toFixed(0), r ? r.read.toFixed(0) : '-'],
@@ -114,7 +109,8 @@ try {
   console.log(`| figure | berth | reference | berth/reference |`);
   console.log('| --- | --- | --- | --- |');
   for (const [k, x, y] of rows) console.log(`| ${k} | ${x} | ${y} | ${y === '-' ? '-' : (Number(x) / Number(y)).toFixed(2)} |`);
-  console.log(`peak RSS (MiB): gateway ${before.gateway} → ${after.gateway}, content ${before.content} → ${after.content}`);
+  console.log(`\npeak RSS (VmHWM, MiB) before → after the run: ${Object.keys(procs).map((k) => `${k} ${before[k]} → ${after[k]}`).join(', ')}; berth total ${Object.values(after).reduce((a, x) => a + x, 0)}`);
+  if (ref) console.log(`reference containerd ${refBefore} → ${refAfter}`);
 } finally {
   await berth.stop();
   ref?.stop();

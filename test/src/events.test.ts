@@ -4,7 +4,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { connect } from '@nats-io/transport-node';
-import { ctr, sleep, startReference, startStack, type Reference, type Stack } from './harness.js';
+import { join } from 'node:path';
+import { ctr, repo, run, sleep, startReference, startStack, type Reference, type Stack } from './harness.js';
 
 /** Runs `ctr events` while `act` runs; returns the topics it printed. */
 async function ctrEvents(sock: string, act: () => Promise<void>): Promise<string[]> {
@@ -44,6 +45,21 @@ describe('events', () => {
     if (!ref) return t.skip('no reference containerd (../shared/testenv missing)');
     const theirs = await ctrEvents(ref.sock, actions(ref.sock));
     assert.deepEqual(ours, theirs);
+  });
+
+  test('berth events replays the history through the gateway, with sequence numbers', async () => {
+    const r = await run(process.execPath, [join(repo, 'packages/cli/dist/main.js'), 'events', '--address', stack.sock, '--since-seq', '1', 'topic~="/namespaces/"']);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    const topics = lines.map((l) => l.split(' ')[3]);
+    assert.deepEqual(topics.slice(0, 3), ['/namespaces/create', '/namespaces/update', '/namespaces/delete']);
+    const seqs = lines.map((l) => Number(l.split(' ')[0]));
+    assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
+    // resume after the first: exactly the rest
+    const again = await run(process.execPath, [join(repo, 'packages/cli/dist/main.js'), 'events', '--address', stack.sock, '--since-seq', String(seqs[0]! + 1), 'topic~="/namespaces/"']);
+    assert.deepEqual(again.stdout.trim().split('\n'), lines.slice(1));
+    const json = await run(process.execPath, [join(repo, 'packages/cli/dist/main.js'), 'events', '--address', stack.sock, '--since-seq', '1', '--json', 'topic=="/namespaces/create"']);
+    assert.equal(JSON.parse(json.stdout.split('\n')[0]!).event.name, 'ev-a');
   });
 
   test('a plain NATS subscriber gets them too, as protobuf and as JSON', async () => {

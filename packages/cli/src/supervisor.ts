@@ -41,6 +41,8 @@ class Supervised {
     const fd = openSync(logFile, 'a');
     this.startedAt = Date.now();
     const child = fork(serviceEntry(this.name), [], {
+      // BERTH_NODE_ARGS: extra node flags for every service (e.g. --cpu-prof), for profiling
+      execArgv: (process.env.BERTH_NODE_ARGS ?? '').split(' ').filter(Boolean),
       stdio: ['ignore', fd, fd, 'ipc'],
       env: { ...process.env, BERTH_CONFIG_JSON: JSON.stringify(this.config) },
     });
