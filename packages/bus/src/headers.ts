@@ -1,6 +1,7 @@
 // What travels in NATS headers beside the protobuf payload. On the gRPC side the same values
 // arrive as metadata (containerd-namespace, containerd-lease, traceparent, tracestate).
 import { headers as natsHeaders, type MsgHdrs } from '@nats-io/nats-core';
+import { failedPrecondition } from '@berth/errdefs';
 
 export const H = {
   namespace: 'containerd-namespace',
@@ -59,3 +60,9 @@ export function contextFrom(h: MsgHdrs | undefined): CallContext {
 }
 
 export { natsHeaders as headers };
+
+/** The call's namespace; containerd refuses namespaced calls without one, and so do we. */
+export function namespaceRequired(ctx: CallContext): string {
+  if (!ctx.namespace) throw failedPrecondition('namespace is required');
+  return ctx.namespace;
+}

@@ -1,11 +1,12 @@
+import { BerthError, Code } from "@berth/errdefs";
+
 /**
- * Thrown for any malformed filter string. Callers at the API boundary map it
- * to gRPC InvalidArgument, so the message mirrors containerd's layout
+ * Thrown for any malformed filter string: an InvalidArgument error, as containerd answers a
+ * malformed filter, so callers pass it on unchanged. The message mirrors containerd's layout
  * (`filters: parse error: [before >|x|< after]: reason`) to keep client-side
  * error text familiar.
  */
-export class FilterSyntaxError extends Error {
-  override readonly name = "FilterSyntaxError";
+export class FilterSyntaxError extends BerthError {
 
   constructor(
     /** The whole filter string that failed to parse. */
@@ -15,7 +16,8 @@ export class FilterSyntaxError extends Error {
     /** Short description without the location prefix. */
     readonly reason: string,
   ) {
-    super(`filters: parse error: ${locate(input, position)}: ${reason}`);
+    super(Code.InvalidArgument, `filters: parse error: ${locate(input, position)}: ${reason}`);
+    this.name = "FilterSyntaxError";
   }
 }
 

@@ -1,22 +1,11 @@
 // What containerd's filter language can ask of content and of ingests: the same field paths
 // containerd's adaptors answer (content: `digest`, `labels.<key>`; `size` is accepted and never
 // matches, as in containerd; ingests: `ref`).
-import { BerthError, invalidArgument } from '@berth/errdefs';
-import { parseAll as parseFilters } from '@berth/filters';
+import { parseAll } from '@berth/filters';
 import type { Labels } from './store.js';
 
 export interface Matcher {
   match(value: { digest?: string; labels?: Labels; ref?: string }): boolean;
-}
-
-/** containerd answers a malformed filter with InvalidArgument. */
-function parseAll(filters: string[]) {
-  try {
-    return parseFilters(filters);
-  } catch (err) {
-    if (err instanceof BerthError) throw err;
-    throw invalidArgument((err as Error).message);
-  }
 }
 
 /** Parses filters up front, so a malformed one fails the call even when nothing is listed. */

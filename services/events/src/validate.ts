@@ -1,8 +1,8 @@
 // containerd's checks on what may be published (events/exchange): a topic is `/` followed by
 // identifier components; a forwarded envelope needs a valid namespace and a timestamp.
-import { BerthError, Code, invalidArgument, toBerthError } from '@berth/errdefs';
+import { invalidArgument, toBerthError } from '@berth/errdefs';
 import { validateIdentifier } from '@berth/identifiers';
-import type { Envelope } from '@berth/bus';
+import { namespaceRequired, type Envelope } from '@berth/bus';
 
 export function validateTopic(topic: string): void {
   if (topic === '') throw invalidArgument('must not be empty');
@@ -35,7 +35,7 @@ export function validateEnvelope(e: Envelope): void {
 
 /** containerd's Publish: the namespace comes from the call's context and must be valid. */
 export function requireNamespace(ns: string | undefined): string {
-  if (!ns) throw new BerthError(Code.FailedPrecondition, 'namespace is required: failed precondition');
-  validateIdentifier(ns);
-  return ns;
+  const namespace = namespaceRequired({ namespace: ns });
+  validateIdentifier(namespace);
+  return namespace;
 }

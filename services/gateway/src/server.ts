@@ -7,7 +7,7 @@ import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import { codec, services, service as grpcService, type MethodInfo } from '@berth/api';
 import { BusClient, rpcSubject } from '@berth/bus';
-import { BerthError, Code, toBerthError } from '@berth/errdefs';
+import { BerthError, Code } from '@berth/errdefs';
 import { parseAll } from '@berth/filters';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { Svcm } from '@nats-io/services';
@@ -86,12 +86,7 @@ export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Se
   ownService('containerd.services.version.v1.Version', { Version: () => ({ version, revision }) });
   ownService('containerd.services.introspection.v1.Introspection', {
     Plugins: async (req: { filters: string[] }) => {
-      let filter;
-      try {
-        filter = parseAll(req.filters ?? []);
-      } catch (e) {
-        throw new BerthError(Code.InvalidArgument, toBerthError(e).message);
-      }
+      const filter = parseAll(req.filters ?? []);
       const all = [...ownPlugins, ...(await discoverPlugins(o.nc, o.node))].sort((a, b) => (a.type + a.id).localeCompare(b.type + b.id));
       const plugins = all.filter((p) => filter.match({ field: (path) => pluginField(p, path) }));
       return { plugins: plugins.map((p) => ({ requires: [], platforms: [], exports: {}, capabilities: [], ...p })) };

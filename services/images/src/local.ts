@@ -91,12 +91,7 @@ export class Images {
   }
 
   async list(ns: string, filters: string[]): Promise<Image[]> {
-    let f;
-    try {
-      f = parseAll(filters);
-    } catch (e) {
-      throw invalidArgument(toBerthError(e).message);
-    }
+    const f = parseAll(filters);
     const out: Image[] = [];
     for await (const [, img] of this.db.entries<Image>(`${ns}/image/`)) {
       const match = f.match({

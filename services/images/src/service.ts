@@ -1,7 +1,6 @@
 // The images service on the bus: containerd's Images API over the plain library.
 import { nowTimestamp, service as grpcService } from '@berth/api';
-import { BusServer, eventPublisher, serveNamespaceUsage, type CallContext } from '@berth/bus';
-import { BerthError, Code } from '@berth/errdefs';
+import { BusServer, eventPublisher, namespaceRequired, serveNamespaceUsage, type CallContext } from '@berth/bus';
 import type { ServiceEnv, Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
 import { Images, type Image } from './local.js';
@@ -11,10 +10,7 @@ export const plugins = [
   { type: 'io.containerd.service.v1', id: 'images-service' },
 ];
 
-function ns(ctx: CallContext): string {
-  if (!ctx.namespace) throw new BerthError(Code.FailedPrecondition, 'namespace is required: failed precondition');
-  return ctx.namespace;
-}
+const ns = namespaceRequired;
 
 export async function start(env: ServiceEnv): Promise<Stop> {
   const db = await openStore(env.root);

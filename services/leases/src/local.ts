@@ -1,7 +1,7 @@
 // Leases as containerd 1.6 keeps them (metadata/leases.go): per namespace, an id, labels, a
 // creation time, and the resources the lease holds. The collector that honours them comes with
 // garbage collection; until then a lease records, and deleting it drops the record.
-import { alreadyExists, BerthError, Code, invalidArgument, notFound, toBerthError } from '@berth/errdefs';
+import { alreadyExists, BerthError, Code, invalidArgument, notFound } from '@berth/errdefs';
 import { parseAll } from '@berth/filters';
 import { randomBytes } from 'node:crypto';
 import type { Store } from '@berth/store';
@@ -59,12 +59,7 @@ export class Leases {
   }
 
   async list(ns: string, filters: string[]): Promise<Lease[]> {
-    let f;
-    try {
-      f = parseAll(filters);
-    } catch (e) {
-      throw invalidArgument(toBerthError(e).message);
-    }
+    const f = parseAll(filters);
     const out: Lease[] = [];
     for await (const [, l] of this.db.entries<Lease>(`${ns}/lease/`)) {
       const match = f.match({

@@ -1,9 +1,9 @@
 // The leases service on the bus: containerd's Leases API over the plain library. Content
 // written under a lease is recorded by the content service itself; ListResources shows both.
 import { nowTimestamp, service as grpcService } from '@berth/api';
-import { BusClient, BusServer, type CallContext } from '@berth/bus';
+import { BusClient, BusServer, namespaceRequired, type CallContext } from '@berth/bus';
 import { leaseResources } from '@berth/content';
-import { BerthError, Code, isCode } from '@berth/errdefs';
+import { Code, isCode } from '@berth/errdefs';
 import type { ServiceEnv, Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
 import { Leases, type Resource } from './local.js';
@@ -13,10 +13,7 @@ export const plugins = [
   { type: 'io.containerd.lease.v1', id: 'manager' },
 ];
 
-function ns(ctx: CallContext): string {
-  if (!ctx.namespace) throw new BerthError(Code.FailedPrecondition, 'namespace is required: failed precondition');
-  return ctx.namespace;
-}
+const ns = namespaceRequired;
 
 export async function start(env: ServiceEnv): Promise<Stop> {
   const db = await openStore(env.root);
