@@ -4,7 +4,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { connect } from '@nats-io/transport-node';
-import { ctr, startReference, startStack, until, type Reference, type Run, type Stack } from './harness.js';
+import { join } from 'node:path';
+import { ctr, repo, run, startReference, startStack, until, type Reference, type Run, type Stack } from './harness.js';
 
 describe('local stack', () => {
   let stack: Stack;
@@ -89,23 +90,31 @@ describe('local stack', () => {
         const info = m.json<{ name: string; metadata: { node: string } }>();
         if (info.metadata?.node === 'it-node') names.add(info.name);
       }
-      assert.ok(names.has('berth-namespaces'), [...names].join(','));
-      assert.ok(names.has('berth-gateway'), [...names].join(','));
+      for (const s of ['namespaces', 'gateway', 'events', 'content', 'leases', 'images']) assert.ok(names.has(`berth-${s}`), `${s} in ${[...names].join(',')}`);
     } finally {
       await nc.close();
     }
   });
 
-  for (const service of ['namespaces', 'gateway']) {
+  // a call each service must answer again once it is back
+  const probes: Record<string, () => Promise<Run>> = {
+    namespaces: () => ctr(stack.sock, 'namespaces', 'ls'),
+    gateway: () => ctr(stack.sock, 'namespaces', 'ls'),
+    content: () => ctr(stack.sock, '-n', 'probe', 'content', 'ls'),
+    leases: () => ctr(stack.sock, '-n', 'probe', 'leases', 'ls'),
+    images: () => ctr(stack.sock, '-n', 'probe', 'images', 'ls'),
+    events: () => run(process.execPath, [join(repo, 'packages/cli/dist/main.js'), 'events', '--address', stack.sock, '--since-seq', '999999999']),
+  };
+  for (const [service, probe] of Object.entries(probes)) {
     test(`kill -9 ${service}: fails fast meanwhile, restarted and serving within 5 s`, async () => {
       const before = stack.pid(service);
       process.kill(before, 'SIGKILL');
-      const during = await ctr(stack.sock, 'namespaces', 'ls');
+      const during = await probe();
       if (during.code !== 0) {
         assert.ok(during.ms < 4000, `a call during the outage took ${during.ms} ms`);
         if (service !== 'gateway') assert.match(during.stderr, /Unavailable|unavailable|not running/);
       }
-      const took = await until(async () => (await ctr(stack.sock, 'namespaces', 'ls')).code === 0, 5000, `${service} back`);
+      const took = await until(async () => (await probe()).code === 0, 5000, `${service} back`);
       assert.notEqual(stack.pid(service), before);
       assert.ok(took <= 5000);
       if (service === 'gateway') {
@@ -115,8 +124,23 @@ describe('local stack', () => {
     });
   }
 
+  test('kill -9 of nats-server: restarted, every service reconnects, nothing lost', async () => {
+    assert.equal((await ctr(stack.sock, 'namespaces', 'create', 'survives-nats', 'k=v')).code, 0);
+    process.kill(stack.pid('nats-server'), 'SIGKILL');
+    const during = await ctr(stack.sock, 'namespaces', 'ls');
+    if (during.code !== 0) assert.ok(during.ms < 4000, `a call during the outage took ${during.ms} ms`);
+    const took = await until(async () => (await ctr(stack.sock, 'namespaces', 'ls')).code === 0, 10_000, 'stack back after nats-server restart');
+    assert.ok(took <= 10_000);
+    const ls = await ctr(stack.sock, 'namespaces', 'ls');
+    assert.match(ls.stdout, /survives-nats\s+k=v/);
+    // the event history is on disk with JetStream: still there
+    const r = await run(process.execPath, [join(repo, 'packages/cli/dist/main.js'), 'events', '--address', stack.sock, '--since-seq', '1', 'topic=="/namespaces/create"']);
+    assert.match(r.stdout, /survives-nats/);
+    assert.equal((await ctr(stack.sock, 'namespaces', 'rm', 'survives-nats')).code, 0);
+  });
+
   test('SIGTERM stops every process it started', async () => {
-    const pids = ['namespaces', 'gateway'].map((s) => stack.pid(s));
+    const pids = [...Object.keys(probes), 'nats-server'].map((s) => stack.pid(s));
     const code = await stack.stop();
     assert.equal(code, 0);
     for (const p of pids) assert.ok(!existsSync(`/proc/${p}`) || /zombie|Z \(/.test(''), `process ${p} still running`);

@@ -103,6 +103,10 @@ describe('bus over a real nats-server', () => {
     await assert.rejects(client.unary(subj('Get'), GetReq.encode({ name: 'crash' })), (e: BerthError) => e.code === Code.Unknown && /a bug/.test(e.message));
   });
 
+  test('unary: malformed bytes are InvalidArgument', async () => {
+    await assert.rejects(client.unary(subj('Get'), Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f])), (e: BerthError) => e.code === Code.InvalidArgument && /malformed containerd.services.namespaces.v1.GetNamespaceRequest/.test(e.message));
+  });
+
   test('unary: nobody serving is Unavailable, at once', async () => {
     const t0 = Date.now();
     await assert.rejects(client.unary(rpcSubject(node, 'nothing', 'Get'), new Uint8Array(), {}, { timeout: 5000 }), (e: BerthError) => e.code === Code.Unavailable);

@@ -21,7 +21,21 @@ export class BusClient {
   handshakeTimeout = 10_000;
   channelOptions: Partial<ChannelOptions> = {};
 
-  constructor(readonly nc: NatsConnection) {}
+  /** false while the connection to NATS is down: calls then fail at once instead of queueing */
+  private connected = true;
+
+  constructor(readonly nc: NatsConnection) {
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === 'disconnect') this.connected = false;
+        else if (s.type === 'reconnect') this.connected = true;
+      }
+    })();
+  }
+
+  private checkConnected(subject: string): void {
+    if (!this.connected || this.nc.isClosed()) throw new BerthError(Code.Unavailable, `${subject}: connection to NATS lost, reconnecting`);
+  }
 
   private timeoutFor(ctx: CallContext, opts: CallOptions): number {
     if (ctx.deadline !== undefined) {
@@ -33,6 +47,7 @@ export class BusClient {
   }
 
   async unary(subject: string, payload: Uint8Array, ctx: CallContext = {}, opts: CallOptions = {}): Promise<Uint8Array> {
+    this.checkConnected(subject);
     const timeout = this.timeoutFor(ctx, opts);
     let msg;
     try {
@@ -51,6 +66,7 @@ export class BusClient {
    * final status if it is an error.
    */
   async open(subject: string, kind: StreamKind, first: Uint8Array | undefined, ctx: CallContext = {}, opts: Partial<ChannelOptions> = {}): Promise<Channel> {
+    this.checkConnected(subject);
     const options = { what: subject, ...this.channelOptions, ...opts };
     const ch = new Channel(this.nc, createInbox(), options, true);
     const h = contextHeaders(ctx);

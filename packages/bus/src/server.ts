@@ -4,7 +4,7 @@
 import { createInbox, type NatsConnection } from '@nats-io/nats-core';
 import { Svcm, type Service, type ServiceMsg } from '@nats-io/services';
 import { BerthError, Code, toBerthError } from '@berth/errdefs';
-import { codec, type MethodInfo, type ServiceInfo } from '@berth/api';
+import { codec, type Codec, type MethodInfo, type ServiceInfo } from '@berth/api';
 import { Channel, type ChannelOptions } from './channel.js';
 import { contextFrom, H, headers, type CallContext } from './headers.js';
 import { rpcSubject } from './subjects.js';
@@ -34,6 +34,15 @@ export interface ServiceOptions {
   /** published in the micro service metadata: e.g. the containerd plugins this process provides */
   metadata?: Record<string, string>;
   channel?: Partial<ChannelOptions>;
+}
+
+/** Bytes that are not the message they claim to be are the caller's error, not ours. */
+function decode(c: Codec, data: Uint8Array): any {
+  try {
+    return c.decode(data);
+  } catch (e) {
+    throw new BerthError(Code.InvalidArgument, `malformed ${c.name}: ${(e as Error).message}`);
+  }
 }
 
 export class BusServer {
@@ -101,14 +110,14 @@ export class BusServer {
   unary(m: MethodInfo, handler: UnaryHandler): void {
     const req = codec(m.requestType);
     const res = codec(m.responseType);
-    this.raw(m.name, async (data, ctx) => res.encode(await handler(req.decode(data), ctx)), { grpc: m.path });
+    this.raw(m.name, async (data, ctx) => res.encode(await handler(decode(req, data), ctx)), { grpc: m.path });
   }
 
   serverStream(m: MethodInfo, handler: ServerStreamHandler): void {
     const req = codec(m.requestType);
     const res = codec(m.responseType);
     // a handler may send bytes it already has in wire form (events relay envelopes untouched)
-    this.stream(m, (ch, data, ctx) => handler(req.decode(data), ctx, (r) => ch.send(r instanceof Uint8Array ? r : res.encode(r))));
+    this.stream(m, (ch, data, ctx) => handler(decode(req, data), ctx, (r) => ch.send(r instanceof Uint8Array ? r : res.encode(r))));
   }
 
   bidi(m: MethodInfo, handler: BidiHandler): void {
@@ -117,7 +126,7 @@ export class BusServer {
     this.stream(m, (ch, _data, ctx) =>
       handler(ctx, {
         recv: async function* () {
-          for await (const b of ch) yield req.decode(b);
+          for await (const b of ch) yield decode(req, b);
         },
         send: (r) => ch.send(res.encode(r)),
       }),

@@ -94,9 +94,35 @@ export async function startStack(config: Config, out: SupervisorEvents, readyTim
   mkdirSync(join(config.state, 'pids'), { recursive: true });
   mkdirSync(config.root, { recursive: true });
   let nats: NatsServer | undefined;
+  let stopping = false;
   if (!config.nats.url) {
-    nats = await startNatsServer({ dir: join(config.root, 'nats'), host: config.nats.host, port: config.nats.port, maxPayload: config.nats.max_payload });
+    const opts = { dir: join(config.root, 'nats'), host: config.nats.host, port: config.nats.port, maxPayload: config.nats.max_payload };
+    nats = await startNatsServer(opts);
     out.log(`nats-server on ${nats.url} (pid ${nats.process.pid})`);
+    // the same port and store again: services reconnect by themselves, JetStream keeps its history
+    opts.port = nats.port;
+    const pidFile = join(config.state, 'pids', 'nats-server.pid');
+    const watch = (n: NatsServer) => {
+      writeFileSync(pidFile, `${n.process.pid}\n`);
+      n.process.once('exit', (code, signal) => {
+        if (stopping) return;
+        out.log(`nats-server exited (${signal ?? `code ${code}`}); restarting`);
+        const retry = (delay: number) =>
+          setTimeout(() => {
+            if (stopping) return;
+            startNatsServer(opts).then(
+              (again) => {
+                nats = again;
+                out.log(`nats-server on ${again.url} (pid ${again.process.pid})`);
+                watch(again);
+              },
+              () => retry(Math.min(5000, delay * 2)),
+            );
+          }, delay);
+        retry(100);
+      });
+    };
+    watch(nats);
     config = { ...config, nats: { ...config.nats, port: nats.port } };
   }
   // the event history must exist before any service publishes an event into it
@@ -108,6 +134,7 @@ export async function startStack(config: Config, out: SupervisorEvents, readyTim
   }
   const services = new Map<string, Supervised>();
   const stop = async () => {
+    stopping = true;
     for (const s of [...services.values()].reverse()) await s.stop();
     await nats?.stop();
     rmSync(join(config.state, 'pids'), { recursive: true, force: true });
@@ -128,5 +155,5 @@ export async function startStack(config: Config, out: SupervisorEvents, readyTim
     await stop();
     throw err;
   }
-  return { nats, natsUrl: config.nats.url || nats!.url, services, stop };
+  return { get nats() { return nats; }, natsUrl: config.nats.url || nats!.url, services, stop };
 }
