@@ -5,7 +5,8 @@
 //   end        half-close; the server's end carries the final status (error headers)
 //   cancel     abort, from either side, with a status
 //   ping       liveness while nothing else is sent; a peer silent for 3 beats is gone
-import type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/nats-core';
+import type { Msg, MsgHdrs, NatsConnection } from '@nats-io/nats-core';
+import { streamMux } from './mux.js';
 import { BerthError, Code, toBerthError } from '@berth/errdefs';
 import { H, headers } from './headers.js';
 import { errorFrom, errorHeaders } from './status.js';
@@ -38,7 +39,7 @@ export class Channel implements AsyncIterable<Uint8Array> {
   private lastHeard = Date.now();
   private lastSent = Date.now();
   private timer?: NodeJS.Timeout;
-  private readonly sub: Subscription;
+  readonly inbox: string;
   readonly opts: ChannelOptions;
   /** called once when the stream is over on both sides, or failed */
   onClose?: (err?: BerthError) => void;
@@ -50,9 +51,9 @@ export class Channel implements AsyncIterable<Uint8Array> {
    * `client`: the end that opened the stream. The server's `end` frame is final (it carries the
    * call's status), so a client whose peer ended has nothing left to send either.
    */
-  constructor(private readonly nc: NatsConnection, readonly inbox: string, opts: Partial<ChannelOptions> = {}, readonly client = false) {
+  constructor(private readonly nc: NatsConnection, opts: Partial<ChannelOptions> = {}, readonly client = false) {
     this.opts = { ...defaultChannelOptions, ...opts };
-    this.sub = nc.subscribe(inbox, { callback: (err, msg) => (err ? this.fail(toBerthError(err)) : this.onFrame(msg)) });
+    this.inbox = streamMux(nc).register((err, msg) => (err ? this.fail(toBerthError(err)) : this.onFrame(msg)));
   }
 
   /** Once the peer is known (after the handshake): where to send and how much it accepts. */
@@ -180,7 +181,7 @@ export class Channel implements AsyncIterable<Uint8Array> {
     this.closed = true;
     if (err) this.failure ??= err;
     clearInterval(this.timer);
-    this.sub.unsubscribe();
+    streamMux(this.nc).unregister(this.inbox);
     const f = this.failure ?? new BerthError(Code.Canceled, `${this.opts.what}: closed`);
     for (const w of this.creditWaiters.splice(0)) w.reject(f);
     this.wakeReader();

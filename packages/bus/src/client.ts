@@ -1,7 +1,7 @@
 // Calling a service over the bus: plain request/reply for unary methods (nobody listening
 // answers at once with no-responders, which is Unavailable), a handshake and then a Channel
 // for streaming ones.
-import { createInbox, type NatsConnection } from '@nats-io/nats-core';
+import type { NatsConnection } from '@nats-io/nats-core';
 import { BerthError, Code } from '@berth/errdefs';
 import { Channel, type ChannelOptions } from './channel.js';
 import { contextHeaders, H, type CallContext } from './headers.js';
@@ -68,7 +68,7 @@ export class BusClient {
   async open(subject: string, kind: StreamKind, first: Uint8Array | undefined, ctx: CallContext = {}, opts: Partial<ChannelOptions> = {}): Promise<Channel> {
     this.checkConnected(subject);
     const options = { what: subject, ...this.channelOptions, ...opts };
-    const ch = new Channel(this.nc, createInbox(), options, true);
+    const ch = new Channel(this.nc, options, true);
     const h = contextHeaders(ctx);
     h.set(H.inbox, ch.inbox);
     h.set(H.window, String(ch.opts.window));

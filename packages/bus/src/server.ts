@@ -1,7 +1,7 @@
 // Serving methods on the bus. Every endpoint is registered with the NATS micro service API
 // (`$SRV.INFO` lists it, with its node and gRPC path in the metadata) in queue group `berth`,
 // so replicas of a service share the load.
-import { createInbox, type NatsConnection } from '@nats-io/nats-core';
+import type { NatsConnection } from '@nats-io/nats-core';
 import { Svcm, type Service, type ServiceMsg } from '@nats-io/services';
 import { BerthError, Code, toBerthError } from '@berth/errdefs';
 import { codec, type Codec, type MethodInfo, type ServiceInfo } from '@berth/api';
@@ -143,7 +143,7 @@ export class BusServer {
           msg.respondError(Code.InvalidArgument, `${m.path} is a streaming method: open it as a stream`);
           return;
         }
-        const ch = new Channel(this.nc, createInbox(), { what: m.path, ...this.opts.channel });
+        const ch = new Channel(this.nc, { what: m.path, ...this.opts.channel });
         ch.connect(peer, Number(msg.headers!.get(H.window)) || 1);
         this.channels.add(ch);
         ch.onClose = () => this.channels.delete(ch);
