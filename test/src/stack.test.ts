@@ -30,6 +30,8 @@ describe('local stack', () => {
     assert.equal(p.code, 0, p.stderr);
     assert.match(p.stdout, /io\.containerd\.grpc\.v1\s+namespaces\s+-\s+ok/);
     assert.match(p.stdout, /io\.containerd\.grpc\.v1\s+introspection/);
+    const ids = p.stdout.trim().split('\n').slice(1).map((l) => l.split(/\s+/).slice(0, 2).join(' '));
+    assert.equal(new Set(ids).size, ids.length, `a plugin listed twice:\n${p.stdout}`);
     const f = await ctr(stack.sock, 'plugins', 'ls', 'id==namespaces');
     assert.equal(f.stdout.trim().split('\n').length, 2, f.stdout);
   });
@@ -139,10 +141,14 @@ describe('local stack', () => {
     assert.equal((await ctr(stack.sock, 'namespaces', 'rm', 'survives-nats')).code, 0);
   });
 
-  test('SIGTERM stops every process it started', async () => {
+  test('SIGTERM to the whole process group (a Ctrl-C) stops every process it started, none restarted', async () => {
     const pids = [...Object.keys(probes), 'nats-server'].map((s) => stack.pid(s));
+    // like a terminal's Ctrl-C: every process of the group gets the signal at once
+    const seen = stack.output().length;
+    for (const p of [stack.proc.pid!, ...pids]) process.kill(p, 'SIGINT');
     const code = await stack.stop();
     assert.equal(code, 0);
+    assert.doesNotMatch(stack.output().slice(seen), /restarting/);
     for (const p of pids) assert.ok(!existsSync(`/proc/${p}`) || /zombie|Z \(/.test(''), `process ${p} still running`);
     stack = undefined as unknown as Stack;
   });

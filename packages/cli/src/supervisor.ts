@@ -68,6 +68,12 @@ class Supervised {
     });
   }
 
+  /** From now on an exit is the end, not a crash (a terminal's Ctrl-C reaches every process). */
+  stopRestarting(): void {
+    this.stopping = true;
+    clearTimeout(this.restartTimer);
+  }
+
   async stop(): Promise<void> {
     this.stopping = true;
     clearTimeout(this.restartTimer);
@@ -135,6 +141,7 @@ export async function startStack(config: Config, out: SupervisorEvents, readyTim
   const services = new Map<string, Supervised>();
   const stop = async () => {
     stopping = true;
+    for (const s of services.values()) s.stopRestarting();
     for (const s of [...services.values()].reverse()) await s.stop();
     await nats?.stop();
     rmSync(join(config.state, 'pids'), { recursive: true, force: true });

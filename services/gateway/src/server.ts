@@ -87,7 +87,9 @@ export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Se
   ownService('containerd.services.introspection.v1.Introspection', {
     Plugins: async (req: { filters: string[] }) => {
       const filter = parseAll(req.filters ?? []);
-      const all = [...ownPlugins, ...(await discoverPlugins(o.nc, o.node))].sort((a, b) => (a.type + a.id).localeCompare(b.type + b.id));
+      // the gateway lists itself on the bus too: one entry per plugin
+      const byKey = new Map([...ownPlugins, ...(await discoverPlugins(o.nc, o.node))].map((p) => [`${p.type}/${p.id}`, p]));
+      const all = [...byKey.values()].sort((a, b) => (a.type + a.id).localeCompare(b.type + b.id));
       const plugins = all.filter((p) => filter.match({ field: (path) => pluginField(p, path) }));
       return { plugins: plugins.map((p) => ({ requires: [], platforms: [], exports: {}, capabilities: [], ...p })) };
     },
