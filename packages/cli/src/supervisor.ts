@@ -112,10 +112,13 @@ export async function startStack(config: Config, out: SupervisorEvents, readyTim
       writeFileSync(pidFile, `${n.process.pid}\n`);
       n.process.once('exit', (code, signal) => {
         if (stopping) return;
-        out.log(`nats-server exited (${signal ?? `code ${code}`}); restarting`);
+        // (a Ctrl-C reaches nats-server too, maybe before our own handler runs: decide a beat later)
+        let said = false;
         const retry = (delay: number) =>
           setTimeout(() => {
             if (stopping) return;
+            if (!said) out.log(`nats-server exited (${signal ?? `code ${code}`}); restarting`);
+            said = true;
             startNatsServer(opts).then(
               (again) => {
                 nats = again;
