@@ -58,16 +58,25 @@ describe('events over a real nats-server with JetStream', () => {
     const got: string[] = [];
     const plain: string[] = [];
     const sub = nc.subscribe('berth.events.ns1.>', { callback: (_e, m) => void plain.push(decodeEnvelope(m.data).topic) });
-    const done = events.subscribe(['topic~="/containers/"'], ac.signal, async (b) => void got.push(decodeEnvelope(b).topic));
+    const ids: string[] = [];
+    const done = events.subscribe(['topic~="/containers/"'], ac.signal, async (b) => {
+      const e = decodeEnvelope(b);
+      got.push(e.topic);
+      ids.push(fromAny<{ id: string }>(e.event).id);
+    });
     await sleep(50);
-    for (let i = 0; i < 20; i++) await events.publish('ns1', i % 2 ? '/containers/create' : '/tasks/exit', toAny('containerd.events.ContainerCreate', { id: `c${i}` }));
+    // published concurrently, as several services would: each reaches the subscriber in the order it was stored
+    await Promise.all(Array.from({ length: 20 }, (_, i) => events.publish('ns1', i % 2 ? '/containers/create' : '/tasks/exit', toAny('containerd.events.ContainerCreate', { id: `c${i}` }))));
+    for (let i = 20; i < 40; i++) await events.publish('ns1', '/containers/update', toAny('containerd.events.ContainerCreate', { id: `c${i}` }));
     await sleep(200);
     ac.abort();
     await done;
     sub.unsubscribe();
-    assert.equal(got.length, 10);
-    assert.ok(got.every((t) => t === '/containers/create'));
-    assert.equal(plain.length, 20);
+    assert.equal(got.length, 30);
+    assert.ok(got.every((t) => t.startsWith('/containers/')));
+    // the sequential ones arrive exactly in publishing order
+    assert.deepEqual(ids.slice(10), Array.from({ length: 20 }, (_, i) => `c${i + 20}`));
+    assert.equal(plain.length, 40);
   });
 
   test('event field filters: event.id', async () => {
@@ -93,9 +102,19 @@ describe('events over a real nats-server with JetStream', () => {
   test('a stuck subscriber is cut off, publishers go on', async () => {
     const ac = new AbortController();
     const outcome = events.subscribe([], ac.signal, () => new Promise(() => {})).then(() => undefined, (e: BerthError) => e); // never takes a message
+    // a healthy subscriber beside it gets everything, and publishers never wait
+    const healthy = new AbortController();
+    let seen = 0;
+    const other = events.subscribe(['namespace==ns2'], healthy.signal, async () => void seen++);
     await sleep(50);
+    const t0 = Date.now();
     for (let i = 0; i < 80; i++) await events.publish('ns2', '/x/y', toAny('containerd.events.ContainerDelete', { id: `s${i}` }));
+    assert.ok(Date.now() - t0 < 2000, `80 publishes took ${Date.now() - t0} ms`);
     const e = await outcome;
+    await sleep(100);
+    healthy.abort();
+    await other;
+    assert.equal(seen, 80);
     assert.equal(e?.code, Code.ResourceExhausted);
     assert.match(e!.message, /too slow/);
   });
