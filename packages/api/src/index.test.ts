@@ -39,6 +39,14 @@ test('Any uses bare type names like containerd', () => {
   assert.deepEqual(specFromAny(spec), { ociVersion: '1.0.2' });
 });
 
+test('now has nanoseconds and follows the wall clock', async () => {
+  const { nowTimestamp } = await import('./index.js');
+  const a = nowTimestamp();
+  assert.ok(Math.abs(a.seconds * 1000 + a.nanos / 1e6 - Date.now()) < 50);
+  const seen = new Set(Array.from({ length: 5 }, () => nowTimestamp().nanos % 1_000_000));
+  assert.ok([...seen].some((n) => n !== 0), 'sub-millisecond digits');
+});
+
 test('timestamps', () => {
   const ts = toTimestamp(1_700_000_000_123);
   assert.deepEqual(ts, { seconds: 1_700_000_000, nanos: 123_000_000 });

@@ -9,9 +9,14 @@ export function toTimestamp(d: Date | number = Date.now()): Timestamp {
   return { seconds, nanos: Math.round((ms - seconds * 1000) * 1e6) };
 }
 
-/** A timestamp from process.hrtime-free wall clock with nanosecond field filled. */
+// Wall clock with nanoseconds, as containerd stamps events: the wall time at start plus the
+// monotonic clock since (Date.now() alone has milliseconds only).
+const wallAtStart = BigInt(Date.now()) * 1_000_000n;
+const monoAtStart = process.hrtime.bigint();
+
 export function nowTimestamp(): Timestamp {
-  return toTimestamp(Date.now());
+  const ns = wallAtStart + (process.hrtime.bigint() - monoAtStart);
+  return { seconds: Number(ns / 1_000_000_000n), nanos: Number(ns % 1_000_000_000n) };
 }
 
 export function fromTimestamp(ts: { seconds: number | string; nanos: number } | null | undefined): Date | undefined {

@@ -21,7 +21,8 @@ export function parseFilters(filters: string[]): Filter {
   try {
     return parseAll(filters);
   } catch (e) {
-    throw invalidArgument(`failed parsing subscription filters: ${toBerthError(e).message}`);
+    // containerd's words (its code is Unknown there; a malformed filter is the caller's error)
+    throw invalidArgument(`subscription error: failed parsing subscription filters: ${toBerthError(e).message}`);
   }
 }
 
