@@ -194,3 +194,30 @@ describe('event topics', () => {
     assert.equal(eventTypes['/tasks/exit'], 'containerd.events.TaskExit');
   });
 });
+
+describe('namespace usage across services', () => {
+  test('asks the configured services, and refuses to guess when one is down', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'berth-usage-'));
+    const natsd = await startNatsServer({ dir });
+    const nc = await connect({ servers: natsd.url });
+    try {
+      const { namespaceUsage, serveNamespaceUsage } = await import('./usage.js');
+      const images = await BusServer.start(nc, { name: 'images', node: 'u' });
+      serveNamespaceUsage(images, async (ns) => (ns === 'full' ? ['images'] : []));
+      const content = await BusServer.start(nc, { name: 'content', node: 'u' });
+      serveNamespaceUsage(content, async (ns) => (ns === 'full' ? ['blobs'] : []));
+      await nc.flush();
+      const client = new BusClient(nc);
+      assert.deepEqual(await namespaceUsage(client, 'u', ['content', 'images', 'gateway'], 'full'), ['images', 'blobs']);
+      assert.deepEqual(await namespaceUsage(client, 'u', ['content', 'images'], 'empty'), []);
+      // a data-holding service the node runs but that does not answer: no verdict
+      await assert.rejects(namespaceUsage(client, 'u', ['content', 'containers'], 'empty'), (e: BerthError) => e.code === Code.Unavailable && /containers service not running/.test(e.message));
+      await images.stop();
+      await content.stop();
+    } finally {
+      await nc.close();
+      await natsd.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,45 +1,38 @@
 // Whether a namespace still holds anything. containerd answers this from one database; here
-// each service that keeps namespaced data (content, snapshots, images, containers, leases)
-// answers for itself on `berth.<node>.namespace-usage`, and the namespaces service asks them all
-// before it deletes a namespace.
-import type { NatsConnection } from '@nats-io/nats-core';
-import { H, headers } from './headers.js';
-import { token } from './subjects.js';
+// each service that keeps namespaced data answers for itself on its own endpoint
+// `berth.<node>.<service>.v1.NamespaceUsage`, and the namespaces service asks every such service
+// the node runs before it deletes a namespace. One that does not answer makes the delete fail
+// (Unavailable): a namespace is never removed while data in it may still exist.
+import { BerthError, Code } from '@berth/errdefs';
+import type { BusClient } from './client.js';
+import type { BusServer } from './server.js';
+import { rpcSubject } from './subjects.js';
 
-export function usageSubject(node: string): string {
-  return `berth.${token(node)}.namespace-usage`;
-}
+export const usageMethod = 'NamespaceUsage';
+
+/** The services that keep namespaced data, in containerd's order of kinds. */
+export const namespacedServices = ['images', 'content', 'containers', 'snapshot'];
 
 /** Answers usage questions: `kinds` returns what this service still holds in a namespace. */
-export function serveNamespaceUsage(nc: NatsConnection, node: string, kinds: (namespace: string) => Promise<string[]>) {
-  return nc.subscribe(usageSubject(node), {
-    callback: (err, msg) => {
-      if (err) return;
-      const ns = msg.headers?.get(H.namespace) ?? '';
-      kinds(ns).then(
-        (k) => msg.respond(JSON.stringify({ kinds: k })),
-        (e) => msg.respond(JSON.stringify({ error: String(e) })),
-      );
-    },
-  });
+export function serveNamespaceUsage(server: BusServer, kinds: (namespace: string) => Promise<string[]>): void {
+  server.raw(usageMethod, async (_data, ctx) => Buffer.from(JSON.stringify({ kinds: await kinds(ctx.namespace ?? '') })));
 }
 
-/** Everything any service still holds in `namespace`, as containerd names the kinds. */
-export async function namespaceUsage(nc: NatsConnection, node: string, namespace: string): Promise<string[]> {
-  const h = headers();
-  h.set(H.namespace, namespace);
-  const out: string[] = [];
-  try {
-    const replies = await nc.requestMany(usageSubject(node), '', { headers: h, strategy: 'stall', stall: 150, maxWait: 2000 });
-    for await (const m of replies) {
-      if (m.headers?.hasError) break; // no responders: nothing holds data
-      const r = m.json<{ kinds?: string[]; error?: string }>();
-      if (r.error) throw new Error(r.error);
-      out.push(...(r.kinds ?? []));
-    }
-  } catch (err) {
-    if ((err as { name?: string })?.name === 'NoRespondersError' || /no responders/i.test(String(err))) return out;
-    throw err;
-  }
-  return out;
+/** Everything the given services still hold in `namespace`, as containerd names the kinds. */
+export async function namespaceUsage(client: BusClient, node: string, services: string[], namespace: string): Promise<string[]> {
+  const asked = namespacedServices.filter((s) => services.includes(s));
+  const answers = await Promise.all(
+    asked.map(async (s) => {
+      try {
+        const res = await client.unary(rpcSubject(node, s, usageMethod), new Uint8Array(), { namespace }, { timeout: 10_000 });
+        return (JSON.parse(Buffer.from(res).toString('utf8')) as { kinds: string[] }).kinds;
+      } catch (e) {
+        if (e instanceof BerthError && e.code === Code.Unavailable) {
+          throw new BerthError(Code.Unavailable, `namespace "${namespace}": cannot tell whether it is empty: ${s} service not running`);
+        }
+        throw e;
+      }
+    }),
+  );
+  return answers.flat();
 }

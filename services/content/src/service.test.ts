@@ -86,9 +86,9 @@ describe('content service over NATS', () => {
     const listed = [];
     for await (const m of ls) listed.push(...C('ListContentResponse').decode(m).info.map((i: { digest: string }) => i.digest));
     assert.deepEqual(listed, [d]);
-    assert.deepEqual(await namespaceUsage(cnc, node, 'default'), ['blobs']);
+    assert.deepEqual(await namespaceUsage(bus, node, ['content'], 'default'), ['blobs']);
     await bus.unary(subj('Delete'), C('DeleteContentRequest').encode({ digest: d }), ctx);
-    assert.deepEqual(await namespaceUsage(cnc, node, 'default'), []);
+    assert.deepEqual(await namespaceUsage(bus, node, ['content'], 'default'), []);
     for (let i = 0; i < 50 && !events.length; i++) await new Promise((r) => setTimeout(r, 10));
     sub.unsubscribe();
     assert.deepEqual(events.map((e) => [e.namespace, e.topic]), [['default', '/content/delete']]);

@@ -51,9 +51,8 @@ export async function start(env: ServiceEnv, opts: ContentOptions = {}): Promise
   // JSON in and out: for other Berth services on this node, not part of containerd's API
   bus.raw(blobPathMethod, async (data, ctx) => json(await content.blobPath(ctx, parse<{ digest?: string }>(data).digest ?? '')), { json: 'true' });
   bus.raw(leaseResourcesMethod, async (data, ctx) => json({ resources: await content.leaseResources(ctx, parse<{ lease?: string }>(data).lease ?? ctx.lease ?? '') }), { json: 'true' });
-  const usage = serveNamespaceUsage(env.nc, env.node, (ns) => content.usage(ns));
+  serveNamespaceUsage(bus, (ns) => content.usage(ns));
   return async () => {
-    usage.unsubscribe();
     await bus.stop();
     await db.close();
   };

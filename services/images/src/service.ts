@@ -28,9 +28,8 @@ export async function start(env: ServiceEnv): Promise<Stop> {
       return {};
     },
   });
-  const usage = serveNamespaceUsage(env.nc, env.node, async (n) => ((await images.hasAny(n)) ? ['images'] : []));
+  serveNamespaceUsage(bus, async (n) => ((await images.hasAny(n)) ? ['images'] : []));
   return async () => {
-    usage.unsubscribe();
     await bus.stop();
     await db.close();
   };

@@ -1,6 +1,6 @@
 // The namespaces service on the bus: containerd's Namespaces API over the plain library.
 import { service as grpcService } from '@berth/api';
-import { BusServer, eventPublisher, namespaceUsage, type CallContext } from '@berth/bus';
+import { BusClient, BusServer, eventPublisher, namespaceUsage, type CallContext } from '@berth/bus';
 import type { ServiceEnv, Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
 import type { CreateNamespaceRequest__Output as CreateReq } from '@berth/api/types/containerd/services/namespaces/v1/CreateNamespaceRequest.js';
@@ -14,9 +14,10 @@ export const plugins = [{ type: 'io.containerd.grpc.v1', id: 'namespaces' }];
 
 export async function start(env: ServiceEnv): Promise<Stop> {
   const db = await openStore(env.root);
+  const client = new BusClient(env.nc);
   const ns = new Namespaces(
     new NamespaceStore(db),
-    (name) => namespaceUsage(env.nc, env.node, name),
+    (name) => namespaceUsage(client, env.node, env.config.services, name),
     eventPublisher(env.nc, env.node),
   );
   const ctxNs = (ctx: CallContext) => ctx.namespace ?? 'default';
