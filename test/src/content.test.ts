@@ -128,6 +128,47 @@ describe('content', () => {
     assert.equal((await ctr(stack.sock, '-n', ns, 'content', 'rm', dg)).code, 0);
   });
 
+  test('writes under a lease: refused for a missing lease, listed as the lease\'s resources', async () => {
+    const grpc = await import('@grpc/grpc-js');
+    const { codec } = await import('@berth/api');
+    const W = codec('containerd.services.content.v1.WriteContentRequest');
+    const LR = codec('containerd.services.leases.v1.ListResourcesRequest');
+    const LRes = codec('containerd.services.leases.v1.ListResourcesResponse');
+    const data = Buffer.from(`leased ${ns}\n`);
+    const dg = 'sha256:' + createHash('sha256').update(data).digest('hex');
+    const id = (b: Buffer) => b;
+    const write = (sock: string, lease: string) =>
+      new Promise<string>((resolve) => {
+        const c = new grpc.Client(`unix:${sock}`, grpc.credentials.createInsecure());
+        const md = new grpc.Metadata();
+        md.set('containerd-namespace', ns);
+        md.set('containerd-lease', lease);
+        const call = c.makeBidiStreamRequest('/containerd.services.content.v1.Content/Write', id, id, md);
+        call.on('data', () => undefined);
+        call.on('error', (e: { code: number; details: string }) => resolve(`${e.code} ${e.details}`));
+        call.on('end', () => resolve('ok'));
+        call.write(Buffer.from(W.encode({ action: 'COMMIT', ref: `leased-${lease}`, total: data.length, expected: dg, offset: 0, data })));
+        call.end();
+      });
+    const resources = (sock: string, lease: string) =>
+      new Promise<string[]>((resolve, reject) => {
+        const c = new grpc.Client(`unix:${sock}`, grpc.credentials.createInsecure());
+        const md = new grpc.Metadata();
+        md.set('containerd-namespace', ns);
+        c.makeUnaryRequest('/containerd.services.leases.v1.Leases/ListResources', id, id, Buffer.from(LR.encode({ id: lease })), md, (e, r) =>
+          e ? reject(e) : resolve(LRes.decode(r!).resources.map((x: { id: string; type: string }) => `${x.type} ${x.id}`).sort()),
+        );
+      });
+    for (const sock of [stack.sock, ...(ref ? [ref.sock] : [])]) {
+      assert.equal(await write(sock, 'no-such-lease'), `5 lease does not exist: not found`, sock);
+      assert.equal((await ctr(sock, '-n', ns, 'leases', 'create', '--id', 'held')).code, 0);
+      assert.equal(await write(sock, 'held'), 'ok', sock);
+      assert.deepEqual(await resources(sock, 'held'), [`content ${dg}`], sock);
+      assert.equal((await ctr(sock, '-n', ns, 'leases', 'rm', 'held')).code, 0);
+      await ctr(sock, '-n', ns, 'content', 'rm', dg);
+    }
+  });
+
   test('fetch from the local registry: the same blobs as the reference', async (t) => {
     if (!registryUp) return t.skip('local registry (../shared/testenv/registry.sh) not available');
     const image = `${registry}/library/layered:latest`;

@@ -7,3 +7,4 @@ export * from './server.js';
 export * from './events.js';
 export * from './usage.js';
 export * from './topics.js';
+export * from './leases.js';

@@ -3,7 +3,7 @@
 // the namespace-usage answer ("blobs") that lets namespace deletion refuse like containerd.
 import { join } from 'node:path';
 import { service as grpcService } from '@berth/api';
-import { BusServer, envelope, publishEnvelope, serveNamespaceUsage, type BidiStream, type CallContext, type StreamContext } from '@berth/bus';
+import { BusClient, BusServer, envelope, leaseExists, publishEnvelope, serveNamespaceUsage, type BidiStream, type CallContext, type StreamContext } from '@berth/bus';
 import { invalidArgument } from '@berth/errdefs';
 import type { ServiceEnv, Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
@@ -27,13 +27,16 @@ export async function start(env: ServiceEnv, opts: ContentOptions = {}): Promise
   const paths = layout(env.root);
   const blobs = await BlobStore.open(paths.blobs);
   const db = await openStore(paths.meta);
+  // content written under a lease needs the lease to exist, when this node runs a leases service
+  const client = new BusClient(env.nc);
+  const checkLeases = env.config.services.includes('leases') ? { leaseExists: (ns: string, lease: string) => leaseExists(client, env.node, ns, lease) } : {};
   const content = new Content(
     blobs,
     new ContentStore(db),
     async (namespace, topic, type, event) => {
       await publishEnvelope(env.nc, envelope(namespace, topic, type, event), env.node);
     },
-    opts,
+    { ...checkLeases, ...opts },
   );
   const api = new ContentApi(content);
   const bus = await BusServer.start(env.nc, { name: 'content', node: env.node, metadata: { plugins: JSON.stringify(plugins) } });

@@ -1,7 +1,7 @@
 // The leases service on the bus: containerd's Leases API over the plain library. Content
 // written under a lease is recorded by the content service itself; ListResources shows both.
 import { nowTimestamp, service as grpcService } from '@berth/api';
-import { BusClient, BusServer, namespaceRequired, type CallContext } from '@berth/bus';
+import { BusClient, BusServer, namespaceRequired, serveLeaseExists, type CallContext } from '@berth/bus';
 import { leaseResources } from '@berth/content';
 import { Code, isCode } from '@berth/errdefs';
 import type { ServiceEnv, Stop } from '@berth/kit';
@@ -47,6 +47,7 @@ export async function start(env: ServiceEnv): Promise<Stop> {
       return { resources: [...own, ...held.filter((r) => !seen.has(`${r.type}\u0000${r.id}`))] };
     },
   });
+  serveLeaseExists(bus, (n, id) => leases.exists(n, id));
   return async () => {
     await bus.stop();
     await db.close();

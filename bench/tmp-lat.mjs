@@ -1,0 +1,11 @@
+import { codec } from '@berth/api';
+import { client, meta, toBuf } from './lib.mjs';
+const sock = process.argv[2], dg = process.argv[3];
+const I = codec('containerd.services.content.v1.InfoRequest');
+const R = codec('containerd.services.content.v1.ReadContentRequest');
+const c = client(sock);
+const time = async (name, fn, n = 2000) => { for (let i = 0; i < 200; i++) await fn(); const t = performance.now(); for (let i = 0; i < n; i++) await fn(); console.log(name, ((performance.now() - t) / n).toFixed(3), 'ms'); };
+await time('grpc Info', () => new Promise((res, rej) => c.makeUnaryRequest('/containerd.services.content.v1.Content/Info', toBuf, (b) => b, toBuf(I.encode({ digest: dg })), meta('m'), (e, r) => (e ? rej(e) : res(r)))));
+await time('grpc Read 32K', () => new Promise((res, rej) => { const call = c.makeServerStreamRequest('/containerd.services.content.v1.Content/Read', toBuf, (b) => b, toBuf(R.encode({ digest: dg, size: 32768 })), meta('m')); call.on('data', () => {}); call.on('end', res); call.on('error', rej); }));
+await time('grpc Version', () => new Promise((res, rej) => c.makeUnaryRequest('/containerd.services.version.v1.Version/Version', toBuf, (b) => b, Buffer.alloc(0), meta('m'), (e, r) => (e ? rej(e) : res(r)))));
+process.exit(0);
