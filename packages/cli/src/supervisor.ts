@@ -150,17 +150,24 @@ export async function startStack(config: Config, out: SupervisorEvents, readyTim
     rmSync(join(config.state, 'pids'), { recursive: true, force: true });
   };
   try {
-    for (const name of config.services) {
-      const s = new Supervised(name, config, logDir, out);
-      services.set(name, s);
-      s.start();
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        s.readyOnce,
-        new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`${name} not ready after ${readyTimeout} ms (log: ${join(logDir, name + '.log')})`)), readyTimeout))),
-      ]);
-      clearTimeout(timer);
-    }
+    // every service at once, the gateway last: it serves the socket, so when it is ready the
+    // whole API is (each service only needs NATS to start)
+    const startGroup = async (names: string[]) => {
+      await Promise.all(
+        names.map(async (name) => {
+          const s = new Supervised(name, config, logDir, out);
+          services.set(name, s);
+          s.start();
+          let timer: NodeJS.Timeout | undefined;
+          await Promise.race([
+            s.readyOnce,
+            new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`${name} not ready after ${readyTimeout} ms (log: ${join(logDir, name + '.log')})`)), readyTimeout))),
+          ]).finally(() => clearTimeout(timer));
+        }),
+      );
+    };
+    await startGroup(config.services.filter((n) => n !== 'gateway'));
+    if (config.services.includes('gateway')) await startGroup(['gateway']);
   } catch (err) {
     await stop();
     throw err;
