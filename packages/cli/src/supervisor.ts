@@ -135,7 +135,17 @@ export async function startStack(config: Config, out: SupervisorEvents, readyTim
     config = { ...config, nats: { ...config.nats, port: nats.port } };
   }
   // the event history must exist before any service publishes an event into it
-  const nc = await connectNats(config, 'supervisor');
+  const url = config.nats.url || `nats://${config.nats.host}:${config.nats.port}`;
+  let timer: NodeJS.Timeout | undefined;
+  const nc = await Promise.race([
+    connectNats(config, 'supervisor'),
+    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`cannot reach NATS at ${url} (10 s)`)), 10_000))),
+  ])
+    .catch(async (err) => {
+      await nats?.stop();
+      throw err;
+    })
+    .finally(() => clearTimeout(timer));
   try {
     await ensureEventStream(nc, { maxAgeNs: durationNs(config.events.max_age), maxBytes: config.events.max_bytes });
   } finally {
