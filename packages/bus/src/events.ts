@@ -83,12 +83,20 @@ export async function ensureEventStream(nc: NatsConnection, limits: HistoryLimit
   }
 }
 
+const clients = new WeakMap<NatsConnection, ReturnType<typeof jetstream>>();
+/** One JetStream client per connection: every event of a service goes through it. */
+function jetstreamOf(nc: NatsConnection): ReturnType<typeof jetstream> {
+  let js = clients.get(nc);
+  if (!js) clients.set(nc, (js = jetstream(nc)));
+  return js;
+}
+
 /** Publishes an event and waits until the history stored it; `node` says where it happened. */
 export async function publishEnvelope(nc: NatsConnection, e: Envelope, node?: string): Promise<number> {
   const h = headers();
   if (node) h.set(H.node, node);
   try {
-    const ack = await jetstream(nc).publish(eventSubject(e.namespace, e.topic), encodeEnvelope(e), { headers: h });
+    const ack = await jetstreamOf(nc).publish(eventSubject(e.namespace, e.topic), encodeEnvelope(e), { headers: h });
     return ack.seq;
   } catch (err) {
     throw new BerthError(Code.Unavailable, `publishing event ${e.topic}: ${(err as Error).message}`);
