@@ -36,7 +36,7 @@ export interface Status {
   expected: string;
 }
 
-export type Publish = (namespace: string, topic: string, eventType: string, event: Record<string, unknown>) => Promise<void> | void;
+export type Publish = (namespace: string, topic: '/content/delete', event: Record<string, unknown>) => Promise<unknown> | void;
 
 export interface ContentOptions {
   /**
@@ -159,7 +159,7 @@ export class Content {
     // the record is gone whatever happens to the event: failing the call now would only make
     // the client retry into NotFound, so a lost event is logged rather than returned
     try {
-      await this.publish(ns, '/content/delete', 'containerd.events.ContentDelete', { digest });
+      await this.publish(ns, '/content/delete', { digest });
     } catch (err) {
       console.error(`content: publishing /content/delete for ${digest} in ${ns}: ${(err as Error).message}`);
     }

@@ -3,7 +3,7 @@
 // the namespace-usage answer ("blobs") that lets namespace deletion refuse like containerd.
 import { join } from 'node:path';
 import { service as grpcService } from '@berth/api';
-import { BusClient, BusServer, envelope, leaseExists, publishEnvelope, serveNamespaceUsage, type BidiStream, type CallContext, type StreamContext } from '@berth/bus';
+import { BusClient, BusServer, eventPublisher, leaseExists, serveNamespaceUsage, type BidiStream, type CallContext, type StreamContext } from '@berth/bus';
 import { invalidArgument } from '@berth/errdefs';
 import type { ServiceEnv, Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
@@ -33,9 +33,7 @@ export async function start(env: ServiceEnv, opts: ContentOptions = {}): Promise
   const content = new Content(
     blobs,
     new ContentStore(db),
-    async (namespace, topic, type, event) => {
-      await publishEnvelope(env.nc, envelope(namespace, topic, type, event), env.node);
-    },
+    eventPublisher(env.nc, env.node),
     { ...checkLeases, ...opts },
   );
   const api = new ContentApi(content);

@@ -29,7 +29,7 @@ export async function fixture(opts: ContentOptions = {}): Promise<Fixture> {
   const open = async () => {
     f.blobs = await BlobStore.open(dir);
     f.db = await openStore(join(dir, 'meta'));
-    f.content = new Content(f.blobs, new ContentStore(f.db), (ns, topic, _t, e) => void events.push([ns, topic, e]), opts);
+    f.content = new Content(f.blobs, new ContentStore(f.db), (ns, topic, e) => void events.push([ns, topic, e]), opts);
     f.api = new ContentApi(f.content);
   };
   await open();
