@@ -145,11 +145,14 @@ export class Channel implements AsyncIterable<Uint8Array> {
     this.lastSent = Date.now();
   }
 
-  /** Half-closes our side (the client has no more to send). */
-  end(): void {
+  /**
+   * Half-closes our side (the client has no more to send). `tell: false` when the peer knows
+   * already: a server-streaming call's server expects nothing after the request.
+   */
+  end(tell = true): void {
     if (this.localEnded || this.closed) return;
     this.localEnded = true;
-    this.frame('end');
+    if (tell) this.frame('end');
     this.maybeClose();
   }
 

@@ -89,7 +89,7 @@ export class BusClient {
       throw e;
     }
     ch.connect(peer, Number(msg.headers!.get(H.window)) || 1);
-    if (kind === 'server') ch.end(); // nothing more to send: the request came with the handshake
+    if (kind === 'server') ch.end(false); // nothing more to send: the request came with the handshake
     if (ctx.deadline !== undefined) {
       const t = setTimeout(() => ch.cancel(new BerthError(Code.DeadlineExceeded, 'context deadline exceeded')), Math.max(0, ctx.deadline - Date.now()));
       t.unref();
