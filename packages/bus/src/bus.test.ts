@@ -107,6 +107,14 @@ describe('bus over a real nats-server', () => {
     await assert.rejects(client.unary(subj('Get'), Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f])), (e: BerthError) => e.code === Code.InvalidArgument && /malformed containerd.services.namespaces.v1.GetNamespaceRequest/.test(e.message));
   });
 
+  test('a message over the server\'s max_payload is ResourceExhausted, saying which limit', async () => {
+    const big = Buffer.alloc(cnc.info!.max_payload + 1);
+    await assert.rejects(client.unary(subj('Get'), big), (e: BerthError) => e.code === Code.ResourceExhausted && /max_payload/.test(e.message));
+    const ch = await client.open(subj('Write'), 'bidi', undefined);
+    await assert.rejects(ch.send(big), (e: BerthError) => e.code === Code.ResourceExhausted && /max_payload/.test(e.message));
+    ch.cancel();
+  });
+
   test('unary: nobody serving is Unavailable, at once', async () => {
     const t0 = Date.now();
     await assert.rejects(client.unary(rpcSubject(node, 'nothing', 'Get'), new Uint8Array(), {}, { timeout: 5000 }), (e: BerthError) => e.code === Code.Unavailable);

@@ -9,7 +9,7 @@ import type { Msg, MsgHdrs, NatsConnection } from '@nats-io/nats-core';
 import { streamMux } from './mux.js';
 import { BerthError, Code, toBerthError } from '@berth/errdefs';
 import { H, headers } from './headers.js';
-import { errorFrom, errorHeaders } from './status.js';
+import { errorFrom, errorHeaders, tooLarge } from './status.js';
 
 export interface ChannelOptions {
   /** how many data frames we accept before granting more */
@@ -136,6 +136,8 @@ export class Channel implements AsyncIterable<Uint8Array> {
   async send(data: Uint8Array): Promise<void> {
     if (this.failure) throw this.failure;
     if (this.localEnded) throw new BerthError(Code.FailedPrecondition, `${this.opts.what}: send after end`);
+    const max = this.nc.info?.max_payload;
+    if (max !== undefined && data.length > max) throw tooLarge(this.opts.what, data.length, max);
     if (this.credit > 0) this.credit--;
     else await new Promise<void>((resolve, reject) => this.creditWaiters.push({ resolve, reject }));
     if (this.failure) throw this.failure;

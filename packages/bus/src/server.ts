@@ -7,6 +7,7 @@ import { BerthError, Code, toBerthError } from '@berth/errdefs';
 import { codec, type Codec, type MethodInfo, type ServiceInfo } from '@berth/api';
 import { Channel, type ChannelOptions } from './channel.js';
 import { contextFrom, H, headers, type CallContext } from './headers.js';
+import { tooLarge } from './status.js';
 import { rpcSubject } from './subjects.js';
 
 /** What a stream handler gets besides the request: aborted when the client goes away. */
@@ -83,7 +84,10 @@ export class BusServer {
     try {
       const ctx = contextFrom(msg.headers);
       if (ctx.deadline !== undefined && ctx.deadline < Date.now()) throw new BerthError(Code.DeadlineExceeded, 'context deadline exceeded');
-      msg.respond(await handler(msg.data, ctx));
+      const res = await handler(msg.data, ctx);
+      const max = this.nc.info?.max_payload;
+      if (max !== undefined && res.length > max) throw tooLarge(msg.subject, res.length, max);
+      msg.respond(res);
     } catch (err) {
       msg.respondError(...this.status(msg.subject, err));
     }

@@ -35,8 +35,15 @@ export function requestFailure(err: unknown, what: string): BerthError {
   if (err instanceof errors.TimeoutError || (err instanceof Error && err.cause instanceof errors.TimeoutError)) {
     return new BerthError(Code.DeadlineExceeded, `${what}: context deadline exceeded`);
   }
+  if (err instanceof Error && /max_payload size exceeded/.test(err.message)) return tooLarge(what);
   if (err instanceof errors.ClosedConnectionError || err instanceof errors.DrainingConnectionError) {
     return new BerthError(Code.Unavailable, `${what}: connection to NATS closed`);
   }
   return toBerthError(err);
+}
+
+/** A message larger than the NATS server takes: say which limit to raise. */
+export function tooLarge(what: string, size?: number, max?: number): BerthError {
+  const sizes = size !== undefined ? ` (${size} bytes, the server takes ${max})` : '';
+  return new BerthError(Code.ResourceExhausted, `${what}: message larger than the NATS server's max_payload${sizes}: raise max_payload (gRPC allows 16 MiB)`);
 }
