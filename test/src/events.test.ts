@@ -62,6 +62,18 @@ describe('events', () => {
     assert.equal(JSON.parse(json.stdout.split('\n')[0]!).event.name, 'ev-a');
   });
 
+  test('berth events --follow goes on with new events after the history', async () => {
+    const p = spawn(process.execPath, [join(repo, 'packages/cli/dist/main.js'), 'events', '--address', stack.sock, '--since', new Date().toISOString(), '--follow', 'namespace==follow-me'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (b) => (out += b));
+    await sleep(500);
+    assert.equal((await ctr(stack.sock, 'namespaces', 'create', 'follow-me')).code, 0);
+    assert.equal((await ctr(stack.sock, 'namespaces', 'rm', 'follow-me')).code, 0);
+    for (let i = 0; i < 40 && !out.includes('/namespaces/delete'); i++) await sleep(50);
+    p.kill('SIGTERM');
+    assert.deepEqual(out.trim().split('\n').map((l) => l.split(' ')[3]), ['/namespaces/delete']);
+  });
+
   test('a plain NATS subscriber gets them too, as protobuf and as JSON', async () => {
     const url = /nats-server on (\S+)/.exec(stack.output())![1]!;
     const nc = await connect({ servers: url });
