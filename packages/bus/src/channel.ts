@@ -30,6 +30,7 @@ type Waiter = { resolve: () => void; reject: (e: BerthError) => void };
 export class Channel implements AsyncIterable<Uint8Array> {
   private peer?: string;
   private credit = 0;
+  private peerWindow = 0;
   private creditWaiters: Waiter[] = [];
   private queue: Uint8Array[] = [];
   private reader?: Waiter;
@@ -62,6 +63,7 @@ export class Channel implements AsyncIterable<Uint8Array> {
   /** Once the peer is known (after the handshake): where to send and how much it accepts. */
   connect(peer: string, peerWindow: number): void {
     this.peer = peer;
+    this.peerWindow = peerWindow;
     this.addCredit(peerWindow);
     this.timer = setInterval(() => this.beat(), this.opts.heartbeat);
     this.timer.unref();
@@ -82,8 +84,11 @@ export class Channel implements AsyncIterable<Uint8Array> {
       return this.wakeReader();
     }
     switch (ctl) {
-      case 'credit':
-        return this.addCredit(Number(msg.headers!.get(H.n)) || 0);
+      case 'credit': {
+        // only a sane count: a bogus frame must not stall or flood the sender
+        const n = Number(msg.headers!.get(H.n));
+        return this.addCredit(Number.isInteger(n) && n > 0 && n <= this.peerWindow ? n : 0);
+      }
       case 'end': {
         const err = errorFrom(msg);
         if (err) return this.fail(err, false);

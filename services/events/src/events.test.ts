@@ -142,6 +142,23 @@ describe('events over a real nats-server with JetStream', () => {
     assert.equal(new Set(got.map((g) => g.seq)).size, 1001);
   });
 
+  test('garbage on an event subject is skipped by subscribers and replay', async () => {
+    const ac = new AbortController();
+    const got: string[] = [];
+    const done = events.subscribe(['namespace==junk'], ac.signal, async (b) => void got.push(decodeEnvelope(b).topic));
+    await sleep(50);
+    const { jetstream } = await import('@nats-io/jetstream');
+    const first = (await jetstream(nc).publish('berth.events.junk.x.y', Buffer.from([0xff, 0xff, 0xff]))).seq;
+    await publishEnvelope(nc, envelope('junk', '/x/y', 'containerd.events.ContainerDelete', { id: 'ok' }), 'n1');
+    await sleep(100);
+    ac.abort();
+    await done;
+    assert.deepEqual(got, ['/x/y']);
+    const replayed: number[] = [];
+    await events.replay({ filters: ['namespace==junk'], since_seq: first, since_time: null, follow: false }, new AbortController().signal, async (e) => void replayed.push(e.seq));
+    assert.deepEqual(replayed, [first + 1]);
+  });
+
   test('replay by time', async () => {
     await sleep(20);
     const t = Date.now();

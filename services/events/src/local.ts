@@ -157,8 +157,13 @@ export class Events {
     signal.addEventListener('abort', onAbort);
     try {
       for await (const m of messages) {
-        const e = decodeEnvelope(m.data);
-        if (filter.match(envelopeAdaptor(e))) await send({ seq: m.seq, envelope: e });
+        let e: Envelope | undefined;
+        try {
+          e = decodeEnvelope(m.data);
+        } catch {
+          e = undefined; // not an envelope (someone published garbage on an event subject): skip it
+        }
+        if (e && filter.match(envelopeAdaptor(e))) await send({ seq: m.seq, envelope: e });
         if (!req.follow && (m.seq >= last_seq || m.info.pending === 0)) break;
       }
     } finally {
