@@ -12,7 +12,7 @@ async function ctrEvents(sock: string, act: () => Promise<void>): Promise<string
   const p = spawn('ctr', ['--address', sock, 'events'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   p.stdout.on('data', (b) => (out += b));
-  await sleep(500);
+  await sleep(1000); // ctr connects and subscribes: events before that are not its to see
   await act();
   await sleep(500);
   p.kill('SIGTERM');
