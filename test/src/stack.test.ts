@@ -53,6 +53,21 @@ describe('local stack', () => {
     assert.ok(r.ms < 2000, `took ${r.ms} ms`);
   });
 
+  test('a second stack on the same socket refuses, and the first keeps serving', async () => {
+    const { spawn } = await import('node:child_process');
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const dir = mkdtempSync('/tmp/berth-it2-');
+    const p = spawn(process.execPath, [join(repo, 'packages/cli/dist/main.js'), 'up', '--root', join(dir, 'root'), '--state', join(dir, 'state'), '--address', stack.sock, '--nats-port', '0', '--node', 'second'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (b) => (out += b));
+    p.stderr.on('data', (b) => (out += b));
+    const code = await new Promise<number | null>((r) => p.once('exit', r));
+    rmSync(dir, { recursive: true, force: true });
+    assert.notEqual(code, 0);
+    assert.match(out, /gateway exited before it was ready[\s\S]*another server is listening there/);
+    assert.equal((await ctr(stack.sock, 'version')).code, 0);
+  });
+
   test('the socket is mode 0660', async () => {
     const { statSync } = await import('node:fs');
     assert.equal(statSync(stack.sock).mode & 0o777, 0o660);

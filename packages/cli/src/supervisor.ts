@@ -1,7 +1,7 @@
 // Runs the local stack: its own nats-server (unless pointed at a cluster), then every service
 // as its own OS process, each with a log file, restarted with backoff when it dies.
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync, closeSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startNatsServer, type NatsServer } from '@berth/natsd';
@@ -18,6 +18,14 @@ export interface SupervisorEvents {
   log(msg: string): void;
 }
 
+function tail(file: string, lines = 8): string {
+  try {
+    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).map((l) => `  ${l}`).join('\n');
+  } catch {
+    return '';
+  }
+}
+
 /** One service process and its restarts. */
 class Supervised {
   private child?: ChildProcess;
@@ -27,9 +35,15 @@ class Supervised {
   private restartTimer?: NodeJS.Timeout;
   readyOnce: Promise<void>;
   private markReady!: () => void;
+  private failStart!: (err: Error) => void;
+  private ready = false;
 
   constructor(readonly name: string, private readonly config: Config, private readonly logDir: string, private readonly out: SupervisorEvents) {
-    this.readyOnce = new Promise((r) => (this.markReady = r));
+    this.readyOnce = new Promise((resolve, reject) => {
+      this.markReady = resolve;
+      this.failStart = reject;
+    });
+    this.readyOnce.catch(() => undefined);
   }
 
   get pid(): number | undefined {
@@ -52,6 +66,7 @@ class Supervised {
     writeFileSync(join(this.logDir, '..', 'pids', `${this.name}.pid`), `${child.pid}\n`);
     child.on('message', (m: { ready?: boolean }) => {
       if (m?.ready) {
+        this.ready = true;
         this.markReady();
         this.out.log(`${this.name} ready (pid ${child.pid})`);
       }
@@ -60,6 +75,11 @@ class Supervised {
       if (this.child !== child) return;
       this.child = undefined;
       if (this.stopping) return;
+      // a service that never came up three times in a row will not: say why instead of looping
+      if (!this.ready && this.failures >= 2) {
+        this.failStart(new Error(`${this.name} exited before it was ready, 3 times (${signal ?? `code ${code}`}):\n${tail(logFile)}`));
+        return;
+      }
       // a process that ran a while before it died starts the backoff afresh
       if (Date.now() - this.startedAt > 10_000) this.failures = 0;
       const delay = Math.min(5000, 100 * 2 ** this.failures++);

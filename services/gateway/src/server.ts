@@ -2,6 +2,7 @@
 // registered; the ones of a service that does not run answer Unavailable at once (the bus has
 // no responders), so a client never hangs on a missing service.
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
@@ -101,6 +102,8 @@ export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Se
   health.addToServer(server);
 
   mkdirSync(dirname(o.address), { recursive: true });
+  // a socket file left by a gateway that died is ours to replace; one that answers is not
+  if (await answers(o.address)) throw new Error(`${o.address}: another server is listening there`);
   rmSync(o.address, { force: true });
   await new Promise<void>((resolve, reject) =>
     server.bindAsync(`unix:${o.address}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
@@ -119,6 +122,16 @@ export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Se
         }, 3000).unref();
       }),
   };
+}
+
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = connect(path, () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.on('error', () => resolve(false));
+  });
 }
 
 function pluginField(p: PluginInfo, path: string[]): string | undefined {
