@@ -35,6 +35,10 @@ export interface Config {
     max_age: string;
     max_bytes: number;
   };
+  content: {
+    /** containerd's content_sharing_policy: "shared" (a blob another namespace has is not sent again) or "isolated" */
+    sharing_policy: string;
+  };
 }
 
 export function defaultConfig(): Config {
@@ -47,6 +51,7 @@ export function defaultConfig(): Config {
     nats: { url: '', port: 4222, host: '127.0.0.1', max_payload: 20 << 20 },
     services: ['events', 'namespaces', 'content', 'leases', 'images', 'gateway'],
     events: { max_age: '24h', max_bytes: 1 << 30 },
+    content: { sharing_policy: 'shared' },
   };
 }
 

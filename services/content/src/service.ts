@@ -30,11 +30,13 @@ export async function start(env: ServiceEnv, opts: ContentOptions = {}): Promise
   // content written under a lease needs the lease to exist, when this node runs a leases service
   const client = new BusClient(env.nc);
   const checkLeases = env.config.services.includes('leases') ? { leaseExists: (ns: string, lease: string) => leaseExists(client, env.node, ns, lease) } : {};
+  const policy = env.config.content.sharing_policy;
+  if (policy !== 'shared' && policy !== 'isolated') throw new Error(`config: content.sharing_policy must be "shared" or "isolated", not "${policy}"`);
   const content = new Content(
     blobs,
     new ContentStore(db),
     eventPublisher(env.nc, env.node),
-    { ...checkLeases, ...opts },
+    { ...checkLeases, shared: policy === 'shared', ...opts },
   );
   const api = new ContentApi(content);
   const bus = await BusServer.start(env.nc, { name: 'content', node: env.node, metadata: { plugins: JSON.stringify(plugins) } });
