@@ -52,6 +52,7 @@ describe('bus over a real nats-server', () => {
       Get: async (req: { name: string }, ctx: CallContext) => {
         if (req.name === 'missing') throw notFound(`namespace "${req.name}"`);
         if (req.name === 'slow') await sleep(500);
+        if (req.name === 'slower') await sleep(800);
         if (req.name === 'crash') throw new TypeError('a bug');
         return { namespace: { name: req.name, labels: { seen: ctx.namespace ?? '' } } };
       },
@@ -113,6 +114,35 @@ describe('bus over a real nats-server', () => {
     const ch = await client.open(subj('Write'), 'bidi', undefined);
     await assert.rejects(ch.send(big), (e: BerthError) => e.code === Code.ResourceExhausted && /max_payload/.test(e.message));
     ch.cancel();
+  });
+
+  test('unary: a call longer than three liveness beats goes on while the service beats', async () => {
+    const c = new BusClient(cnc);
+    c.liveness = 100;
+    const res = GetRes.decode(await c.unary(subj('Get'), GetReq.encode({ name: 'slower' })));
+    assert.equal(res.namespace.name, 'slower');
+  });
+
+  test('unary: a service that dies during the call is Unavailable after three silent beats', async () => {
+    const dnc = await connect({ servers: natsd.url });
+    const dying = await BusServer.start(dnc, { name: 'dying-unary', node });
+    dying.serveGrpc(ns, { Get: () => new Promise(() => {}) });
+    await dnc.flush();
+    const c = new BusClient(cnc);
+    c.liveness = 100;
+    const call = c.unary(rpcSubject(node, 'dying-unary', 'Get'), GetReq.encode({ name: 'x' })).then(() => undefined, (e: BerthError) => e);
+    await sleep(300);
+    await dnc.close(); // like kill -9 mid-call
+    const t0 = Date.now();
+    const e = await call;
+    assert.equal(e?.code, Code.Unavailable);
+    assert.match(e!.message, /went away during the call/);
+    assert.ok(Date.now() - t0 < 1000, `noticed after ${Date.now() - t0} ms`);
+  });
+
+  test('unary: a plain NATS request (no liveness asked) gets the single reply', async () => {
+    const m = await cnc.request(subj('Get'), GetReq.encode({ name: 'slower' }), { timeout: 5000 });
+    assert.equal(GetRes.decode(m.data).namespace.name, 'slower');
   });
 
   test('unary: nobody serving is Unavailable, at once', async () => {

@@ -1,11 +1,12 @@
 // Calling a service over the bus: plain request/reply for unary methods (nobody listening
 // answers at once with no-responders, which is Unavailable), a handshake and then a Channel
 // for streaming ones.
-import type { NatsConnection } from '@nats-io/nats-core';
+import { errors, type Msg, type MsgHdrs, type NatsConnection } from '@nats-io/nats-core';
+import { streamMux } from './mux.js';
 import { BerthError, Code } from '@berth/errdefs';
 import { Channel, type ChannelOptions } from './channel.js';
 import { contextHeaders, H, type CallContext } from './headers.js';
-import { errorFrom, requestFailure } from './status.js';
+import { errorFrom, requestFailure, tooLarge } from './status.js';
 
 export interface CallOptions {
   /** ms to wait for the reply when the context has no deadline */
@@ -15,8 +16,13 @@ export interface CallOptions {
 export type StreamKind = 'server' | 'bidi';
 
 export class BusClient {
-  /** unary calls without a deadline give up after this long (a dead service cannot answer) */
-  defaultTimeout = 120_000;
+  /**
+   * unary calls without a deadline give up after this long: a dead service is noticed sooner,
+   * by its missing beats; this bounds a handler that hangs in a live service
+   */
+  defaultTimeout = 600_000;
+  /** ms between a running unary call's liveness beats */
+  liveness = 1000;
   /** how long a stream's opening handshake may take */
   handshakeTimeout = 10_000;
   channelOptions: Partial<ChannelOptions> = {};
@@ -46,18 +52,51 @@ export class BusClient {
     return opts.timeout ?? this.defaultTimeout;
   }
 
+  /**
+   * One request, one reply. The reply comes to this connection's shared inbox; while the call
+   * runs the service sends a beat every `liveness` ms, so a service that died mid-call is
+   * noticed after three silent beats (Unavailable) instead of at the deadline.
+   */
   async unary(subject: string, payload: Uint8Array, ctx: CallContext = {}, opts: CallOptions = {}): Promise<Uint8Array> {
     this.checkConnected(subject);
-    const timeout = this.timeoutFor(ctx, opts);
-    let msg;
-    try {
-      msg = await this.nc.request(subject, payload, { timeout, headers: contextHeaders(ctx) });
-    } catch (err) {
-      throw requestFailure(err, subject);
-    }
+    const msg = await this.request(subject, payload, contextHeaders(ctx), this.timeoutFor(ctx, opts));
     const err = errorFrom(msg);
     if (err) throw err;
     return msg.data;
+  }
+
+  /** The reply message (which may carry an error status), or a failure to get one. */
+  private request(subject: string, payload: Uint8Array, h: MsgHdrs, timeout: number): Promise<Msg> {
+    const max = this.nc.info?.max_payload;
+    if (max !== undefined && payload.length > max) return Promise.reject(tooLarge(subject, payload.length, max));
+    const mux = streamMux(this.nc);
+    return new Promise<Msg>((resolve, reject) => {
+      let lastHeard = Date.now();
+      const done = (f: () => void) => {
+        clearTimeout(overall);
+        clearInterval(watch);
+        mux.unregister(inbox);
+        f();
+      };
+      const inbox = mux.register((err, msg) => {
+        if (err) return done(() => reject(requestFailure(err, subject)));
+        lastHeard = Date.now();
+        if (msg.headers?.get(H.ctl) === 'ping') return;
+        // nobody serves the subject: NATS answers the reply subject with a 503 at once
+        if (msg.headers?.hasError && msg.headers.code === 503) return done(() => reject(requestFailure(new errors.NoRespondersError(subject), subject)));
+        done(() => resolve(msg));
+      });
+      const overall = setTimeout(() => done(() => reject(new BerthError(Code.DeadlineExceeded, `${subject}: context deadline exceeded`))), timeout);
+      const watch = setInterval(() => {
+        if (Date.now() - lastHeard > 3 * this.liveness) done(() => reject(new BerthError(Code.Unavailable, `${subject}: the service went away during the call`)));
+      }, this.liveness);
+      h.set(H.liveness, String(this.liveness));
+      try {
+        this.nc.publish(subject, payload, { reply: inbox, headers: h });
+      } catch (e) {
+        done(() => reject(requestFailure(e, subject)));
+      }
+    });
   }
 
   /**
@@ -75,11 +114,10 @@ export class BusClient {
     h.set(H.ctl, kind);
     let msg;
     try {
-      const timeout = Math.min(this.handshakeTimeout, this.timeoutFor(ctx, {}));
-      msg = await this.nc.request(subject, first ?? new Uint8Array(), { timeout, headers: h });
+      msg = await this.request(subject, first ?? new Uint8Array(), h, Math.min(this.handshakeTimeout, this.timeoutFor(ctx, {})));
     } catch (err) {
-      ch.cancel(requestFailure(err, subject));
-      throw requestFailure(err, subject);
+      ch.cancel(err);
+      throw err;
     }
     const err = errorFrom(msg);
     const peer = msg.headers?.get(H.inbox);

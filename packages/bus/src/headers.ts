@@ -19,6 +19,8 @@ export const H = {
   ctl: 'berth-ctl',
   n: 'berth-n',
   node: 'berth-node',
+  /** unary calls: ms between the liveness beats the caller wants while the call runs */
+  liveness: 'berth-liveness',
 } as const;
 
 /** Per-call context: what containerd keeps in its context.Context. */

@@ -81,6 +81,20 @@ export class BusServer {
   }
 
   private async answer(msg: ServiceMsg, handler: RawHandler): Promise<void> {
+    // a Berth caller asks for liveness beats while a call runs, so it can tell a slow call from a
+    // dead service; other NATS clients get the plain single reply
+    let beat: NodeJS.Timeout | undefined;
+    const every = Number(msg.headers?.get(H.liveness));
+    if (every > 0 && msg.reply) {
+      const reply = msg.reply;
+      beat = setInterval(() => {
+        const h = headers();
+        h.set(H.ctl, 'ping');
+        if (this.nc.isClosed()) clearInterval(beat);
+        else this.nc.publish(reply, new Uint8Array(), { headers: h });
+      }, every);
+      beat.unref();
+    }
     try {
       const ctx = contextFrom(msg.headers);
       if (ctx.deadline !== undefined && ctx.deadline < Date.now()) throw new BerthError(Code.DeadlineExceeded, 'context deadline exceeded');
@@ -90,6 +104,8 @@ export class BusServer {
       msg.respond(res);
     } catch (err) {
       msg.respondError(...this.status(msg.subject, err));
+    } finally {
+      clearInterval(beat);
     }
   }
 
