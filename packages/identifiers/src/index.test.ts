@@ -17,3 +17,13 @@ test('labels: key and value together at most 4096 bytes', () => {
   assert.throws(() => validateLabel('k', 'v'.repeat(4096)), /label key and value greater than maximum size \(4096 bytes\), key: k: invalid argument/);
   assert.throws(() => validateLabel('a-very-long-key', 'v'.repeat(4096)), /key: a-very-lon: invalid argument/);
 });
+
+test('digests: go-digest rules and words', async () => {
+  const { digestProblem } = await import('./index.js');
+  assert.equal(digestProblem('sha256:' + 'a'.repeat(64)), undefined);
+  assert.equal(digestProblem('sha512:' + 'a'.repeat(128)), undefined);
+  assert.equal(digestProblem('nope'), 'invalid checksum digest format');
+  assert.equal(digestProblem('sha256:abc'), 'invalid checksum digest length');
+  assert.equal(digestProblem('md5:abc'), 'unsupported digest algorithm');
+  assert.equal(digestProblem('sha256:' + 'A'.repeat(64)), 'invalid checksum digest format');
+});

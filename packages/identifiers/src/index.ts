@@ -19,3 +19,4 @@ export function validateLabel(key: string, value: string): void {
     throw invalidArgument(`label key and value greater than maximum size (${maxLabel} bytes), key: ${Buffer.from(key).subarray(0, 10).toString()}`);
   }
 }
+export * from './digest.js';

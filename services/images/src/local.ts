@@ -4,7 +4,7 @@
 // them through content, snapshots, diff and leases), so this is the whole Images API.
 import { alreadyExists, BerthError, Code, invalidArgument, notFound, toBerthError } from '@berth/errdefs';
 import { parseAll } from '@berth/filters';
-import { validateLabel } from '@berth/identifiers';
+import { digestProblem, validateLabel } from '@berth/identifiers';
 import type { Store } from '@berth/store';
 import type { Timestamp } from '@berth/api';
 
@@ -25,18 +25,6 @@ export interface Image {
 
 export type Publish = (namespace: string, topic: '/images/create' | '/images/update' | '/images/delete', event: Record<string, unknown>) => Promise<unknown>;
 
-const digestRe = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
-const hexLen: Record<string, number> = { sha256: 64, sha384: 96, sha512: 128 };
-
-function validateDigest(d: string): string | undefined {
-  if (!d) return 'invalid checksum digest format';
-  if (!digestRe.test(d)) return 'invalid checksum digest format';
-  const [alg, hex] = d.split(':') as [string, string];
-  if (!(alg in hexLen)) return 'unsupported digest algorithm';
-  if (hex.length !== hexLen[alg] || !/^[a-f0-9]+$/.test(hex)) return 'invalid checksum digest length';
-  return undefined;
-}
-
 function validateImage(img: Image): void {
   if (!img.name) throw invalidArgument('image name must not be empty');
   for (const [k, v] of Object.entries(img.labels ?? {})) {
@@ -47,7 +35,7 @@ function validateImage(img: Image): void {
     }
   }
   const t = img.target;
-  const bad = validateDigest(t?.digest ?? '');
+  const bad = digestProblem(t?.digest ?? '');
   if (bad) throw invalidArgument(`Target.Digest "${t?.digest ?? ''}" invalid: ${bad}`);
   if (!(t.size > 0)) throw invalidArgument('Target.Size must be greater than zero');
   if (!t.media_type) throw invalidArgument('Target.MediaType must be set');

@@ -4,6 +4,7 @@
 import { alreadyExists, BerthError, Code, invalidArgument, notFound } from '@berth/errdefs';
 import { parseAll } from '@berth/filters';
 import { randomBytes } from 'node:crypto';
+import { digestProblem } from '@berth/identifiers';
 import type { Store } from '@berth/store';
 
 export interface Lease {
@@ -17,7 +18,6 @@ export interface Resource {
   type: string;
 }
 
-const digestRe = /^(sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128})$/;
 
 /** containerd's check of a resource type: content (by digest), ingests, snapshots/<snapshotter>. */
 export function checkResource(r: Resource): void {
@@ -26,7 +26,10 @@ export function checkResource(r: Resource): void {
     case 'content':
     case 'ingests':
       if (keys.length !== 1) throw invalidArgument(`invalid resource type ${r.type}`);
-      if (keys[0] === 'content' && !digestRe.test(r.id)) throw invalidArgument(`invalid content resource id ${r.id}: invalid checksum digest format`);
+      if (keys[0] === 'content') {
+        const bad = digestProblem(r.id);
+        if (bad) throw invalidArgument(`invalid content resource id ${r.id}: ${bad}`);
+      }
       return;
     case 'snapshots':
       if (keys.length !== 2) throw invalidArgument(`invalid snapshot resource type ${r.type}`);
