@@ -58,13 +58,6 @@ export function pct(values, p) {
   return v[Math.min(v.length - 1, Math.floor(v.length * p))];
 }
 
-export function rssMb(pid) {
-  try {
-    const s = execFileSync('ps', ['-o', 'rss=', '-p', String(pid)], { encoding: 'utf8' });
-    return Math.round(Number(s.trim()) / 1024);
-  } catch { return 0; }
-}
-
 /** Peak RSS (VmHWM) in MiB of a process, 0 when it is gone. */
 export function peakRssMb(pid) {
   try {

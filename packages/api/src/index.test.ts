@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { codec, containerdServices, fromAny, method, specFromAny, specToAny, toAny, anyTypeName, fromTimestamp, toTimestamp } from './index.js';
+import { codec, services, fromAny, method, specFromAny, specToAny, toAny, anyTypeName, fromTimestamp, toTimestamp } from './index.js';
 
 test('every containerd 1.6 gRPC service is known', () => {
-  const names = containerdServices.map((s) => s.fullName).sort();
+  const names = services.map((s) => s.fullName).sort();
   for (const s of ['containers.v1.Containers', 'content.v1.Content', 'diff.v1.Diff', 'events.v1.Events', 'images.v1.Images',
     'introspection.v1.Introspection', 'leases.v1.Leases', 'namespaces.v1.Namespaces', 'snapshots.v1.Snapshots', 'tasks.v1.Tasks', 'version.v1.Version']) {
     assert.ok(names.includes(`containerd.services.${s}`), s);

@@ -96,8 +96,6 @@ export function method(path: string): MethodInfo {
   return m;
 }
 
-/** containerd's gRPC services, the ones the gateway serves (not the shim's or ttrpc's). */
-export const containerdServices: readonly ServiceInfo[] = services.filter((s) => s.fullName.startsWith('containerd.services.') && !s.fullName.includes('.ttrpc.'));
 
 export * from './any.js';
 export * from './timestamp.js';

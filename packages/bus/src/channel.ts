@@ -77,8 +77,6 @@ export class Channel implements AsyncIterable<Uint8Array> {
     this.lastHeard = Date.now();
     const ctl = msg.headers?.get(H.ctl);
     if (!ctl) {
-      const err = errorFrom(msg); // e.g. a 503 status to our inbox
-      if (err) return this.fail(err);
       if (this.remoteDone) return;
       this.queue.push(msg.data);
       return this.wakeReader();

@@ -1,12 +1,12 @@
 // Calling a service over the bus: plain request/reply for unary methods (nobody listening
 // answers at once with no-responders, which is Unavailable), a handshake and then a Channel
 // for streaming ones.
-import { errors, type Msg, type MsgHdrs, type NatsConnection } from '@nats-io/nats-core';
+import type { Msg, MsgHdrs, NatsConnection } from '@nats-io/nats-core';
 import { streamMux } from './mux.js';
 import { BerthError, Code } from '@berth/errdefs';
 import { Channel, type ChannelOptions } from './channel.js';
 import { contextHeaders, H, type CallContext } from './headers.js';
-import { errorFrom, requestFailure, tooLarge } from './status.js';
+import { errorFrom, noResponders, publishFailure, tooLarge } from './status.js';
 
 export interface CallOptions {
   /** ms to wait for the reply when the context has no deadline */
@@ -79,11 +79,11 @@ export class BusClient {
         f();
       };
       const inbox = mux.register((err, msg) => {
-        if (err) return done(() => reject(requestFailure(err, subject)));
+        if (err) return done(() => reject(publishFailure(err, subject)));
         lastHeard = Date.now();
         if (msg.headers?.get(H.ctl) === 'ping') return;
         // nobody serves the subject: NATS answers the reply subject with a 503 at once
-        if (msg.headers?.hasError && msg.headers.code === 503) return done(() => reject(requestFailure(new errors.NoRespondersError(subject), subject)));
+        if (msg.headers?.hasError && msg.headers.code === 503) return done(() => reject(noResponders(subject)));
         done(() => resolve(msg));
       });
       const overall = setTimeout(() => done(() => reject(new BerthError(Code.DeadlineExceeded, `${subject}: context deadline exceeded`))), timeout);
@@ -94,7 +94,7 @@ export class BusClient {
       try {
         this.nc.publish(subject, payload, { reply: inbox, headers: h });
       } catch (e) {
-        done(() => reject(requestFailure(e, subject)));
+        done(() => reject(publishFailure(e, subject)));
       }
     });
   }

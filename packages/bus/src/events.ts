@@ -21,7 +21,7 @@ export const eventStream = 'BERTH_EVENTS';
 export const eventSubjects = 'berth.events.>';
 
 export function envelope(namespace: string, topic: string, eventType: string, event: Record<string, unknown>): Envelope {
-  return { timestamp: nowTimestamp(), namespace, topic, event: toAny(eventType, event) };
+  return nowEnvelope(namespace, topic, toAny(eventType, event));
 }
 
 /** An envelope stamped now around an already packed event. */

@@ -12,29 +12,21 @@ export function errorHeaders(err: unknown, into: MsgHdrs = headers()): MsgHdrs {
   return into;
 }
 
-/** The error a reply carries, or undefined when it is a success. */
+/** The error a reply or a frame carries (our error headers), or undefined when it is a success. */
 export function errorFrom(msg: Pick<Msg, 'headers'>): BerthError | undefined {
   const h = msg.headers;
-  if (!h) return undefined;
-  if (h.has(H.errorCode)) return fromStatus(Number(h.get(H.errorCode)), h.get(H.errorMessage));
-  // a NATS status message (503 no responders arrives this way on a plain subscription)
-  if (h.hasError) {
-    if (h.code === 503) return new BerthError(Code.Unavailable, 'no responders');
-    return new BerthError(Code.Unavailable, `nats: ${h.code} ${h.description}`);
-  }
-  return undefined;
+  if (!h?.has(H.errorCode)) return undefined;
+  return fromStatus(Number(h.get(H.errorCode)), h.get(H.errorMessage));
 }
 
-/** A NATS request failure as a Berth error: nobody listening is Unavailable, fast. */
-export function requestFailure(err: unknown, what: string): BerthError {
+/** Nobody serves the subject: NATS says so at once (a 503 to the reply subject). */
+export function noResponders(what: string): BerthError {
+  return new BerthError(Code.Unavailable, `${what}: service not running (no responders)`);
+}
+
+/** A failure to publish as a Berth error. */
+export function publishFailure(err: unknown, what: string): BerthError {
   if (err instanceof BerthError) return err;
-  if (err instanceof errors.RequestError && err.isNoResponders()) {
-    return new BerthError(Code.Unavailable, `${what}: service not running (no responders)`);
-  }
-  if (err instanceof errors.NoRespondersError) return new BerthError(Code.Unavailable, `${what}: service not running (no responders)`);
-  if (err instanceof errors.TimeoutError || (err instanceof Error && err.cause instanceof errors.TimeoutError)) {
-    return new BerthError(Code.DeadlineExceeded, `${what}: context deadline exceeded`);
-  }
   if (err instanceof Error && /max_payload size exceeded/.test(err.message)) return tooLarge(what);
   if (err instanceof errors.ClosedConnectionError || err instanceof errors.DrainingConnectionError) {
     return new BerthError(Code.Unavailable, `${what}: connection to NATS closed`);

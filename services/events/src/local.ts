@@ -4,7 +4,7 @@
 import type { NatsConnection, Subscription } from '@nats-io/nats-core';
 import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { fromTimestamp, type Any, type Timestamp } from '@berth/api';
-import { decodeEnvelope, encodeEnvelope, eventStream, eventSubjects, H, nowEnvelope, publishEnvelope, token, type Envelope } from '@berth/bus';
+import { decodeEnvelope, eventStream, eventSubjects, H, nowEnvelope, publishEnvelope, token, type Envelope } from '@berth/bus';
 import { BerthError, Code, invalidArgument, toBerthError } from '@berth/errdefs';
 import { parseAll, type Filter } from '@berth/filters';
 import { envelopeAdaptor } from './adaptor.js';
@@ -174,4 +174,3 @@ export class Events {
   }
 }
 
-export { encodeEnvelope };
