@@ -1,3 +1,5 @@
+import type { Pattern } from "./regexp.js";
+
 /**
  * Resolves a field path (e.g. ["labels", "com.example.x"]) against some
  * object. `undefined` means the field is absent; by containerd convention
@@ -31,7 +33,7 @@ export class Selector implements Filter {
     readonly path: readonly string[],
     readonly operator: Operator,
     readonly value = "",
-    private readonly re?: RegExp,
+    private readonly re?: Pattern,
   ) {}
 
   match(adaptor: Adaptor): boolean {
@@ -48,30 +50,5 @@ export class Selector implements Filter {
       case "~=":
         return this.re!.test(v ?? "");
     }
-  }
-}
-
-/**
- * Compile a containerd (Go RE2) pattern as a JS RegExp. Differences worth
- * knowing: RE2 has no backreferences or lookaround (JS accepts them, a
- * superset); RE2's `\A`, `\z`, `(?U)` and inline flags other than a leading
- * `(?ims)` group are not translated and either fail or mean something else.
- * Unicode mode is tried first so `.` and classes work on code points like
- * RE2; legacy mode is the fallback because RE2 also allows escaping any
- * punctuation (`\:`), which Unicode-mode JS rejects.
- */
-export function compileRegExp(pattern: string): RegExp {
-  let flags = "";
-  const lead = /^\(\?([ims]+)\)/.exec(pattern);
-  if (lead) {
-    flags = lead[1]!;
-    pattern = pattern.slice(lead[0].length);
-  }
-  // RE2 spells named groups (?P<name>...); JS only knows (?<name>...).
-  pattern = pattern.replace(/\(\?P</g, "(?<");
-  try {
-    return new RegExp(pattern, flags + "u");
-  } catch {
-    return new RegExp(pattern, flags);
   }
 }

@@ -1,4 +1,5 @@
-import { all, always, any, compileRegExp, Selector, type Filter, type Operator } from "./filter.js";
+import { all, always, any, Selector, type Filter, type Operator } from "./filter.js";
+import { compilePattern } from "./regexp.js";
 import { isFieldChar, isOperatorChar, isQuoteChar, isValueChar, Scanner } from "./scanner.js";
 
 /*
@@ -76,11 +77,13 @@ class Parser {
     const { value, start } = this.value(op);
     if (op !== "~=") return new Selector(path, op, value);
     // containerd compiles lazily and silently never matches on a bad pattern;
-    // rejecting it up front gives the caller an InvalidArgument instead.
+    // rejecting it up front gives the caller an InvalidArgument instead, and
+    // compiles once per filter rather than once per event.
     try {
-      return new Selector(path, op, value, compileRegExp(value));
+      return new Selector(path, op, value, compilePattern(value));
     } catch (err) {
-      throw this.s.error(`invalid regular expression: ${(err as Error).message}`, start);
+      // The engine words its errors as Go's regexp.Compile does.
+      throw this.s.error((err as Error).message, start);
     }
   }
 
