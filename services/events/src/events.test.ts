@@ -119,6 +119,25 @@ describe('events over a real nats-server with JetStream', () => {
     assert.match(e!.message, /too slow/);
   });
 
+  test('a stuck subscriber is cut off by the bytes it holds, well before the event count', async () => {
+    const small = new Events({ nc, node: 'n1', maxPending: 10_000, maxPendingBytes: 64 << 10 });
+    const ac = new AbortController();
+    const outcome = small.subscribe(['namespace==big'], ac.signal, () => new Promise(() => {})).then(() => undefined, (e: BerthError) => e);
+    // a reader that keeps up is never cut off, whatever the events weigh
+    const healthy = new AbortController();
+    let seen = 0;
+    const other = small.subscribe(['namespace==big'], healthy.signal, async () => void seen++);
+    await sleep(50);
+    for (let i = 0; i < 20; i++) await small.publish('big', '/x/y', toAny('containerd.events.ContainerDelete', { id: `${i}-${'x'.repeat(8 << 10)}` }));
+    const e = await outcome;
+    await sleep(100);
+    healthy.abort();
+    await other;
+    assert.equal(seen, 20);
+    assert.equal(e?.code, Code.ResourceExhausted);
+    assert.match(e!.message, /too slow: more than 65536 bytes of events pending/);
+  });
+
   test('replay: a subscriber that resumes after 1,000 missed events gets exactly them, in order', async () => {
     // the subscriber reads some events, goes away, and remembers its last sequence number
     const before = await publishMany(5, 'before');

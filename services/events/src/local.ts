@@ -15,6 +15,9 @@ export interface EventsOptions {
   node: string;
   /** events a subscriber may fall behind by before it is cut off */
   maxPending?: number;
+  /** bytes of events a subscriber may fall behind by before it is cut off: events are up to
+   * NATS's max_payload each, so a count alone does not bound memory */
+  maxPendingBytes?: number;
 }
 
 export function parseFilters(filters: string[]): Filter {
@@ -49,8 +52,10 @@ export function subjectFor(filters: string[]): string {
 
 export class Events {
   private readonly maxPending: number;
+  private readonly maxPendingBytes: number;
   constructor(private readonly o: EventsOptions) {
     this.maxPending = o.maxPending ?? 10_000;
+    this.maxPendingBytes = o.maxPendingBytes ?? 64 << 20;
   }
 
   async publish(ctxNamespace: string | undefined, topic: string, event: Any | null): Promise<void> {
@@ -73,11 +78,12 @@ export class Events {
   /**
    * Delivers live events matching `filters` (encoded envelopes) until `signal` aborts. Like
    * containerd's, a subscription sees the events of its own node; a subscriber that falls
-   * more than maxPending events behind is cut off rather than let memory grow.
+   * more than maxPending events or maxPendingBytes behind is cut off rather than let memory grow.
    */
   async subscribe(filters: string[], signal: AbortSignal, send: (envelope: Uint8Array) => Promise<void>): Promise<void> {
     const filter = parseFilters(filters);
     const queue: Uint8Array[] = [];
+    let queuedBytes = 0;
     let wake: (() => void) | undefined;
     // rejects once the subscriber has fallen too far behind: even a send that never returns
     // (a reader that stopped reading) is abandoned then
@@ -100,7 +106,13 @@ export class Events {
         if (queue.length >= this.maxPending) {
           overflowed = true;
           cutOff(new BerthError(Code.ResourceExhausted, `events: subscriber too slow: more than ${this.maxPending} events pending, cut off`));
-        } else queue.push(msg.data);
+        } else if (queuedBytes + msg.data.length > this.maxPendingBytes) {
+          overflowed = true;
+          cutOff(new BerthError(Code.ResourceExhausted, `events: subscriber too slow: more than ${this.maxPendingBytes} bytes of events pending, cut off`));
+        } else {
+          queue.push(msg.data);
+          queuedBytes += msg.data.length;
+        }
         wake?.();
       },
     });
@@ -113,7 +125,9 @@ export class Events {
           wake = undefined;
           continue;
         }
-        await Promise.race([send(queue.shift()!), cut]);
+        const next = queue.shift()!;
+        queuedBytes -= next.length;
+        await Promise.race([send(next), cut]);
       }
     } finally {
       signal.removeEventListener('abort', onAbort);
