@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { connect } from '@nats-io/transport-node';
 import { join } from 'node:path';
-import { ctr, repo, run, sleep, startReference, startStack, type Reference, type Stack } from './harness.js';
+import { ctr, repo, run, sleep, startReference, startStack, until, type Reference, type Stack } from './harness.js';
 
 /** Runs `ctr events` while `act` runs; returns the topics it printed. */
 async function ctrEvents(sock: string, act: () => Promise<void>): Promise<string[]> {
@@ -19,6 +19,22 @@ async function ctrEvents(sock: string, act: () => Promise<void>): Promise<string
   await new Promise((r) => p.once('exit', r));
   // ctr events prints: TIMESTAMP NAMESPACE TOPIC EVENT
   return out.split('\n').filter(Boolean).map((l) => l.split(' ').find((w) => w.startsWith('/'))!).filter(Boolean);
+}
+
+/** `ctr events FILTER` in the background: what it printed so far, and a stop. */
+function watchEvents(sock: string, filter: string): { out: () => string; stop: () => Promise<void> } {
+  const p = spawn('ctr', ['--address', sock, 'events', filter], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  p.stdout.on('data', (b) => (out += b));
+  p.stderr.on('data', (b) => (out += b));
+  const exited = new Promise((r) => p.once('exit', r));
+  return {
+    out: () => out,
+    async stop() {
+      p.kill('SIGTERM');
+      await exited;
+    },
+  };
 }
 
 describe('events', () => {
@@ -89,5 +105,34 @@ describe('events', () => {
     assert.deepEqual(json.map((j) => j.topic), ['/namespaces/create', '/namespaces/update', '/namespaces/delete']);
     assert.equal(json[0]!.event['@type'], 'containerd.events.NamespaceCreate');
     assert.deepEqual(json[0]!.event.labels, { x: '1' });
+  });
+
+  test('a pathological regexp filter (issue 13) stalls nothing: both subscribers get their events', async (t) => {
+    // `^(a+)+$` against 60 a's and a b: a backtracking engine takes about 2^60 steps and pins
+    // the events service, so neither subscriber would ever print; RE2 decides it at once
+    const scenario = async (sock: string) => {
+      const evil = watchEvents(sock, 'event.labels.k~="^(a+)+$"');
+      const plain = watchEvents(sock, 'topic=="/namespaces/create"');
+      await sleep(1000); // both ctr subscribed
+      try {
+        for (const [ns, k] of [['re-hostile', 'a'.repeat(60) + 'b'], ['re-match', 'aaaa']]) {
+          const r = await ctr(sock, 'namespaces', 'create', ns!, `k=${k}`);
+          assert.equal(r.code, 0, r.stderr);
+        }
+        await until(async () => plain.out().includes('re-match') && evil.out().includes('re-match'), 10_000, `events for ${sock}: plain=${plain.out()} evil=${evil.out()}`);
+        await sleep(300);
+      } finally {
+        await Promise.all([evil.stop(), plain.stop()]);
+        for (const ns of ['re-hostile', 're-match']) await ctr(sock, 'namespaces', 'rm', ns);
+      }
+      const seen = (out: string) => ['re-hostile', 're-match'].filter((ns) => out.includes(ns));
+      return { evil: seen(evil.out()), plain: seen(plain.out()) };
+    };
+    const pid = stack.pid('events');
+    const ours = await scenario(stack.sock);
+    assert.deepEqual(ours, { evil: ['re-match'], plain: ['re-hostile', 're-match'] });
+    assert.equal(stack.pid('events'), pid, 'the events service did not restart');
+    if (!ref) return t.skip('no reference containerd (../shared/testenv missing)');
+    assert.deepEqual(await scenario(ref.sock), ours);
   });
 });
