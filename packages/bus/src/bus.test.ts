@@ -4,11 +4,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
-import type { NatsConnection } from '@nats-io/nats-core';
+import { createInbox, headers, type NatsConnection } from '@nats-io/nats-core';
 import { startNatsServer, type NatsServer } from '@berth/natsd';
 import { codec, method, service } from '@berth/api';
 import { BerthError, Code, notFound } from '@berth/errdefs';
-import { BusClient, BusServer, type BidiStream, type CallContext, type StreamContext, rpcSubject, eventSubject, parseEventSubject, token, untoken } from './index.js';
+import { BusClient, BusServer, type BidiStream, type CallContext, type StreamContext, rpcSubject, eventSubject, parseEventSubject, token, untoken, clampLiveness } from './index.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const ns = service('containerd.services.namespaces.v1.Namespaces');
@@ -40,6 +40,7 @@ describe('bus over a real nats-server', () => {
   let client: BusClient;
   let sentByServer = 0;
   let cancelled = false;
+  let unaryCancel: unknown;
   const node = 'test.node';
 
   before(async () => {
@@ -54,6 +55,11 @@ describe('bus over a real nats-server', () => {
         if (req.name === 'slow') await sleep(500);
         if (req.name === 'slower') await sleep(800);
         if (req.name === 'crash') throw new TypeError('a bug');
+        if (req.name === 'wait-for-cancel') {
+          const signal = (ctx as StreamContext).signal;
+          await new Promise((resolve) => signal.addEventListener('abort', resolve));
+          unaryCancel = signal.reason;
+        }
         return { namespace: { name: req.name, labels: { seen: ctx.namespace ?? '' } } };
       },
     });
@@ -213,6 +219,146 @@ describe('bus over a real nats-server', () => {
     assert.ok(Date.now() - t0 < 2000);
   });
 
+  test('unary: a cancel rejects at once with Canceled and aborts the handler\'s signal', async () => {
+    unaryCancel = undefined;
+    const ac = new AbortController();
+    const call = client.unary(subj('Get'), GetReq.encode({ name: 'wait-for-cancel' }), { signal: ac.signal }).then(() => undefined, (e: BerthError) => e);
+    await sleep(100);
+    ac.abort();
+    const e = await Promise.race([call, sleep(50).then(() => 'still waiting')]);
+    assert.equal((e as BerthError)?.code, Code.Canceled);
+    for (let i = 0; i < 100 && unaryCancel === undefined; i++) await sleep(10);
+    assert.equal((unaryCancel as BerthError)?.code, Code.Canceled);
+  });
+
+  test('a stream cancelled through its context is cancelled at the server', async () => {
+    cancelled = false;
+    const ac = new AbortController();
+    const ch = await client.open(subj('Read'), 'server', ReadReq.encode({ digest: 'wait-for-cancel' }), { signal: ac.signal });
+    ac.abort();
+    await assert.rejects(ch.recv(), (e: BerthError) => e.code === Code.Canceled);
+    for (let i = 0; i < 100 && !cancelled; i++) await sleep(10);
+    assert.ok(cancelled);
+  });
+
+  test('a cleanly ended stream read far slower than the liveness timeout yields everything', async () => {
+    // 100 ms beats, so silence over 300 ms is a dead peer; the reader takes 500 ms per message,
+    // and the server ends (and goes quiet) while 4 messages still wait to be read
+    const ch = await client.open(subj('Read'), 'server', ReadReq.encode({ digest: 'x', size: 8 }), {}, { window: 4, heartbeat: 100 });
+    const got: number[] = [];
+    for await (const b of ch) {
+      got.push(ReadRes.decode(b).offset);
+      await sleep(500);
+    }
+    assert.deepEqual(got, [0, 1, 2, 3, 4, 5, 6, 7]);
+  });
+
+  test('the liveness a caller asks for is bounded', async () => {
+    assert.equal(clampLiveness(1), 100);
+    assert.equal(clampLiveness(1e9), 10_000);
+    assert.equal(clampLiveness(250), 250);
+    assert.equal(clampLiveness('nonsense'), undefined);
+    assert.equal(clampLiveness(undefined, 7), 7);
+    // a raw caller asking for a beat every millisecond gets one every 100 ms
+    const inbox = createInbox();
+    let pings = 0;
+    const reply = new Promise<void>((resolve) => {
+      cnc.subscribe(inbox, {
+        max: 100,
+        callback: (_e, m) => {
+          if (m.headers?.get('berth-ctl') === 'ping') pings++;
+          else resolve();
+        },
+      });
+    });
+    const h = headers();
+    h.set('berth-liveness', '1');
+    cnc.publish(subj('Get'), GetReq.encode({ name: 'slow' }), { reply: inbox, headers: h });
+    await reply;
+    assert.ok(pings >= 2 && pings <= 6, `${pings} beats in 500 ms`);
+  });
+
+  /**
+   * A stand-in for a stream server that speaks the frames raw: answers the handshake with a
+   * window of 8 and then sends what `script` publishes to the client's inbox.
+   */
+  async function rawServer(name: string, script: (peer: string) => void): Promise<() => void> {
+    const sub = snc.subscribe(rpcSubject(node, name, 'Read'), {
+      callback: (_e, m) => {
+        const peer = m.headers!.get('berth-inbox');
+        const h = headers();
+        h.set('berth-inbox', createInbox());
+        h.set('berth-window', '8');
+        h.set('berth-liveness', '100');
+        m.respond(new Uint8Array(), { headers: h });
+        script(peer);
+      },
+    });
+    await snc.flush();
+    return () => sub.unsubscribe();
+  }
+
+  async function drain(name: string, window = 8): Promise<{ got: number; err?: BerthError }> {
+    const ch = await client.open(rpcSubject(node, name, 'Read'), 'server', ReadReq.encode({ digest: 'x' }), {}, { window });
+    let got = 0;
+    try {
+      while ((await ch.recv()) !== undefined) got++;
+      return { got };
+    } catch (e) {
+      return { got, err: e as BerthError };
+    }
+  }
+
+  test('a peer that sends more than the window it was granted is cut off', async () => {
+    const stop = await rawServer('overrun', (peer) => {
+      for (let i = 1; i <= 20; i++) snc.publish(`${peer}.${i}`, Buffer.from(`m${i}`));
+    });
+    const r = await drain('overrun', 4);
+    stop();
+    assert.equal(r.err?.code, Code.ResourceExhausted, r.err?.message);
+    assert.equal(r.got, 4);
+  });
+
+  test('a lost or forged data frame fails the stream before anything after it is delivered', async () => {
+    const end = (peer: string, n: number) => {
+      const h = headers();
+      h.set('berth-ctl', 'end');
+      h.set('berth-n', String(n));
+      snc.publish(peer, new Uint8Array(), { headers: h });
+    };
+    const stopGap = await rawServer('gap', (peer) => {
+      for (const i of [1, 2, 4, 5]) snc.publish(`${peer}.${i}`, Buffer.from(`m${i}`));
+      end(peer, 5);
+    });
+    const gap = await drain('gap');
+    stopGap();
+    assert.equal(gap.err?.code, Code.Unavailable, gap.err?.message);
+    assert.equal(gap.got, 2);
+    // the last frame lost: only the count in the end frame can tell
+    const stopTail = await rawServer('tail', (peer) => {
+      for (const i of [1, 2]) snc.publish(`${peer}.${i}`, Buffer.from(`m${i}`));
+      end(peer, 3);
+    });
+    const tail = await drain('tail');
+    stopTail();
+    assert.equal(tail.err?.code, Code.Unavailable, tail.err?.message);
+  });
+
+  test('a service serves a bounded number of streams', async () => {
+    const limited = await BusServer.start(snc, { name: 'limited', node, maxStreams: 2 });
+    limited.serveGrpc(content, { Read: (_req: unknown, ctx: StreamContext) => new Promise((resolve) => ctx.signal.addEventListener('abort', resolve)) });
+    await snc.flush();
+    const open = () => client.open(rpcSubject(node, 'limited', 'Read'), 'server', ReadReq.encode({ digest: 'x' }));
+    const a = await open();
+    await open();
+    await assert.rejects(open(), (e: BerthError) => e.code === Code.ResourceExhausted && /2 streams at most/.test(e.message));
+    a.cancel();
+    await sleep(100); // the cancel frame reaches the server
+    const c = await open();
+    c.cancel();
+    await limited.stop();
+  });
+
   test('the micro service API lists the service and its endpoints', async () => {
     const it = await cnc.requestMany('$SRV.INFO.berth-unit', '', { maxWait: 1000, maxMessages: 1 });
     const infos = [];
@@ -221,6 +367,70 @@ describe('bus over a real nats-server', () => {
     assert.equal(infos[0]!.metadata.node, node);
     assert.ok(infos[0]!.endpoints.some((e) => e.subject === subj('Read')));
     assert.equal(method('/containerd.services.content.v1.Content/Read').responseStream, true);
+  });
+});
+
+describe('bus across a nats-server restart', () => {
+  test('open streams fail on both ends and calls in flight fail, with Unavailable; nothing hangs', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'berth-bus-restart-'));
+    let natsd = await startNatsServer({ dir });
+    const opts = { servers: natsd.url, maxReconnectAttempts: -1, reconnectTimeWait: 100 };
+    const snc = await connect(opts);
+    const cnc = await connect(opts);
+    try {
+      const server = await BusServer.start(snc, { name: 'restart', node: 'r', channel: { window: 8, heartbeat: 100 } });
+      let serverEnd: BerthError | undefined;
+      server.serveGrpc(content, {
+        Read: async (_req: unknown, _ctx: StreamContext, send: (r: unknown) => Promise<void>) => {
+          try {
+            for (let i = 0; ; i++) await send({ offset: i, data: Buffer.alloc(1024) });
+          } catch (e) {
+            serverEnd = e as BerthError;
+            throw e;
+          }
+        },
+      });
+      server.serveGrpc(ns, { Get: () => new Promise(() => {}) });
+      await snc.flush();
+      const client = new BusClient(cnc);
+      client.channelOptions = { window: 8, heartbeat: 100 };
+      const ch = await client.open(rpcSubject('r', 'restart', 'Read'), 'server', ReadReq.encode({ digest: 'x' }));
+      const reading = (async () => {
+        let n = 0;
+        try {
+          for (;;) {
+            const m = await ch.recv();
+            assert.equal(ReadRes.decode(m!).offset, n++); // in order, no gap
+            await sleep(5);
+          }
+        } catch (e) {
+          return e as BerthError;
+        }
+      })();
+      const call = client.unary(rpcSubject('r', 'restart', 'Get'), GetReq.encode({ name: 'x' })).then(() => undefined, (e: BerthError) => e);
+      await sleep(300);
+      natsd.process.kill('SIGKILL');
+      await new Promise((r) => natsd.process.once('exit', r));
+      const t0 = Date.now();
+      natsd = await startNatsServer({ dir, port: natsd.port });
+      const [readErr, callErr] = await Promise.all([reading, call]);
+      assert.equal(readErr?.code, Code.Unavailable, readErr?.message);
+      assert.equal(callErr?.code, Code.Unavailable, callErr?.message);
+      for (let i = 0; i < 300 && !serverEnd; i++) await sleep(10);
+      assert.equal(serverEnd?.code, Code.Unavailable, serverEnd?.message);
+      assert.ok(Date.now() - t0 < 5000, `noticed after ${Date.now() - t0} ms`);
+      // and once reconnected, the bus works again
+      for (let i = 0; i < 100 && !(await snc.flush().then(() => true, () => false)); i++) await sleep(50);
+      const again = await client.open(rpcSubject('r', 'restart', 'Read'), 'server', ReadReq.encode({ digest: 'x' }));
+      assert.equal(ReadRes.decode((await again.recv())!).offset, 0);
+      again.cancel();
+      await server.stop();
+    } finally {
+      await snc.close();
+      await cnc.close();
+      await natsd.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

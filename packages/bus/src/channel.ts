@@ -1,10 +1,16 @@
 // One end of a flow-controlled message stream over NATS. Both ends own an inbox; every frame
-// goes to the peer's inbox, so order holds. Frames are data (no `berth-ctl` header) or control:
-//   credit n   the peer may send n more data frames (credit-based flow control: a sender never
+// goes to the peer's inbox, so order holds. Data frames carry no headers: data frame n (from 1)
+// goes to `<peer inbox>.<n>`, so a lost, repeated or injected frame shows as a break in the
+// count before anything after it is delivered. Control frames go to the bare inbox:
+//   credit c   the peer may send data frames up to number c (a running total, so a lost credit
+//              frame is made good by the next one; credit-based flow control: a sender never
 //              has more than the receiver's window in flight, so memory stays bounded)
-//   end        half-close; the server's end carries the final status (error headers)
+//   end n      half-close after n data frames; the server's end carries the final status
 //   cancel     abort, from either side, with a status
-//   ping       liveness while nothing else is sent; a peer silent for 3 beats is gone
+//   ping n c   liveness while nothing else is sent; it carries the sender's data count and
+//              credit total too, so a frame lost on the way is noticed and a lost credit made
+//              good while both ends wait. A peer silent for 3 beats is gone.
+// NATS core is at-most-once: when the connection drops the mux fails every channel at once.
 import type { Msg, MsgHdrs, NatsConnection } from '@nats-io/nats-core';
 import { streamMux } from './mux.js';
 import { BerthError, Code, toBerthError } from '@berth/errdefs';
@@ -22,6 +28,23 @@ export interface ChannelOptions {
 
 export const defaultChannelOptions: ChannelOptions = { window: 16, heartbeat: 2000, what: 'stream' };
 
+/** What a peer may ask for: beats faster than this would flood, slower would hide a dead peer. */
+export const livenessBounds = { min: 100, max: 10_000 } as const;
+/** The largest window a peer may announce: it bounds what we have in flight towards it. */
+export const maxWindow = 1024;
+
+/** A liveness interval within bounds, or `fallback` when the value is missing or not a number. */
+export function clampLiveness(ms: unknown, fallback?: number): number | undefined {
+  const n = Number(ms);
+  if (ms === undefined || ms === null || ms === '' || !Number.isFinite(n) || n <= 0) return fallback;
+  return Math.min(livenessBounds.max, Math.max(livenessBounds.min, Math.round(n)));
+}
+
+function clampWindow(n: unknown): number {
+  const w = Math.floor(Number(n));
+  return Number.isFinite(w) && w >= 1 ? Math.min(w, maxWindow) : 1;
+}
+
 /** The reason a stream that ended cleanly gives to whatever still waits on it (one shared value: made per stream, it was a measurable cost). */
 const streamClosed = new BerthError(Code.Canceled, 'stream closed');
 
@@ -29,12 +52,19 @@ type Waiter = { resolve: () => void; reject: (e: BerthError) => void };
 
 export class Channel implements AsyncIterable<Uint8Array> {
   private peer?: string;
-  private credit = 0;
   private peerWindow = 0;
+  /** data frames sent, and the peer's credit total (we may send up to that many) */
+  private sent = 0;
+  private granted = 0;
+  /** credit not yet taken by a send() (granted minus sent minus sends about to publish) */
+  private credit = 0;
   private creditWaiters: Waiter[] = [];
   private queue: Uint8Array[] = [];
   private reader?: Waiter;
+  /** data frames received, taken by recv(), and the credit total we granted the peer */
+  private received = 0;
   private consumed = 0;
+  private grantedToPeer = 0;
   /** the peer half-closed (ok) or the stream failed (error) */
   private remoteDone = false;
   private failure?: BerthError;
@@ -42,6 +72,8 @@ export class Channel implements AsyncIterable<Uint8Array> {
   private closed = false;
   private lastHeard = Date.now();
   private lastSent = Date.now();
+  /** ms between our pings: our heartbeat or the peer's, whichever is shorter */
+  private pingEvery = 0;
   private timer?: NodeJS.Timeout;
   readonly inbox: string;
   readonly opts: ChannelOptions;
@@ -56,16 +88,29 @@ export class Channel implements AsyncIterable<Uint8Array> {
    * call's status), so a client whose peer ended has nothing left to send either.
    */
   constructor(private readonly nc: NatsConnection, opts: Partial<ChannelOptions> = {}, readonly client = false) {
-    this.opts = { ...defaultChannelOptions, ...opts };
-    this.inbox = streamMux(nc).register((err, msg) => (err ? this.fail(toBerthError(err)) : this.onFrame(msg)));
+    const o = { ...defaultChannelOptions, ...opts };
+    this.opts = { ...o, window: clampWindow(o.window), heartbeat: clampLiveness(o.heartbeat, defaultChannelOptions.heartbeat)! };
+    this.grantedToPeer = this.opts.window;
+    this.inbox = streamMux(nc).register((err, msg) => (err ? this.fail(this.lost(err)) : this.onFrame(msg)));
   }
 
-  /** Once the peer is known (after the handshake): where to send and how much it accepts. */
-  connect(peer: string, peerWindow: number): void {
+  private lost(err: Error): BerthError {
+    const e = toBerthError(err);
+    return new BerthError(e.code, `${this.opts.what}: ${e.message}`);
+  }
+
+  /**
+   * Once the peer is known (after the handshake): where to send, how much it accepts and how
+   * often it wants to hear from us (both bounded: they come from the other side).
+   */
+  connect(peer: string, peerWindow: unknown, peerHeartbeat?: unknown): void {
     this.peer = peer;
-    this.peerWindow = peerWindow;
-    this.addCredit(peerWindow);
-    this.timer = setInterval(() => this.beat(), this.opts.heartbeat);
+    this.peerWindow = clampWindow(peerWindow);
+    this.granted = this.peerWindow;
+    this.addCredit(this.peerWindow);
+    this.pingEvery = Math.min(this.opts.heartbeat, clampLiveness(peerHeartbeat, this.opts.heartbeat)!);
+    // ticks at half the ping interval: a ping is never later than one interval
+    this.timer = setInterval(() => this.beat(), this.pingEvery >> 1);
     this.timer.unref();
   }
 
@@ -75,30 +120,74 @@ export class Channel implements AsyncIterable<Uint8Array> {
 
   private onFrame(msg: Msg): void {
     this.lastHeard = Date.now();
-    const ctl = msg.headers?.get(H.ctl);
-    if (!ctl) {
-      if (this.remoteDone) return;
-      this.queue.push(msg.data);
-      return this.wakeReader();
-    }
-    switch (ctl) {
-      case 'credit': {
-        // only a sane count: a bogus frame must not stall or flood the sender
-        const n = Number(msg.headers!.get(H.n));
-        return this.addCredit(Number.isInteger(n) && n > 0 && n <= this.peerWindow ? n : 0);
-      }
+    if (msg.subject.length > this.inbox.length) return this.onData(Number(msg.subject.slice(this.inbox.length + 1)), msg.data);
+    const h = msg.headers;
+    switch (h?.get(H.ctl)) {
+      case 'credit':
+        return this.onCredit(h!.get(H.credit));
+      case 'ping':
+        if (!this.checkCount(h!.get(H.n), 'ping')) return;
+        return this.onCredit(h!.get(H.credit));
       case 'end': {
         const err = errorFrom(msg);
         if (err) return this.fail(err, false);
+        if (!this.checkCount(h!.get(H.n), 'end', true)) return;
         this.remoteDone = true;
-        if (this.client) this.localEnded = true;
+        if (this.client) {
+          // the server's end is final: nothing more to hear from it or to tell it
+          this.localEnded = true;
+          clearInterval(this.timer);
+        }
         this.wakeReader();
         return this.maybeClose();
       }
       case 'cancel':
         return this.fail(errorFrom(msg) ?? new BerthError(Code.Canceled, 'context canceled'), false);
-      case 'ping':
-        return;
+      default:
+        return this.fail(new BerthError(Code.Internal, `${this.opts.what}: malformed frame`));
+    }
+  }
+
+  private onData(seq: number, data: Uint8Array): void {
+    if (this.remoteDone || this.closed) return;
+    if (seq !== this.received + 1) {
+      // frames come in order on one connection: a break means one was lost (or forged)
+      return this.fail(new BerthError(Code.Unavailable, `${this.opts.what}: data frame ${this.received + 1} lost (got ${seq})`));
+    }
+    if (seq > this.grantedToPeer) {
+      return this.fail(new BerthError(Code.ResourceExhausted, `${this.opts.what}: peer sent more than the window it was granted (${this.opts.window} frames)`));
+    }
+    this.received = seq;
+    this.queue.push(data);
+    this.wakeReader();
+  }
+
+  /**
+   * The peer's count of data frames it sent, as a ping or an end states it. Frames arrive in
+   * order, so by then all of them must have arrived; fewer means some were lost.
+   */
+  private checkCount(v: string | undefined, frame: string, exact = false): boolean {
+    const n = Number(v);
+    if (v === undefined || v === '' || !Number.isInteger(n) || n < 0 || n > this.grantedToPeer) {
+      this.fail(new BerthError(Code.Internal, `${this.opts.what}: malformed ${frame} frame`));
+      return false;
+    }
+    if (n > this.received || (exact && n !== this.received)) {
+      this.fail(new BerthError(Code.Unavailable, `${this.opts.what}: peer sent ${n} data frames, ${this.received} arrived`));
+      return false;
+    }
+    return true;
+  }
+
+  private onCredit(v: string | undefined): void {
+    if (!this.peer) return; // before the handshake completed: connect() sets the credit
+    const c = Number(v);
+    if (!Number.isInteger(c) || c < 0) return this.fail(new BerthError(Code.Internal, `${this.opts.what}: malformed credit`));
+    // the receiver grants what it consumed plus its window, and it cannot have consumed more than we sent
+    if (c > this.sent + this.peerWindow) return this.fail(new BerthError(Code.Internal, `${this.opts.what}: peer granted credit beyond its window`));
+    if (c > this.granted) {
+      this.addCredit(c - this.granted);
+      this.granted = c;
     }
   }
 
@@ -119,10 +208,10 @@ export class Channel implements AsyncIterable<Uint8Array> {
     }
   }
 
-  private frame(ctl: string, data?: Uint8Array, hdrs: MsgHdrs = headers()): void {
+  private frame(ctl: string, hdrs: MsgHdrs = headers()): void {
     if (!this.peer || this.nc.isClosed()) return;
     hdrs.set(H.ctl, ctl);
-    this.nc.publish(this.peer, data ?? new Uint8Array(), { headers: hdrs });
+    this.nc.publish(this.peer, new Uint8Array(), { headers: hdrs });
     this.lastSent = Date.now();
   }
 
@@ -132,7 +221,12 @@ export class Channel implements AsyncIterable<Uint8Array> {
       this.fail(new BerthError(Code.Unavailable, `${this.opts.what}: peer went away`));
       return;
     }
-    if (now - this.lastSent >= this.opts.heartbeat) this.frame('ping');
+    if (now - this.lastSent >= this.pingEvery >> 1) {
+      const h = headers();
+      h.set(H.n, String(this.sent));
+      h.set(H.credit, String(this.grantedToPeer));
+      this.frame('ping', h);
+    }
   }
 
   /** Sends one message; resolves once the peer had room for it. */
@@ -146,8 +240,13 @@ export class Channel implements AsyncIterable<Uint8Array> {
     if (this.failure) throw this.failure;
     if (!this.peer || this.nc.isClosed()) throw new BerthError(Code.Unavailable, `${this.opts.what}: connection to NATS closed`);
     // data frames carry no headers: the hot path of every stream
-    this.nc.publish(this.peer, data);
+    this.nc.publish(`${this.peer}.${++this.sent}`, data);
     this.lastSent = Date.now();
+  }
+
+  private endHeaders(h: MsgHdrs = headers()): MsgHdrs {
+    h.set(H.n, String(this.sent));
+    return h;
   }
 
   /**
@@ -157,7 +256,7 @@ export class Channel implements AsyncIterable<Uint8Array> {
   end(tell = true): void {
     if (this.localEnded || this.closed) return;
     this.localEnded = true;
-    if (tell) this.frame('end');
+    if (tell) this.frame('end', this.endHeaders());
     this.maybeClose();
   }
 
@@ -165,20 +264,20 @@ export class Channel implements AsyncIterable<Uint8Array> {
   finish(err?: unknown): void {
     if (this.closed) return;
     this.localEnded = true;
-    this.frame('end', undefined, err === undefined ? headers() : errorHeaders(err));
+    this.frame('end', err === undefined ? this.endHeaders() : errorHeaders(err));
     this.close(err === undefined ? undefined : toBerthError(err));
   }
 
   /** Aborts the stream on both sides. */
   cancel(err: unknown = new BerthError(Code.Canceled, 'context canceled')): void {
     if (this.closed) return;
-    this.frame('cancel', undefined, errorHeaders(err));
+    this.frame('cancel', errorHeaders(err));
     this.fail(toBerthError(err), false);
   }
 
   private fail(err: BerthError, tellPeer = true): void {
     if (this.closed) return;
-    if (tellPeer) this.frame('cancel', undefined, errorHeaders(err));
+    if (tellPeer) this.frame('cancel', errorHeaders(err));
     this.failure = err;
     this.close(err);
   }
@@ -205,9 +304,13 @@ export class Channel implements AsyncIterable<Uint8Array> {
     for (;;) {
       if (this.queue.length) {
         const m = this.queue.shift()!;
-        if (++this.consumed >= Math.max(1, this.opts.window >> 1)) {
-          this.frame('credit', undefined, creditHeaders(this.consumed));
-          this.consumed = 0;
+        this.consumed++;
+        // grant more once half the window is used up (fewer, larger credit frames)
+        if (!this.remoteDone && this.consumed + this.opts.window - this.grantedToPeer >= Math.max(1, this.opts.window >> 1)) {
+          this.grantedToPeer = this.consumed + this.opts.window;
+          const h = headers();
+          h.set(H.credit, String(this.grantedToPeer));
+          this.frame('credit', h);
         }
         this.maybeClose();
         return m;
@@ -224,10 +327,4 @@ export class Channel implements AsyncIterable<Uint8Array> {
   async *[Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
     for (let m = await this.recv(); m !== undefined; m = await this.recv()) yield m;
   }
-}
-
-function creditHeaders(n: number): MsgHdrs {
-  const h = headers();
-  h.set(H.n, String(n));
-  return h;
 }

@@ -13,13 +13,17 @@ export const H = {
   /** status of a failed call: gRPC code and message (the micro service API's own headers) */
   errorCode: 'Nats-Service-Error-Code',
   errorMessage: 'Nats-Service-Error',
-  /** streams: the sender's inbox, its receive window, the control frame kind and its count */
+  /**
+   * streams: the sender's inbox, its receive window, the control frame kind, how many data
+   * frames the sender has sent (ping, end) and how many it may send in all (credit, ping)
+   */
   inbox: 'berth-inbox',
   window: 'berth-window',
   ctl: 'berth-ctl',
   n: 'berth-n',
+  credit: 'berth-credit',
   node: 'berth-node',
-  /** unary calls: ms between the liveness beats the caller wants while the call runs */
+  /** ms between the liveness beats the sender wants while a call or stream runs */
   liveness: 'berth-liveness',
 } as const;
 
@@ -31,6 +35,8 @@ export interface CallContext {
   tracestate?: string;
   /** absolute deadline in ms since the epoch */
   deadline?: number;
+  /** the caller gave up: a call in flight is cancelled at the service too (never sent as a header) */
+  signal?: AbortSignal;
 }
 
 const contextKeys = [

@@ -1,20 +1,21 @@
 // Serving methods on the bus. Every endpoint is registered with the NATS micro service API
 // (`$SRV.INFO` lists it, with its node and gRPC path in the metadata) in queue group `berth`,
 // so replicas of a service share the load.
-import type { NatsConnection } from '@nats-io/nats-core';
+import type { NatsConnection, Subscription } from '@nats-io/nats-core';
 import { Svcm, type Service, type ServiceMsg } from '@nats-io/services';
 import { BerthError, Code, toBerthError } from '@berth/errdefs';
 import { codec, type Codec, type MethodInfo, type ServiceInfo } from '@berth/api';
-import { Channel, type ChannelOptions } from './channel.js';
+import { Channel, clampLiveness, type ChannelOptions } from './channel.js';
+import { cancelSubject } from './client.js';
 import { contextFrom, H, headers, type CallContext } from './headers.js';
 import { tooLarge } from './status.js';
 import { rpcSubject } from './subjects.js';
 
-/** What a stream handler gets besides the request: aborted when the client goes away. */
+/** What a handler gets besides the request: `signal` aborts when the caller cancels or goes away. */
 export interface StreamContext extends CallContext {
   signal: AbortSignal;
 }
-export type UnaryHandler<Req = any, Res = any> = (req: Req, ctx: CallContext) => Promise<Res> | Res;
+export type UnaryHandler<Req = any, Res = any> = (req: Req, ctx: StreamContext) => Promise<Res> | Res;
 export type ServerStreamHandler<Req = any, Res = any> = (req: Req, ctx: StreamContext, send: (res: Res) => Promise<void>) => Promise<void>;
 export interface BidiStream<Req = any, Res = any> {
   /** the client's messages, until it half-closes */
@@ -24,7 +25,7 @@ export interface BidiStream<Req = any, Res = any> {
 export type BidiHandler<Req = any, Res = any> = (ctx: StreamContext, stream: BidiStream<Req, Res>) => Promise<void>;
 /** A containerd service's handlers by method name (each one a Unary, ServerStream or Bidi handler). */
 export type GrpcHandlers = Record<string, (...args: any[]) => unknown>;
-export type RawHandler = (data: Uint8Array, ctx: CallContext) => Promise<Uint8Array> | Uint8Array;
+export type RawHandler = (data: Uint8Array, ctx: StreamContext) => Promise<Uint8Array> | Uint8Array;
 
 export interface ServiceOptions {
   /** short bus name: `content`, `namespaces`, ... (the subject's service token) */
@@ -35,7 +36,11 @@ export interface ServiceOptions {
   /** published in the micro service metadata: e.g. the containerd plugins this process provides */
   metadata?: Record<string, string>;
   channel?: Partial<ChannelOptions>;
+  /** open streams this service serves at most; more are refused with ResourceExhausted */
+  maxStreams?: number;
 }
+
+export const defaultMaxStreams = 1024;
 
 /** Bytes that are not the message they claim to be are the caller's error, not ours. */
 function decode(c: Codec, data: Uint8Array): any {
@@ -48,7 +53,17 @@ function decode(c: Codec, data: Uint8Array): any {
 
 export class BusServer {
   private readonly channels = new Set<Channel>();
-  private constructor(readonly nc: NatsConnection, readonly opts: ServiceOptions, private readonly svc: Service) {}
+  /** unary calls in flight by reply inbox, for the caller's cancel */
+  private readonly running = new Map<string, AbortController>();
+  private readonly cancels: Subscription;
+
+  private constructor(readonly nc: NatsConnection, readonly opts: ServiceOptions, private readonly svc: Service) {
+    this.cancels = nc.subscribe(cancelSubject(this.subject('x')), {
+      callback: (err, msg) => {
+        if (!err) this.running.get(msg.string())?.abort(new BerthError(Code.Canceled, 'context canceled'));
+      },
+    });
+  }
 
   static async start(nc: NatsConnection, opts: ServiceOptions): Promise<BusServer> {
     const svc = await new Svcm(nc).add({
@@ -84,8 +99,10 @@ export class BusServer {
     // a Berth caller asks for liveness beats while a call runs, so it can tell a slow call from a
     // dead service; other NATS clients get the plain single reply
     let beat: NodeJS.Timeout | undefined;
-    const every = Number(msg.headers?.get(H.liveness));
-    if (every > 0 && msg.reply) {
+    const every = clampLiveness(msg.headers?.get(H.liveness));
+    const ac = new AbortController();
+    if (msg.reply) this.running.set(msg.reply, ac);
+    if (every !== undefined && msg.reply) {
       const reply = msg.reply;
       beat = setInterval(() => {
         const h = headers();
@@ -96,16 +113,18 @@ export class BusServer {
       beat.unref();
     }
     try {
-      const ctx = contextFrom(msg.headers);
+      const ctx: StreamContext = { ...contextFrom(msg.headers), signal: ac.signal };
       if (ctx.deadline !== undefined && ctx.deadline < Date.now()) throw new BerthError(Code.DeadlineExceeded, 'context deadline exceeded');
       const res = await handler(msg.data, ctx);
+      if (ac.signal.aborted) return; // the caller gave up: nobody waits for the answer
       const max = this.nc.info?.max_payload;
       if (max !== undefined && res.length > max) throw tooLarge(msg.subject, res.length, max);
       msg.respond(res);
     } catch (err) {
-      msg.respondError(...this.status(msg.subject, err));
+      if (!ac.signal.aborted) msg.respondError(...this.status(msg.subject, err));
     } finally {
       clearInterval(beat);
+      if (msg.reply) this.running.delete(msg.reply);
     }
   }
 
@@ -163,13 +182,19 @@ export class BusServer {
           msg.respondError(Code.InvalidArgument, `${m.path} is a streaming method: open it as a stream`);
           return;
         }
+        const max = this.opts.maxStreams ?? defaultMaxStreams;
+        if (this.channels.size >= max) {
+          msg.respondError(Code.ResourceExhausted, `${m.path}: ${this.opts.name} serves ${max} streams at most`);
+          return;
+        }
         const ch = new Channel(this.nc, { what: m.path, ...this.opts.channel });
-        ch.connect(peer, Number(msg.headers!.get(H.window)) || 1);
+        ch.connect(peer, msg.headers!.get(H.window), msg.headers!.get(H.liveness));
         this.channels.add(ch);
         ch.onClose = () => this.channels.delete(ch);
         const h = headers();
         h.set(H.inbox, ch.inbox);
         h.set(H.window, String(ch.opts.window));
+        h.set(H.liveness, String(ch.opts.heartbeat));
         msg.respond(new Uint8Array(), { headers: h });
         const ctx: StreamContext = { ...contextFrom(msg.headers), signal: ch.signal };
         run(ch, msg.data, ctx).then(
@@ -183,6 +208,7 @@ export class BusServer {
 
   async stop(): Promise<void> {
     for (const ch of this.channels) ch.cancel(new BerthError(Code.Unavailable, `${this.opts.name}: shutting down`));
+    this.cancels.unsubscribe();
     await this.svc.stop();
   }
 }

@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import type { MethodInfo } from '@berth/api';
 import { BusClient, type CallContext, type Channel } from '@berth/bus';
-import { toBerthError } from '@berth/errdefs';
+import { BerthError, Code, toBerthError } from '@berth/errdefs';
 
 const bytes = (b: Buffer) => b;
 const asBuffer = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
@@ -47,9 +47,19 @@ export function callContext(call: { metadata: grpc.Metadata; getDeadline(): grpc
   return ctx;
 }
 
+/**
+ * The call's context with a signal that fires when the gRPC client cancels (or its connection
+ * goes): the bus then cancels the call at the service too. Listening starts before the call
+ * goes out, so a cancel during a stream's handshake is not missed.
+ */
+function cancellable(call: { metadata: grpc.Metadata; getDeadline(): grpc.Deadline; once(ev: 'cancelled', f: () => void): unknown }): CallContext {
+  const ac = new AbortController();
+  call.once('cancelled', () => ac.abort(new BerthError(Code.Canceled, 'context canceled')));
+  return { ...callContext(call), signal: ac.signal };
+}
+
 /** Writes the channel's messages to the gRPC call, waiting when the client reads slowly. */
 async function pump(ch: Channel, call: grpc.ServerWritableStream<Buffer, Buffer> | grpc.ServerDuplexStream<Buffer, Buffer>): Promise<void> {
-  call.on('cancelled', () => ch.cancel());
   try {
     for await (const m of ch) {
       if (!call.write(asBuffer(m))) await once(call, 'drain');
@@ -63,7 +73,7 @@ async function pump(ch: Channel, call: grpc.ServerWritableStream<Buffer, Buffer>
 export function forwarder(bus: BusClient, m: MethodInfo, subject: string): grpc.UntypedHandleCall {
   if (!m.requestStream && !m.responseStream) {
     return ((call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
-      bus.unary(subject, call.request, callContext(call)).then(
+      bus.unary(subject, call.request, cancellable(call)).then(
         (r) => cb(null, asBuffer(r)),
         (e) => cb(status(e)),
       );
@@ -73,7 +83,7 @@ export function forwarder(bus: BusClient, m: MethodInfo, subject: string): grpc.
     return (async (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
       let ch: Channel;
       try {
-        ch = await bus.open(subject, 'server', call.request, callContext(call));
+        ch = await bus.open(subject, 'server', call.request, cancellable(call));
       } catch (err) {
         call.emit('error', status(err));
         return;
@@ -86,7 +96,7 @@ export function forwarder(bus: BusClient, m: MethodInfo, subject: string): grpc.
     call.pause();
     let ch: Channel;
     try {
-      ch = await bus.open(subject, 'bidi', undefined, callContext(call));
+      ch = await bus.open(subject, 'bidi', undefined, cancellable(call));
     } catch (err) {
       call.emit('error', status(err));
       return;
