@@ -8,7 +8,11 @@ cd "$top"
 say() { [ -n "${BERTH_QUIET:-}" ] || echo "setup: $*" >&2; }
 
 packages=(nats-server runc containerd golang-github-containerd-containerd-dev golang-github-gogo-protobuf-dev
-  golang-github-gogo-googleapis-dev libprotobuf-dev curl ca-certificates util-linux)
+  golang-github-gogo-googleapis-dev libprotobuf-dev curl ca-certificates util-linux gcc libc6-dev)
+# packages/native compiles against the running Node's own headers: nodesource's nodejs ships
+# them beside the binary; Debian's node has them in libnode-dev.
+node_inc="$(dirname "$(readlink -f "$(command -v node)")")/../include/node"
+if [ ! -f "$node_inc/node_api.h" ] && [ ! -f /usr/include/node/node_api.h ]; then packages+=(libnode-dev); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -48,4 +52,5 @@ if [ ! -f packages/api/generated/containerd.json ] || [ packages/api/scripts/gen
   node packages/api/scripts/gen.mjs >/dev/null
 fi
 say "building"
+packages/native/scripts/build.sh
 node_modules/.bin/tsc -b
