@@ -8,7 +8,7 @@ import { codec, type Codec, type MethodInfo, type ServiceInfo } from '@berth/api
 import { Channel, clampLiveness, type ChannelOptions } from './channel.js';
 import { cancelSubject } from './client.js';
 import { contextFrom, H, headers, type CallContext } from './headers.js';
-import { tooLarge } from './status.js';
+import { headerText, tooLarge } from './status.js';
 import { rpcSubject } from './subjects.js';
 
 /** What a handler gets besides the request: `signal` aborts when the caller cancels or goes away. */
@@ -132,7 +132,7 @@ export class BusServer {
     const e = toBerthError(err);
     // an error that is not one of ours is a bug or an unexpected failure: say where
     if (!(err instanceof BerthError)) console.error(`${this.opts.name}: ${what}:`, err);
-    return [e.code, e.message];
+    return [e.code, headerText(e.message)];
   }
 
   /** Serves every method of a containerd gRPC service that `handlers` implements. */

@@ -8,8 +8,17 @@ import { H, headers } from './headers.js';
 export function errorHeaders(err: unknown, into: MsgHdrs = headers()): MsgHdrs {
   const e = toBerthError(err);
   into.set(H.errorCode, String(e.code));
-  into.set(H.errorMessage, e.message);
+  into.set(H.errorMessage, headerText(e.message));
   return into;
+}
+
+/**
+ * A message as a header value. Messages quote what callers sent (names, filters), and a line
+ * break in a NATS header value makes the client throw, which would crash the service that
+ * answers: breaks are written as escapes instead.
+ */
+export function headerText(message: string): string {
+  return message.replace(/[\r\n]/g, (c) => (c === '\r' ? '\\r' : '\\n'));
 }
 
 /** The error a reply or a frame carries (our error headers), or undefined when it is a success. */

@@ -248,7 +248,9 @@ export class BlobStore {
 
   /** Removes an ingest and its data. Removing one that is not there is not an error. */
   async abort(key: string): Promise<void> {
-    await rm(this.ingestPath(key), { recursive: true, force: true });
+    // a writer of the same ref may be adding a file meanwhile (containerd does not lock an
+    // abort either): rm then meets ENOTEMPTY, and another round removes what was added
+    await rm(this.ingestPath(key), { recursive: true, force: true, maxRetries: 5, retryDelay: 10 });
   }
 
   /** @internal moves a finished ingest's data into blobs/, durably. */

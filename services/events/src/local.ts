@@ -158,7 +158,11 @@ export class Events {
       if (!req.follow && req.since_seq > last_seq) return;
       Object.assign(opts, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: req.since_seq });
     } else if (req.since_time && (Number(req.since_time.seconds) || req.since_time.nanos)) {
-      Object.assign(opts, { deliver_policy: DeliverPolicy.StartTime, opt_start_time: fromTimestamp(req.since_time)!.toISOString() });
+      const since = fromTimestamp(req.since_time)!;
+      if (Number.isNaN(since.getTime()) || req.since_time.nanos < 0 || req.since_time.nanos >= 1e9) {
+        throw invalidArgument(`since_time: timestamp out of range (seconds ${req.since_time.seconds}, nanos ${req.since_time.nanos})`);
+      }
+      Object.assign(opts, { deliver_policy: DeliverPolicy.StartTime, opt_start_time: since.toISOString() });
     }
     if (!req.follow && last_seq === 0) return;
     const subject = subjectFor(req.filters ?? []);

@@ -6,7 +6,7 @@ import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
-import { codec, services, service as grpcService, type MethodInfo } from '@berth/api';
+import { codec, services, service as grpcService, type Codec, type MethodInfo } from '@berth/api';
 import { BusClient, rpcSubject } from '@berth/bus';
 import { BerthError, Code } from '@berth/errdefs';
 import { parseAll } from '@berth/filters';
@@ -45,12 +45,21 @@ function own(m: MethodInfo, fn: Handler): grpc.handleUnaryCall<Buffer, Buffer> {
   const res = codec(m.responseType);
   return (call, cb) => {
     Promise.resolve()
-      .then(() => fn(req.decode(call.request)))
+      .then(() => fn(decodeRequest(req, call.request)))
       .then(
         (r) => cb(null, Buffer.from(res.encode(r))),
         (e) => cb(status(e)),
       );
   };
+}
+
+// bytes that are no request are the caller's error, worded as the bus words it for the services
+function decodeRequest(c: Codec, b: Buffer): any {
+  try {
+    return c.decode(b);
+  } catch (e) {
+    throw new BerthError(Code.InvalidArgument, `malformed ${c.name}: ${(e as Error).message}`);
+  }
 }
 
 export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Server; stop(): Promise<void> }> {

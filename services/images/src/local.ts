@@ -44,10 +44,13 @@ function validateImage(img: Image): void {
 const dropEmpty = (m: Record<string, string> | undefined) => Object.fromEntries(Object.entries(m ?? {}).filter(([, v]) => v !== ''));
 
 function normalize(img: Image): Image {
+  // containerd's target is not nullable: a request without one carries the empty descriptor,
+  // which validateImage then refuses in containerd's words
+  const t = img.target ?? { media_type: '', digest: '', size: 0, annotations: {} };
   return {
     name: img.name,
     labels: dropEmpty(img.labels),
-    target: { media_type: img.target.media_type, digest: img.target.digest, size: Number(img.target.size), annotations: dropEmpty(img.target.annotations) },
+    target: { media_type: t.media_type, digest: t.digest, size: Number(t.size), annotations: dropEmpty(t.annotations) },
     created_at: img.created_at,
     updated_at: img.updated_at,
   };
