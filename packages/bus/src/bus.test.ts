@@ -449,17 +449,27 @@ describe('namespace usage across services', () => {
     const natsd = await startNatsServer({ dir });
     const nc = await connect({ servers: natsd.url });
     try {
-      const { namespaceUsage, serveNamespaceUsage } = await import('./usage.js');
+      const { NamespaceGuard, sealNamespace, releaseNamespace } = await import('./usage.js');
       const images = await BusServer.start(nc, { name: 'images', node: 'u' });
-      serveNamespaceUsage(images, async (ns) => (ns === 'full' ? ['images'] : []));
+      new NamespaceGuard({ kinds: async (ns: string) => (ns === 'full' ? ['images'] : []) }).serve(images);
       const content = await BusServer.start(nc, { name: 'content', node: 'u' });
-      serveNamespaceUsage(content, async (ns) => (ns === 'full' ? ['blobs'] : []));
+      const contentGuard = new NamespaceGuard({ kinds: async (ns: string) => (ns === 'full' ? ['blobs'] : []) });
+      contentGuard.serve(content);
       await nc.flush();
       const client = new BusClient(nc);
-      assert.deepEqual(await namespaceUsage(client, 'u', ['content', 'images', 'gateway'], 'full'), ['images', 'blobs']);
-      assert.deepEqual(await namespaceUsage(client, 'u', ['content', 'images'], 'empty'), []);
+      assert.deepEqual(await sealNamespace(client, 'u', ['content', 'images', 'gateway'], 'full'), ['images', 'blobs']);
+      // sealed: a write waits for the release
+      let wrote = false;
+      const write = contentGuard.write('full', async () => void (wrote = true));
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(wrote, false);
+      await releaseNamespace(client, 'u', ['content', 'images'], 'full', false);
+      await write;
+      assert.equal(wrote, true);
+      assert.deepEqual(await sealNamespace(client, 'u', ['content', 'images'], 'empty'), []);
+      await releaseNamespace(client, 'u', ['content', 'images'], 'empty', true);
       // a data-holding service the node runs but that does not answer: no verdict
-      await assert.rejects(namespaceUsage(client, 'u', ['content', 'containers'], 'empty'), (e: BerthError) => e.code === Code.Unavailable && /containers service not running/.test(e.message));
+      await assert.rejects(sealNamespace(client, 'u', ['content', 'containers'], 'empty'), (e: BerthError) => e.code === Code.Unavailable && /containers service not running/.test(e.message));
       await images.stop();
       await content.stop();
     } finally {

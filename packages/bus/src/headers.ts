@@ -1,7 +1,8 @@
 // What travels in NATS headers beside the protobuf payload. On the gRPC side the same values
 // arrive as metadata (containerd-namespace, containerd-lease, traceparent, tracestate).
 import { headers as natsHeaders, type MsgHdrs } from '@nats-io/nats-core';
-import { failedPrecondition } from '@berth/errdefs';
+import { failedPrecondition, toBerthError } from '@berth/errdefs';
+import { validateIdentifier } from '@berth/identifiers';
 
 export const H = {
   namespace: 'containerd-namespace',
@@ -69,8 +70,16 @@ export function contextFrom(h: MsgHdrs | undefined): CallContext {
 
 export { natsHeaders as headers };
 
-/** The call's namespace; containerd refuses namespaced calls without one, and so do we. */
-export function namespaceRequired(ctx: CallContext): string {
+/**
+ * The call's namespace, required and valid: the one check every service makes (a namespace
+ * becomes part of store keys and subjects, so `a/b` or `..` must never get that far).
+ */
+export function namespaceRequired(ctx: { namespace?: string }): string {
   if (!ctx.namespace) throw failedPrecondition('namespace is required');
+  try {
+    validateIdentifier(ctx.namespace);
+  } catch (e) {
+    throw toBerthError(e).wrap('namespace validation');
+  }
   return ctx.namespace;
 }

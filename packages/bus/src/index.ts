@@ -8,3 +8,4 @@ export * from './events.js';
 export * from './usage.js';
 export * from './topics.js';
 export * from './leases.js';
+export * from './outbox.js';

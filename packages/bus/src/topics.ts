@@ -1,7 +1,5 @@
 // containerd's event topics and the message each one carries. Services publish through
-// `publishEvent`, so a topic can only go out with the payload type containerd gives it.
-import type { NatsConnection } from '@nats-io/nats-core';
-import { envelope, publishEnvelope } from './events.js';
+// their outbox (outbox.ts), so a topic can only go out with the payload type containerd gives it.
 
 export const eventTypes = {
   '/containers/create': 'containerd.events.ContainerCreate',
@@ -31,10 +29,3 @@ export const eventTypes = {
 } as const;
 
 export type Topic = keyof typeof eventTypes;
-
-/** A publisher bound to one node: `publish(namespace, '/content/delete', { digest })`. */
-export type EventPublisher = (namespace: string, topic: Topic, event: Record<string, unknown>) => Promise<number>;
-
-export function eventPublisher(nc: NatsConnection, node: string): EventPublisher {
-  return (namespace, topic, event) => publishEnvelope(nc, envelope(namespace, topic, eventTypes[topic], event), node);
-}

@@ -1,8 +1,13 @@
 // The one store interface every metadata service uses: ordered string keys, JSON values,
-// atomic batches, prefix scans. RocksDB (through @nxtedition/rocksdb's abstract-level
-// RocksLevel) is the backend; another abstract-level database fits the same interface.
+// atomic batches, prefix scans, and transactions that hold a per-record lock. RocksDB (through
+// @nxtedition/rocksdb's abstract-level RocksLevel) is the backend; another abstract-level
+// database fits the same interface.
 import { mkdirSync } from 'node:fs';
 import { RocksLevel } from '@nxtedition/rocksdb';
+import { KeyedLock } from './lock.js';
+
+export * from './keys.js';
+export { KeyedLock } from './lock.js';
 
 export type BatchOp = { type: 'put'; key: string; value: unknown } | { type: 'del'; key: string };
 
@@ -16,7 +21,24 @@ export interface Store {
   entries<T>(prefix: string): AsyncIterable<[string, T]>;
   /** whether any key starts with `prefix` */
   hasPrefix(prefix: string): Promise<boolean>;
+  /**
+   * Read-modify-write of some records as one: `fn` runs while it alone holds `keys`, reads
+   * through `tx.get`, and queues writes with `tx.put`/`tx.del`/`tx.add`; they are committed in one
+   * atomic batch when `fn` resolves (nothing is written when it throws). Two transactions on one
+   * key never interleave, so "create if absent" has exactly one winner.
+   */
+  transact<R>(keys: string[], fn: (tx: Txn) => Promise<R>): Promise<R>;
   close(): Promise<void>;
+}
+
+export interface Txn {
+  get<T>(key: string): Promise<T | undefined>;
+  put(key: string, value: unknown): void;
+  del(key: string): void;
+  add(op: BatchOp): void;
+  /** runs after the batch is committed (e.g. wake the event outbox's publisher) */
+  afterCommit(fn: () => void): void;
+  readonly ops: readonly BatchOp[];
 }
 
 interface LevelLike {
@@ -39,7 +61,8 @@ function isNotFound(err: unknown): boolean {
 /** Wraps any abstract-level database (string keys and values). */
 export async function levelStore(db: LevelLike): Promise<Store> {
   await db.open();
-  return {
+  const locks = new KeyedLock();
+  const store: Store = {
     async get<T>(key: string) {
       try {
         const v = await db.get(key);
@@ -64,8 +87,27 @@ export async function levelStore(db: LevelLike): Promise<Store> {
         await it.close();
       }
     },
+    transact<R>(keys: string[], fn: (tx: Txn) => Promise<R>): Promise<R> {
+      return locks.with(keys, async () => {
+        const ops: BatchOp[] = [];
+        const after: (() => void)[] = [];
+        const tx: Txn = {
+          get: (k) => store.get(k),
+          put: (key, value) => void ops.push({ type: 'put', key, value }),
+          del: (key) => void ops.push({ type: 'del', key }),
+          add: (op) => void ops.push(op),
+          afterCommit: (f) => void after.push(f),
+          ops,
+        };
+        const result = await fn(tx);
+        if (ops.length) await store.batch(ops);
+        for (const f of after) f();
+        return result;
+      });
+    },
     close: () => db.close(),
   };
+  return store;
 }
 
 /** Opens (creating if needed) a RocksDB store in `dir`. */

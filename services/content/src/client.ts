@@ -3,7 +3,6 @@
 import { BusClient, rpcSubject, type CallContext } from '@berth/bus';
 
 export const blobPathMethod = 'BlobPath';
-export const leaseResourcesMethod = 'LeaseResources';
 
 export interface BlobFile {
   digest: string;
@@ -22,8 +21,3 @@ export async function blobFile(bus: BusClient, node: string, digest: string, ctx
   return JSON.parse(Buffer.from(res).toString('utf8')) as BlobFile;
 }
 
-/** The content digests and ingest refs a lease holds in `ctx.namespace`. */
-export async function leaseResources(bus: BusClient, node: string, lease: string, ctx: CallContext): Promise<{ id: string; type: 'content' | 'ingests' }[]> {
-  const res = await bus.unary(rpcSubject(node, 'content', leaseResourcesMethod), Buffer.from(JSON.stringify({ lease })), ctx);
-  return (JSON.parse(Buffer.from(res).toString('utf8')) as { resources: { id: string; type: 'content' | 'ingests' }[] }).resources;
-}

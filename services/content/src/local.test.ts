@@ -422,34 +422,49 @@ test('sha512 and sha384 digests', async () => {
   await f.done();
 });
 
-test('leases: ingests and content written under a lease are recorded against it', async () => {
-  const f = await fixture();
+test('leases: ingests and content written under a lease are recorded with the lease, references first', async () => {
+  // the leases service's side, faked: what it holds per lease, and the order of calls
+  const held = new Map<string, Set<string>>([['pull-1', new Set()], ['pull-2', new Set()]]);
+  const calls: string[] = [];
+  const leases = {
+    async add(_ns: string, lease: string, r: { type: string; id: string }) {
+      calls.push(`+${r.type}`);
+      if (!held.has(lease)) throw new BerthError(Code.NotFound, 'lease does not exist: not found');
+      held.get(lease)!.add(`${r.type}:${r.id}`);
+    },
+    async remove(_ns: string, lease: string, r: { type: string; id: string }) {
+      calls.push(`-${r.type}`);
+      held.get(lease)?.delete(`${r.type}:${r.id}`);
+    },
+  };
+  const f = await fixture({ leases });
+  const of = (l: string) => [...held.get(l)!];
   const ctx = { namespace: 'default', lease: 'pull-1' };
   const w = openWrite(f.api, ctx);
   await w.send({ action: 'STAT', ref: 'leased' });
-  assert.deepEqual(await f.content.leaseResources(ns, 'pull-1'), [{ type: 'ingests', id: 'leased' }]);
+  assert.deepEqual(of('pull-1'), ['ingests:leased']);
   const data = Buffer.from('leased content');
   await w.send({ action: 'COMMIT', data });
   await w.done;
   const d = digestOf('sha256', data);
-  assert.deepEqual(await f.content.leaseResources(ns, 'pull-1'), [{ type: 'content', id: d }]);
+  assert.deepEqual(of('pull-1'), [`content:${d}`]);
+  // the content's reference was taken before the ingest's was dropped
+  assert.deepEqual(calls, ['+ingests', '+content', '-ingests']);
   // opening a write for content that exists still adds it to the lease
-  const ctx2 = { namespace: 'default', lease: 'pull-2' };
-  const exists = await writeStream(f.api, ctx2, [{ action: 'STAT', ref: 'again', expected: d }]);
+  const exists = await writeStream(f.api, { namespace: 'default', lease: 'pull-2' }, [{ action: 'STAT', ref: 'again', expected: d }]);
   code(Code.AlreadyExists)(exists.err);
-  assert.deepEqual(await f.content.leaseResources(ns, 'pull-2'), [{ type: 'content', id: d }]);
+  assert.deepEqual(of('pull-2'), [`content:${d}`]);
   // deleting under the lease drops the reference; an abort drops the ingest's
   await f.api.delete({ digest: d }, ctx);
-  assert.deepEqual(await f.content.leaseResources(ns, 'pull-1'), []);
+  assert.deepEqual(of('pull-1'), []);
   await writeStream(f.api, ctx, [{ action: 'WRITE', ref: 'dropped', data: Buffer.from('x') }]);
-  assert.deepEqual(await f.content.leaseResources(ns, 'pull-1'), [{ type: 'ingests', id: 'dropped' }]);
+  assert.deepEqual(of('pull-1'), ['ingests:dropped']);
   await f.api.abort({ ref: 'dropped' }, ctx);
-  assert.deepEqual(await f.content.leaseResources(ns, 'pull-1'), []);
-  // a lease checker, when there is one, refuses unknown leases as containerd does
-  const g = await fixture({ leaseExists: async (_ns, l) => l === 'known' });
-  const refused = await writeStream(g.api, { namespace: 'default', lease: 'unknown' }, [{ action: 'STAT', ref: 'r' }]);
+  assert.deepEqual(of('pull-1'), []);
+  // a lease that does not exist refuses the write, as containerd does, and leaves no ingest
+  const refused = await writeStream(f.api, { namespace: 'default', lease: 'unknown' }, [{ action: 'STAT', ref: 'r' }]);
   code(Code.NotFound, /^lease does not exist: not found$/)(refused.err);
-  await g.done();
+  await assert.rejects(f.api.status({ ref: 'r' }, ns), code(Code.NotFound));
   await f.done();
 });
 

@@ -5,13 +5,13 @@
 // record (labels and times are per namespace). Content committed in one namespace can be
 // committed into another without sending the bytes again when the writer names the expected
 // digest up front (containerd's default "shared" policy); otherwise the bytes must be written.
+import { namespaceRequired, type EventSink, type LeaseRefs, type NamespaceGuard } from '@berth/bus';
 import { alreadyExists, BerthError, Code, failedPrecondition, invalidArgument, notFound } from '@berth/errdefs';
-import { validateIdentifier, validateLabel } from '@berth/identifiers';
-import type { BatchOp } from '@berth/store';
+import { validateLabel } from '@berth/identifiers';
 import type { BlobStore, IngestWriter } from './blobs.js';
 import { algorithmOf, digestProblem } from './digest.js';
 import { contentFilter, statusFilter } from './filter.js';
-import { op, type BlobRecord, type ContentStore, type IngestRecord, type Labels, type LeaseResourceType } from './store.js';
+import { blobKey, ingestKey, op, type BlobRecord, type ContentStore, type IngestRecord, type Labels } from './store.js';
 
 /** What a call carries besides its request: containerd's context (namespace and lease). */
 export interface Ctx {
@@ -36,8 +36,6 @@ export interface Status {
   expected: string;
 }
 
-export type Publish = (namespace: string, topic: '/content/delete', event: Record<string, unknown>) => Promise<unknown> | void;
-
 export interface ContentOptions {
   /**
    * containerd's content_sharing_policy: "shared" (the default) lets a writer that names an
@@ -45,51 +43,35 @@ export interface ContentOptions {
    * namespace send the bytes itself.
    */
   shared?: boolean;
-  /** whether a lease exists (the leases service); without it every lease is taken on trust */
-  leaseExists?: (namespace: string, lease: string) => Promise<boolean>;
+  /** records what a write under a lease holds (the leases service); without it leases are taken on trust */
+  leases?: LeaseRefs;
+  /** namespaces exist while data is written in them (see @berth/bus usage.ts); without it, no check */
+  guard?: NamespaceGuard;
 }
 
 /** Ingests not held by a lease may be aborted by a collector after this long (containerd: 24 h). */
 export const ingestExpiry = 24 * 3600 * 1000;
 
 export class Content {
-  private lock: Promise<unknown> = Promise.resolve();
   readonly shared: boolean;
 
   constructor(
     readonly blobs: BlobStore,
     readonly store: ContentStore,
-    private readonly publish: Publish,
+    private readonly events: EventSink,
     private readonly opts: ContentOptions = {},
   ) {
     this.shared = opts.shared ?? true;
   }
 
-  /**
-   * Metadata changes run one at a time: each reads a record and writes it back, and bolt gave
-   * containerd that isolation for free. Only short database work goes through here, never I/O
-   * on blob files.
-   */
-  private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.lock.then(fn, fn);
-    this.lock = run.catch(() => undefined);
-    return run;
-  }
-
   /** The call's namespace, required and valid as containerd requires it. */
   namespace(ctx: Ctx): string {
-    const ns = ctx.namespace;
-    if (!ns) throw failedPrecondition('namespace is required');
-    try {
-      validateIdentifier(ns);
-    } catch (err) {
-      throw err instanceof BerthError ? err.wrap('namespace validation') : err;
-    }
-    return ns;
+    return namespaceRequired(ctx);
   }
 
-  private async checkLease(ns: string, lease: string | undefined): Promise<void> {
-    if (lease && this.opts.leaseExists && !(await this.opts.leaseExists(ns, lease))) throw notFound('lease does not exist');
+  /** A write that creates data in `ns`: the namespace exists and is not being deleted meanwhile. */
+  private inNamespace<T>(ns: string, fn: () => Promise<T>): Promise<T> {
+    return this.opts.guard ? this.opts.guard.write(ns, fn) : fn();
   }
 
   async exists(ctx: Ctx, digest: string): Promise<boolean> {
@@ -109,8 +91,8 @@ export class Content {
   async update(ctx: Ctx, info: { digest: string; labels?: Labels }, paths: string[]): Promise<Info> {
     const ns = this.namespace(ctx);
     const given = info.labels ?? {};
-    return this.serial(async () => {
-      const r = await this.store.blob(ns, info.digest);
+    return this.store.db.transact([blobKey(ns, info.digest)], async (tx) => {
+      const r = await tx.get<BlobRecord>(blobKey(ns, info.digest));
       if (!r) throw notFound(`content digest ${info.digest}`);
       let labels: Labels = { ...r.labels };
       if (paths.length) {
@@ -129,7 +111,7 @@ export class Content {
       }
       validateLabels(labels);
       const next: BlobRecord = { ...r, labels: dropEmpty(labels), updated: Date.now() };
-      await this.store.batch([op.putBlob(ns, info.digest, next)]);
+      tx.add(op.putBlob(ns, info.digest, next));
       return toInfo(info.digest, next);
     });
   }
@@ -145,24 +127,18 @@ export class Content {
   }
 
   /**
-   * Removes the namespace's record (and its lease reference). The file stays on disk until the
-   * collector finds no namespace left using it, as in containerd.
+   * Removes the namespace's record, with its /content/delete event (and the call's lease
+   * reference). The file stays on disk until the collector finds no namespace left using it, as
+   * in containerd.
    */
   async delete(ctx: Ctx, digest: string): Promise<void> {
     const ns = this.namespace(ctx);
-    await this.serial(async () => {
-      if (!(await this.store.blob(ns, digest))) throw notFound(`content digest ${digest}`);
-      const ops = [op.delBlob(ns, digest)];
-      if (ctx.lease) ops.push(op.unlease(ns, ctx.lease, 'content', digest));
-      await this.store.batch(ops);
+    await this.store.db.transact([blobKey(ns, digest)], async (tx) => {
+      if (!(await tx.get(blobKey(ns, digest)))) throw notFound(`content digest ${digest}`);
+      tx.add(op.delBlob(ns, digest));
+      this.events.emit(tx, ns, '/content/delete', { digest });
     });
-    // the record is gone whatever happens to the event: failing the call now would only make
-    // the client retry into NotFound, so a lost event is logged rather than returned
-    try {
-      await this.publish(ns, '/content/delete', { digest });
-    } catch (err) {
-      console.error(`content: publishing /content/delete for ${digest} in ${ns}: ${(err as Error).message}`);
-    }
+    if (ctx.lease) await this.opts.leases?.remove(ns, ctx.lease, { type: 'content', id: digest });
   }
 
   /** A committed blob the namespace can see: its size (from the record) and a ranged reader. */
@@ -217,15 +193,14 @@ export class Content {
 
   async abort(ctx: Ctx, ref: string): Promise<void> {
     const ns = this.namespace(ctx);
-    const bref = await this.serial(async () => {
-      const r = await this.store.ingest(ns, ref);
+    const bref = await this.store.db.transact([ingestKey(ns, ref)], async (tx) => {
+      const r = await tx.get<IngestRecord>(ingestKey(ns, ref));
       if (!r) throw notFound(`reference ${ref}`);
-      const ops = [op.delIngest(ns, ref)];
-      if (ctx.lease) ops.push(op.unlease(ns, ctx.lease, 'ingests', ref));
-      await this.store.batch(ops);
+      tx.add(op.delIngest(ns, ref));
       return r.bref;
     });
     await this.blobs.abort(bref);
+    if (ctx.lease) await this.opts.leases?.remove(ns, ctx.lease, { type: 'ingests', id: ref });
   }
 
   /**
@@ -238,15 +213,13 @@ export class Content {
     if (!ref) throw invalidArgument('ref must not be empty');
     const ns = this.namespace(ctx);
     const lease = ctx.lease;
-    await this.checkLease(ns, lease);
-    if (expected) {
-      const found = await this.serial(async () => {
-        if (!(await this.store.blob(ns, expected))) return false;
-        if (lease) await this.store.batch([op.lease(ns, lease, 'content', expected)]);
-        return true;
-      });
-      if (found) throw alreadyExists(`content ${expected}`);
+    if (expected && (await this.store.blob(ns, expected))) {
+      // the client skips what the namespace has: under a lease, the lease must hold it now
+      if (lease) await this.opts.leases?.add(ns, lease, { type: 'content', id: expected });
+      throw alreadyExists(`content ${expected}`);
     }
+    // the lease's reference first: the ingest is never unreferenced (and a missing lease refuses the write)
+    if (lease) await this.opts.leases?.add(ns, lease, { type: 'ingests', id: ref });
     let shared: { digest: string; size: number } | undefined;
     if (expected && this.shared) {
       const st = await this.blobs.stat(expected);
@@ -265,11 +238,7 @@ export class Content {
     if (!lease) record.expireAt = now + ingestExpiry;
     else if (existing?.expireAt !== undefined) record.expireAt = existing.expireAt;
     try {
-      await this.serial(async () => {
-        const ops = [op.putIngest(ns, ref, record)];
-        if (lease) ops.push(op.lease(ns, lease, 'ingests', ref));
-        await this.store.batch(ops);
-      });
+      await this.inNamespace(ns, () => this.store.db.transact([ingestKey(ns, ref)], async (tx) => tx.add(op.putIngest(ns, ref, record))));
     } catch (err) {
       await backend?.close();
       throw err;
@@ -279,29 +248,26 @@ export class Content {
 
   /** @internal the metadata half of a commit: the namespace's record, the ingest gone, leases. */
   async recordCommit(ns: string, lease: string | undefined, ref: string, digest: string, size: number, labels: Labels): Promise<void> {
-    const existed = await this.serial(async () => {
-      const existing = await this.store.blob(ns, digest);
-      const ops: BatchOp[] = [];
-      if (!existing) {
-        const now = Date.now();
-        ops.push(op.putBlob(ns, digest, { size, created: now, updated: now, labels: dropEmpty(labels) }));
-      }
-      ops.push(op.delIngest(ns, ref));
-      if (lease) ops.push(op.unlease(ns, lease, 'ingests', ref), op.lease(ns, lease, 'content', digest));
-      await this.store.batch(ops);
-      return existing !== undefined;
-    });
+    // the content's lease reference before the record, the ingest's after: never unreferenced
+    if (lease) await this.opts.leases?.add(ns, lease, { type: 'content', id: digest });
+    const existed = await this.inNamespace(ns, () =>
+      this.store.db.transact([blobKey(ns, digest), ingestKey(ns, ref)], async (tx) => {
+        const existing = await tx.get(blobKey(ns, digest));
+        if (!existing) {
+          const now = Date.now();
+          tx.add(op.putBlob(ns, digest, { size, created: now, updated: now, labels: dropEmpty(labels) }));
+        }
+        tx.add(op.delIngest(ns, ref));
+        return existing !== undefined;
+      }),
+    );
+    if (lease) await this.opts.leases?.remove(ns, lease, { type: 'ingests', id: ref });
     if (existed) throw alreadyExists(`content ${digest}`);
   }
 
   /** What this service still holds in a namespace, in containerd's words ("blobs"). */
   async usage(ns: string): Promise<string[]> {
     return (await this.store.hasBlobs(ns)) ? ['blobs'] : [];
-  }
-
-  /** The content and ingests a lease holds (for the leases service and a future collector). */
-  async leaseResources(ctx: Ctx, lease: string): Promise<{ id: string; type: LeaseResourceType }[]> {
-    return this.store.leaseResources(this.namespace(ctx), lease);
   }
 }
 

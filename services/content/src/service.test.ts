@@ -10,10 +10,10 @@ import { connect } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { startNatsServer, type NatsServer } from '@berth/natsd';
 import { codec } from '@berth/api';
-import { BusClient, decodeEnvelope, ensureEventStream, namespaceUsage, rpcSubject, type CallContext } from '@berth/bus';
+import { BusClient, decodeEnvelope, ensureEventStream, releaseNamespace, rpcSubject, sealNamespace, type CallContext } from '@berth/bus';
 import { BerthError, Code } from '@berth/errdefs';
 import { defaultConfig, type Stop } from '@berth/kit';
-import { blobFile, leaseResources } from './client.js';
+import { blobFile } from './client.js';
 import { start } from './service.js';
 import { bytes } from './testutil.js';
 
@@ -88,9 +88,11 @@ describe('content service over NATS', () => {
     const listed = [];
     for await (const m of ls) listed.push(...C('ListContentResponse').decode(m).info.map((i: { digest: string }) => i.digest));
     assert.deepEqual(listed, [d]);
-    assert.deepEqual(await namespaceUsage(bus, node, ['content'], 'default'), ['blobs']);
+    assert.deepEqual(await sealNamespace(bus, node, ['content'], 'default'), ['blobs']);
+    await releaseNamespace(bus, node, ['content'], 'default', false);
     await bus.unary(subj('Delete'), C('DeleteContentRequest').encode({ digest: d }), ctx);
-    assert.deepEqual(await namespaceUsage(bus, node, ['content'], 'default'), []);
+    assert.deepEqual(await sealNamespace(bus, node, ['content'], 'default'), []);
+    await releaseNamespace(bus, node, ['content'], 'default', false);
     for (let i = 0; i < 50 && !events.length; i++) await new Promise((r) => setTimeout(r, 10));
     sub.unsubscribe();
     assert.deepEqual(events.map((e) => [e.namespace, e.topic]), [['default', '/content/delete']]);
@@ -144,7 +146,6 @@ describe('content service over NATS', () => {
     assert.equal(file.size, data.length);
     assert.ok(readFileSync(file.path).equals(data));
     await assert.rejects(blobFile(bus, node, d, { namespace: 'other' }), (e: BerthError) => e.code === Code.NotFound);
-    assert.deepEqual(await leaseResources(bus, node, 'l1', ctx), [{ type: 'content', id: d }]);
   });
 
   test('a large blob streams both ways with bounded memory', async (t) => {

@@ -3,13 +3,13 @@
 // the namespace-usage answer ("blobs") that lets namespace deletion refuse like containerd.
 import { join } from 'node:path';
 import { service as grpcService } from '@berth/api';
-import { BusClient, BusServer, eventPublisher, leaseExists, serveNamespaceUsage, type BidiStream, type CallContext, type StreamContext } from '@berth/bus';
+import { BusClient, BusServer, leaseRefs, namespaceGuard, Outbox, type BidiStream, type CallContext, type StreamContext } from '@berth/bus';
 import { invalidArgument } from '@berth/errdefs';
 import type { ServiceEnv, Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
 import { ContentApi } from './api.js';
 import { BlobStore } from './blobs.js';
-import { blobPathMethod, leaseResourcesMethod } from './client.js';
+import { blobPathMethod } from './client.js';
 import { Content, type ContentOptions } from './local.js';
 import { ContentStore } from './store.js';
 
@@ -27,17 +27,15 @@ export async function start(env: ServiceEnv, opts: ContentOptions = {}): Promise
   const paths = layout(env.root);
   const blobs = await BlobStore.open(paths.blobs);
   const db = await openStore(paths.meta);
-  // content written under a lease needs the lease to exist, when this node runs a leases service
   const client = new BusClient(env.nc);
-  const checkLeases = env.config.services.includes('leases') ? { leaseExists: (ns: string, lease: string) => leaseExists(client, env.node, ns, lease) } : {};
+  // content written under a lease is recorded by the lease's owner, when this node runs a leases service
+  const leases = env.config.services.includes('leases') ? { leases: leaseRefs(client, env.node) } : {};
+  const outbox = await new Outbox(db, env.nc, { service: 'content', node: env.node }).start();
+  let content!: Content;
+  const guard = namespaceGuard(client, env.node, env.config.services, { kinds: (ns) => content.usage(ns) });
   const policy = env.config.content.sharing_policy;
   if (policy !== 'shared' && policy !== 'isolated') throw new Error(`config: content.sharing_policy must be "shared" or "isolated", not "${policy}"`);
-  const content = new Content(
-    blobs,
-    new ContentStore(db),
-    eventPublisher(env.nc, env.node),
-    { ...checkLeases, shared: policy === 'shared', ...opts },
-  );
+  content = new Content(blobs, new ContentStore(db), outbox, { ...leases, guard, shared: policy === 'shared', ...opts });
   const api = new ContentApi(content);
   const bus = await BusServer.start(env.nc, { name: 'content', node: env.node, metadata: { plugins: JSON.stringify(plugins) } });
   bus.serveGrpc(grpcService('containerd.services.content.v1.Content'), {
@@ -53,9 +51,9 @@ export async function start(env: ServiceEnv, opts: ContentOptions = {}): Promise
   });
   // JSON in and out: for other Berth services on this node, not part of containerd's API
   bus.raw(blobPathMethod, async (data, ctx) => json(await content.blobPath(ctx, parse<{ digest?: string }>(data).digest ?? '')), { json: 'true' });
-  bus.raw(leaseResourcesMethod, async (data, ctx) => json({ resources: await content.leaseResources(ctx, parse<{ lease?: string }>(data).lease ?? ctx.lease ?? '') }), { json: 'true' });
-  serveNamespaceUsage(bus, (ns) => content.usage(ns));
+  guard.serve(bus);
   return async () => {
+    outbox.stop();
     await bus.stop();
     await db.close();
   };

@@ -5,12 +5,10 @@
 //
 //   blob/<ns>/<digest>                        → BlobRecord
 //   ingest/<ns>/<ref>                         → IngestRecord
-//   lease/<ns>/<lease>/content/<digest>       → 1   content a lease keeps alive
-//   lease/<ns>/<lease>/ingests/<ref>          → 1   ingests a lease keeps alive
 //
-// Namespaces are identifiers (no `/`), digests have no `/`, and a ref, which may hold anything,
-// is always the last part of its key. A lease id arrives in a header unchecked, so it is escaped.
-import type { BatchOp, Store } from '@berth/store';
+// Every part of a key is escaped (@berth/store's key()). Which content a lease holds is the
+// leases service's record (see @berth/bus leases.ts), not this one.
+import { key, prefix, unescapePart, type BatchOp, type Store } from '@berth/store';
 
 export type Labels = Record<string, string>;
 
@@ -35,12 +33,8 @@ export interface IngestRecord {
   expireAt?: number;
 }
 
-export type LeaseResourceType = 'content' | 'ingests';
-
-const blobKey = (ns: string, digest: string) => `blob/${ns}/${digest}`;
-const ingestKey = (ns: string, ref: string) => `ingest/${ns}/${ref}`;
-const leasePrefix = (ns: string, lease: string) => `lease/${ns}/${encodeURIComponent(lease)}/`;
-const leaseKey = (ns: string, lease: string, type: LeaseResourceType, id: string) => `${leasePrefix(ns, lease)}${type}/${id}`;
+export const blobKey = (ns: string, digest: string) => key('blob', ns, digest);
+export const ingestKey = (ns: string, ref: string) => key('ingest', ns, ref);
 
 export class ContentStore {
   constructor(readonly db: Store) {}
@@ -50,12 +44,12 @@ export class ContentStore {
   }
 
   async *blobs(ns: string): AsyncGenerator<[string, BlobRecord]> {
-    const prefix = `blob/${ns}/`;
-    for await (const [k, v] of this.db.entries<BlobRecord>(prefix)) yield [k.slice(prefix.length), v];
+    const p = prefix('blob', ns);
+    for await (const [k, v] of this.db.entries<BlobRecord>(p)) yield [unescapePart(k.slice(p.length)), v];
   }
 
   hasBlobs(ns: string): Promise<boolean> {
-    return this.db.hasPrefix(`blob/${ns}/`);
+    return this.db.hasPrefix(prefix('blob', ns));
   }
 
   ingest(ns: string, ref: string): Promise<IngestRecord | undefined> {
@@ -63,23 +57,12 @@ export class ContentStore {
   }
 
   async *ingests(ns: string): AsyncGenerator<[string, IngestRecord]> {
-    const prefix = `ingest/${ns}/`;
-    for await (const [k, v] of this.db.entries<IngestRecord>(prefix)) yield [k.slice(prefix.length), v];
+    const p = prefix('ingest', ns);
+    for await (const [k, v] of this.db.entries<IngestRecord>(p)) yield [unescapePart(k.slice(p.length)), v];
   }
 
   batch(ops: BatchOp[]): Promise<void> {
     return ops.length ? this.db.batch(ops) : Promise.resolve();
-  }
-
-  async leaseResources(ns: string, lease: string): Promise<{ id: string; type: LeaseResourceType }[]> {
-    const prefix = leasePrefix(ns, lease);
-    const out: { id: string; type: LeaseResourceType }[] = [];
-    for await (const [k] of this.db.entries(prefix)) {
-      const rest = k.slice(prefix.length);
-      const i = rest.indexOf('/');
-      out.push({ type: rest.slice(0, i) as LeaseResourceType, id: rest.slice(i + 1) });
-    }
-    return out;
   }
 }
 
@@ -89,6 +72,4 @@ export const op = {
   delBlob: (ns: string, digest: string): BatchOp => ({ type: 'del', key: blobKey(ns, digest) }),
   putIngest: (ns: string, ref: string, r: IngestRecord): BatchOp => ({ type: 'put', key: ingestKey(ns, ref), value: r }),
   delIngest: (ns: string, ref: string): BatchOp => ({ type: 'del', key: ingestKey(ns, ref) }),
-  lease: (ns: string, lease: string, type: LeaseResourceType, id: string): BatchOp => ({ type: 'put', key: leaseKey(ns, lease, type, id), value: 1 }),
-  unlease: (ns: string, lease: string, type: LeaseResourceType, id: string): BatchOp => ({ type: 'del', key: leaseKey(ns, lease, type, id) }),
 };

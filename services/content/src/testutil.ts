@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openStore, type Store } from '@berth/store';
+import { eventRecorder } from '@berth/bus';
 import type { WriteContentRequest__Output as WriteReq } from '@berth/api/types/containerd/services/content/v1/WriteContentRequest.js';
 import type { WriteContentResponse__Output as WriteRes } from '@berth/api/types/containerd/services/content/v1/WriteContentResponse.js';
 import { ContentApi } from './api.js';
@@ -24,12 +25,12 @@ export interface Fixture {
 
 export async function fixture(opts: ContentOptions = {}): Promise<Fixture> {
   const dir = mkdtempSync(join(tmpdir(), 'berth-content-'));
-  const events: Fixture['events'] = [];
-  const f = { dir, events } as Fixture;
+  const rec = eventRecorder();
+  const f = { dir, events: rec.events } as Fixture;
   const open = async () => {
     f.blobs = await BlobStore.open(dir);
     f.db = await openStore(join(dir, 'meta'));
-    f.content = new Content(f.blobs, new ContentStore(f.db), (ns, topic, e) => void events.push([ns, topic, e]), opts);
+    f.content = new Content(f.blobs, new ContentStore(f.db), rec, opts);
     f.api = new ContentApi(f.content);
   };
   await open();

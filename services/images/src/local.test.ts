@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Code, type BerthError } from '@berth/errdefs';
 import { openStore } from '@berth/store';
+import { eventRecorder } from '@berth/bus';
 import { Images, type Image } from './local.js';
 
 const target = { media_type: 'application/vnd.oci.image.manifest.v1+json', digest: 'sha256:' + 'b'.repeat(64), size: 500, annotations: {} };
@@ -14,9 +15,10 @@ const code = (c: number, re?: RegExp) => (e: BerthError) => e.code === c && (!re
 test('images: create, get, list with filters, update by field path, delete, events', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'berth-images-'));
   const db = await openStore(dir);
-  const events: [string, string, Record<string, unknown>][] = [];
+  const rec = eventRecorder();
+  const events = rec.events;
   let t = 0;
-  const images = new Images(db, async (n, topic, e) => void events.push([n, topic, e]), () => ({ seconds: ++t, nanos: 0 }));
+  const images = new Images(db, rec, () => ({ seconds: ++t, nanos: 0 }));
   try {
     await images.create('a', img('docker.io/library/busybox:latest', { x: '1' }));
     await images.create('a', img('example.com/other:1'));
@@ -38,6 +40,21 @@ test('images: create, get, list with filters, update by field path, delete, even
     await images.delete('a', 'example.com/other:1');
     await assert.rejects(images.delete('a', 'example.com/other:1'), code(Code.NotFound));
     assert.deepEqual(events.map((e) => e[1]), ['/images/create', '/images/create', '/images/update', '/images/delete']);
+  } finally {
+    await db.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('images: concurrent creates of one name have one winner and one event', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-images-'));
+  const db = await openStore(dir);
+  const rec = eventRecorder();
+  const images = new Images(db, rec, () => ({ seconds: 1, nanos: 0 }));
+  try {
+    const results = await Promise.allSettled(Array.from({ length: 8 }, () => images.create('a', img('race:1'))));
+    assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
+    assert.equal(rec.events.length, 1);
   } finally {
     await db.close();
     rmSync(dir, { recursive: true, force: true });

@@ -5,7 +5,8 @@
 import { alreadyExists, BerthError, Code, invalidArgument, notFound, toBerthError } from '@berth/errdefs';
 import { parseAll } from '@berth/filters';
 import { digestProblem, validateLabel } from '@berth/identifiers';
-import type { Store } from '@berth/store';
+import { key, prefix, type Store } from '@berth/store';
+import type { EventSink, NamespaceGuard } from '@berth/bus';
 import type { Timestamp } from '@berth/api';
 
 export interface Descriptor {
@@ -22,8 +23,6 @@ export interface Image {
   created_at: Timestamp | null;
   updated_at: Timestamp | null;
 }
-
-export type Publish = (namespace: string, topic: '/images/create' | '/images/update' | '/images/delete', event: Record<string, unknown>) => Promise<unknown>;
 
 function validateImage(img: Image): void {
   if (!img.name) throw invalidArgument('image name must not be empty');
@@ -61,18 +60,16 @@ function mapField(m: Record<string, string>, rest: string[]): string | undefined
 }
 
 export class Images {
-  private lock: Promise<unknown> = Promise.resolve();
-
-  constructor(private readonly db: Store, private readonly publish: Publish, private readonly now: () => Timestamp) {}
-
-  private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.lock.then(fn, fn);
-    this.lock = run.catch(() => undefined);
-    return run;
-  }
+  constructor(
+    private readonly db: Store,
+    private readonly events: EventSink,
+    private readonly now: () => Timestamp,
+    /** namespaces exist while images are written in them (see @berth/bus usage.ts) */
+    private readonly guard?: NamespaceGuard,
+  ) {}
 
   private key(ns: string, name: string): string {
-    return `${ns}/image/${name}`;
+    return key('image', ns, name);
   }
 
   async get(ns: string, name: string): Promise<Image> {
@@ -84,7 +81,7 @@ export class Images {
   async list(ns: string, filters: string[]): Promise<Image[]> {
     const f = parseAll(filters);
     const out: Image[] = [];
-    for await (const [, img] of this.db.entries<Image>(`${ns}/image/`)) {
+    for await (const [, img] of this.db.entries<Image>(prefix('image', ns))) {
       const match = f.match({
         field: ([head, ...rest]) => {
           switch (head) {
@@ -108,24 +105,25 @@ export class Images {
 
   async create(ns: string, image: Image): Promise<Image> {
     if (!image?.name) throw new BerthError(Code.InvalidArgument, 'Image.Name required');
-    const created = await this.serial(async () => {
-      const img = normalize(image);
-      validateImage(img);
-      if (await this.db.get(this.key(ns, img.name))) throw alreadyExists(`image "${img.name}"`);
-      const now = this.now();
-      img.created_at = now;
-      img.updated_at = now;
-      await this.db.put(this.key(ns, img.name), img);
-      return img;
-    });
-    await this.publish(ns, '/images/create', { name: created.name, labels: created.labels });
-    return created;
+    const img = normalize(image);
+    validateImage(img);
+    const write = () =>
+      this.db.transact([this.key(ns, img.name)], async (tx) => {
+        if (await tx.get(this.key(ns, img.name))) throw alreadyExists(`image "${img.name}"`);
+        const now = this.now();
+        img.created_at = now;
+        img.updated_at = now;
+        tx.put(this.key(ns, img.name), img);
+        this.events.emit(tx, ns, '/images/create', { name: img.name, labels: img.labels });
+        return img;
+      });
+    return this.guard ? this.guard.write(ns, write) : write();
   }
 
   async update(ns: string, image: Image, paths: string[]): Promise<Image> {
     if (!image?.name) throw new BerthError(Code.InvalidArgument, 'Image.Name required');
-    const updated = await this.serial(async () => {
-      const cur = await this.db.get<Image>(this.key(ns, image.name));
+    return this.db.transact([this.key(ns, image.name)], async (tx) => {
+      const cur = await tx.get<Image>(this.key(ns, image.name));
       if (!cur) throw notFound(`image "${image.name}"`);
       let next: Image;
       if (paths.length) {
@@ -149,22 +147,21 @@ export class Images {
       validateImage(next);
       next.created_at = cur.created_at;
       next.updated_at = this.now();
-      await this.db.put(this.key(ns, next.name), next);
+      tx.put(this.key(ns, next.name), next);
+      this.events.emit(tx, ns, '/images/update', { name: next.name, labels: next.labels });
       return next;
     });
-    await this.publish(ns, '/images/update', { name: updated.name, labels: updated.labels });
-    return updated;
   }
 
   async delete(ns: string, name: string): Promise<void> {
-    await this.serial(async () => {
-      if (!(await this.db.get(this.key(ns, name)))) throw notFound(`image "${name}"`);
-      await this.db.del(this.key(ns, name));
+    await this.db.transact([this.key(ns, name)], async (tx) => {
+      if (!(await tx.get(this.key(ns, name)))) throw notFound(`image "${name}"`);
+      tx.del(this.key(ns, name));
+      this.events.emit(tx, ns, '/images/delete', { name });
     });
-    await this.publish(ns, '/images/delete', { name });
   }
 
   hasAny(ns: string): Promise<boolean> {
-    return this.db.hasPrefix(`${ns}/image/`);
+    return this.db.hasPrefix(prefix('image', ns));
   }
 }

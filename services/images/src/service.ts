@@ -1,6 +1,6 @@
 // The images service on the bus: containerd's Images API over the plain library.
 import { nowTimestamp, service as grpcService } from '@berth/api';
-import { BusServer, eventPublisher, namespaceRequired, serveNamespaceUsage, type CallContext } from '@berth/bus';
+import { BusClient, BusServer, namespaceGuard, namespaceRequired, Outbox, type CallContext } from '@berth/bus';
 import type { ServiceEnv, Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
 import { Images, type Image } from './local.js';
@@ -14,7 +14,10 @@ const ns = namespaceRequired;
 
 export async function start(env: ServiceEnv): Promise<Stop> {
   const db = await openStore(env.root);
-  const images = new Images(db, eventPublisher(env.nc, env.node), nowTimestamp);
+  const outbox = await new Outbox(db, env.nc, { service: 'images', node: env.node }).start();
+  let images!: Images;
+  const guard = namespaceGuard(new BusClient(env.nc), env.node, env.config.services, { kinds: async (n) => ((await images.hasAny(n)) ? ['images'] : []) });
+  images = new Images(db, outbox, nowTimestamp, guard);
   const bus = await BusServer.start(env.nc, { name: 'images', node: env.node, metadata: { plugins: JSON.stringify(plugins) } });
   bus.serveGrpc(grpcService('containerd.services.images.v1.Images'), {
     Get: async (req: { name: string }, ctx: CallContext) => ({ image: await images.get(ns(ctx), req.name) }),
@@ -28,8 +31,9 @@ export async function start(env: ServiceEnv): Promise<Stop> {
       return {};
     },
   });
-  serveNamespaceUsage(bus, async (n) => ((await images.hasAny(n)) ? ['images'] : []));
+  guard.serve(bus);
   return async () => {
+    outbox.stop();
     await bus.stop();
     await db.close();
   };

@@ -40,3 +40,36 @@ test('leases: create, list with filters, resources, delete, per namespace', asyn
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('leases: concurrent creates of one id have one winner; ids are not key prefixes; a re-created lease starts empty; a namespace purge', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-leases-'));
+  const db = await openStore(dir);
+  const l = new Leases(db, () => ({ seconds: 1, nanos: 0 }));
+  try {
+    const results = await Promise.allSettled(Array.from({ length: 10 }, () => l.create('a', 'same', {})));
+    assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
+    for (const r of results) if (r.status === 'rejected') assert.equal((r.reason as BerthError).code, Code.AlreadyExists);
+    const dg = 'sha256:' + 'b'.repeat(64);
+    await l.create('a', 'x', {});
+    await l.create('a', 'x/y', {});
+    await l.addResource('a', 'x/y', { id: dg, type: 'content' });
+    await l.addResource('a', 'x/y', { id: 'ref/with/slashes', type: 'ingests' });
+    assert.deepEqual(await l.resources('a', 'x'), []);
+    await l.delete('a', 'x');
+    assert.equal((await l.resources('a', 'x/y')).length, 2);
+    await l.delete('a', 'x/y');
+    await l.create('a', 'x/y', {});
+    assert.deepEqual(await l.resources('a', 'x/y'), []);
+    // a resource added while the lease is deleted either lands before (and goes with it) or fails
+    await l.create('a', 'racing', {});
+    const [, add] = await Promise.allSettled([l.delete('a', 'racing'), l.addResource('a', 'racing', { id: dg, type: 'content' })]);
+    assert.equal(add.status, 'rejected');
+    await l.create('a', 'racing', {});
+    assert.deepEqual(await l.resources('a', 'racing'), []);
+    await l.purge('a');
+    assert.deepEqual(await l.list('a', []), []);
+  } finally {
+    await db.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,11 +1,12 @@
 // Leases as containerd 1.6 keeps them (metadata/leases.go): per namespace, an id, labels, a
-// creation time, and the resources the lease holds. The collector that honours them comes with
-// garbage collection; until then a lease records, and deleting it drops the record.
+// creation time, and the resources the lease holds: all of them, whichever service made the
+// resource (content and snapshots record theirs here, see @berth/bus leases.ts). The collector
+// that honours them comes with garbage collection.
 import { alreadyExists, BerthError, Code, invalidArgument, notFound } from '@berth/errdefs';
 import { parseAll } from '@berth/filters';
 import { randomBytes } from 'node:crypto';
 import { digestProblem } from '@berth/identifiers';
-import type { Store } from '@berth/store';
+import { key, prefix, type BatchOp, type Store } from '@berth/store';
 
 export interface Lease {
   id: string;
@@ -39,32 +40,50 @@ export function checkResource(r: Resource): void {
   }
 }
 
-const leaseKey = (ns: string, id: string) => `${ns}/lease/${id}`;
-const resKey = (ns: string, id: string, r?: Resource) => `${ns}/res/${id}/${r ? `${r.type}\u0000${r.id}` : ''}`;
+// A lease and its resources: `lease/<ns>/<id>` → Lease, `res/<ns>/<id>/<type>/<resource id>` →
+// Resource. Every part is escaped, so lease `a` never sees the records of lease `a/b`.
+const leaseKey = (ns: string, id: string) => key('lease', ns, id);
+const resPrefix = (ns: string, id: string) => prefix('res', ns, id);
+const resKey = (ns: string, id: string, r: Resource) => key('res', ns, id, r.type, r.id);
 
+/**
+ * Every change to a lease or its resources holds the lease's record lock, so a resource is
+ * never added to a lease that is being deleted (and then outlives it), and two creates of one
+ * id have one winner.
+ */
 export class Leases {
   constructor(private readonly db: Store, private readonly now: () => { seconds: number; nanos: number }) {}
 
   /** Lease ids are not identifiers (clients make them from a time and random base64); none given: one is made. */
   async create(ns: string, id: string, labels: Record<string, string>): Promise<Lease> {
     if (!id) id = `${Date.now()}${String(process.hrtime.bigint() % 1000n)}-${randomBytes(3).toString('base64url')}`;
-    if (await this.db.get(leaseKey(ns, id))) throw alreadyExists(`lease "${id}"`);
-    const lease: Lease = { id, created_at: this.now(), labels };
-    await this.db.put(leaseKey(ns, id), lease);
-    return lease;
+    return this.db.transact([leaseKey(ns, id)], async (tx) => {
+      if (await tx.get(leaseKey(ns, id))) throw alreadyExists(`lease "${id}"`);
+      const lease: Lease = { id, created_at: this.now(), labels };
+      tx.put(leaseKey(ns, id), lease);
+      return lease;
+    });
   }
 
   async delete(ns: string, id: string): Promise<void> {
-    if (!(await this.db.get(leaseKey(ns, id)))) throw notFound(`lease "${id}"`);
-    const ops: { type: 'del'; key: string }[] = [{ type: 'del', key: leaseKey(ns, id) }];
-    for await (const [k] of this.db.entries(resKey(ns, id))) ops.push({ type: 'del', key: k });
-    await this.db.batch(ops);
+    await this.db.transact([leaseKey(ns, id)], async (tx) => {
+      if (!(await tx.get(leaseKey(ns, id)))) throw notFound(`lease "${id}"`);
+      tx.del(leaseKey(ns, id));
+      for await (const [k] of this.db.entries(resPrefix(ns, id))) tx.del(k);
+    });
+  }
+
+  /** The namespace was deleted: its leases go with it, as in containerd. */
+  async purge(ns: string): Promise<void> {
+    const ops: BatchOp[] = [];
+    for (const p of [prefix('lease', ns), prefix('res', ns)]) for await (const [k] of this.db.entries(p)) ops.push({ type: 'del', key: k });
+    if (ops.length) await this.db.batch(ops);
   }
 
   async list(ns: string, filters: string[]): Promise<Lease[]> {
     const f = parseAll(filters);
     const out: Lease[] = [];
-    for await (const [, l] of this.db.entries<Lease>(`${ns}/lease/`)) {
+    for await (const [, l] of this.db.entries<Lease>(prefix('lease', ns))) {
       const match = f.match({
         field: ([head, ...rest]) => (head === 'id' && !rest.length ? l.id : head === 'labels' && rest.length ? l.labels[rest.join('.')] : undefined),
       });
@@ -77,26 +96,26 @@ export class Leases {
     return (await this.db.get(leaseKey(ns, id))) !== undefined;
   }
 
-  private async require(ns: string, id: string): Promise<void> {
-    if (!(await this.exists(ns, id))) throw notFound(`lease "${id}"`);
-  }
-
   async addResource(ns: string, id: string, r: Resource): Promise<void> {
-    await this.require(ns, id);
     checkResource(r);
-    await this.db.put(resKey(ns, id, r), r);
+    await this.db.transact([leaseKey(ns, id)], async (tx) => {
+      if (!(await tx.get(leaseKey(ns, id)))) throw notFound(`lease "${id}"`);
+      tx.put(resKey(ns, id, r), { id: r.id, type: r.type });
+    });
   }
 
   async deleteResource(ns: string, id: string, r: Resource): Promise<void> {
-    await this.require(ns, id);
     checkResource(r);
-    await this.db.del(resKey(ns, id, r));
+    await this.db.transact([leaseKey(ns, id)], async (tx) => {
+      if (!(await tx.get(leaseKey(ns, id)))) throw notFound(`lease "${id}"`);
+      tx.del(resKey(ns, id, r));
+    });
   }
 
   async resources(ns: string, id: string): Promise<Resource[]> {
-    await this.require(ns, id);
+    if (!(await this.exists(ns, id))) throw notFound(`lease "${id}"`);
     const out: Resource[] = [];
-    for await (const [, r] of this.db.entries<Resource>(resKey(ns, id))) out.push(r);
+    for await (const [, r] of this.db.entries<Resource>(resPrefix(ns, id))) out.push(r);
     return out;
   }
 }

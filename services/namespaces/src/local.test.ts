@@ -5,16 +5,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Code, type BerthError } from '@berth/errdefs';
 import { openStore } from '@berth/store';
+import { eventRecorder, NamespaceGuard } from '@berth/bus';
 import { Namespaces } from './local.js';
 import { NamespaceStore } from './store.js';
 
 async function fixture(usage: string[] = []) {
   const dir = mkdtempSync(join(tmpdir(), 'berth-ns-'));
   const db = await openStore(dir);
-  const events: [string, string, Record<string, unknown>][] = [];
+  const rec = eventRecorder();
   const inUse = { kinds: usage };
-  const ns = new Namespaces(new NamespaceStore(db), async () => inUse.kinds, (n, topic, e) => void events.push([n, topic, e]));
-  return { ns, events, inUse, done: async () => { await db.close(); rmSync(dir, { recursive: true, force: true }); } };
+  const guard: NamespaceGuard = new NamespaceGuard({ kinds: async () => inUse.kinds, ensure: (n: string) => ns.ensure(n) });
+  const ns: Namespaces = new Namespaces(new NamespaceStore(db), { seal: (n: string) => guard.seal(n), release: (n: string, d: boolean) => guard.release(n, d) }, rec);
+  return { ns, events: rec.events, inUse, guard, done: async () => { await db.close(); rmSync(dir, { recursive: true, force: true }); } };
 }
 const code = (c: number, msg?: RegExp) => (e: BerthError) => e.code === c && (!msg || msg.test(e.message));
 
@@ -53,5 +55,57 @@ test('delete: missing is NotFound, non-empty is FailedPrecondition naming what i
   await f.ns.delete('full');
   assert.deepEqual(await f.ns.list(), []);
   assert.deepEqual(f.events.at(-1), ['full', '/namespaces/delete', { name: 'full' }]);
+  await f.done();
+});
+
+test('concurrent creates of one name: exactly one wins, one event', async () => {
+  const f = await fixture();
+  const results = await Promise.allSettled(Array.from({ length: 8 }, () => f.ns.create({ name: 'race', labels: {} }, 'default')));
+  assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
+  for (const r of results) if (r.status === 'rejected') assert.equal((r.reason as BerthError).code, Code.AlreadyExists);
+  assert.equal(f.events.length, 1);
+  await f.done();
+});
+
+test('a namespace that data was written in is listed without an explicit create, and without an event', async () => {
+  const f = await fixture();
+  await f.guard.write('implicit', async () => undefined);
+  assert.deepEqual(await f.ns.list(), [{ name: 'implicit', labels: {} }]);
+  assert.deepEqual(f.events, []);
+  await f.done();
+});
+
+test('a write racing a delete either lands first (delete refused) or after (namespace exists again)', async () => {
+  const f = await fixture();
+  await f.ns.create({ name: 'r', labels: {} }, 'default');
+  // a write in flight when the delete starts: the delete waits for it, then sees its data
+  let finish!: () => void;
+  let started!: () => void;
+  const inFlight = new Promise<void>((r) => (started = r));
+  const writing = f.guard.write('r', () => {
+    started();
+    return new Promise<void>((res) => (finish = res)).then(() => void (f.inUse.kinds = ['images']));
+  });
+  await inFlight;
+  const del = f.ns.delete('r');
+  await new Promise((r) => setTimeout(r, 20));
+  finish();
+  await writing;
+  await assert.rejects(del, code(Code.FailedPrecondition, /still has images/));
+  // a write that starts while the delete holds the seal lands after it, and brings the namespace back
+  f.inUse.kinds = [];
+  const del2 = f.ns.delete('r');
+  await new Promise((r) => setImmediate(r));
+  const late = f.guard.write('r', async () => 'written');
+  await del2;
+  assert.equal(await late, 'written');
+  assert.deepEqual((await f.ns.list()).map((n) => n.name), ['r']);
+  await f.done();
+});
+
+test('namespaces with a dot or a slash in labels keys and names are stored apart', async () => {
+  const f = await fixture();
+  await assert.rejects(f.ns.update({ name: 'a/b', labels: {} }, [], 'default'), code(Code.InvalidArgument, /must match/));
+  await assert.rejects(f.ns.delete('a/b'), code(Code.NotFound, /^namespace "a\/b": not found$/));
   await f.done();
 });

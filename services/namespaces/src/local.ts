@@ -1,33 +1,29 @@
 // The namespaces service's logic, as containerd 1.6 behaves (services/namespaces/local.go
 // over metadata/namespaces.go): validation, labels by field path, the emptiness check before
-// delete, and the /namespaces/* events. No NATS here: `usage` and `publish` are injected.
+// delete, implicit creation when data is first written, and the /namespaces/* events (written
+// with the record, through the outbox). No NATS here: `usage` and `events` are injected.
 import { alreadyExists, BerthError, Code, failedPrecondition, notFound } from '@berth/errdefs';
-import type { Topic } from '@berth/bus';
-import type { Labels, NamespaceStore } from './store.js';
+import { namespaceRequired, type EventSink } from '@berth/bus';
 import { validateIdentifier, validateLabel } from '@berth/identifiers';
+import { nsKey, type Labels, type NamespaceStore } from './store.js';
 
 export interface Namespace {
   name: string;
   labels: Labels;
 }
 
-export type Publish = (namespace: string, topic: Topic, event: Record<string, unknown>) => Promise<unknown> | void;
+/** The other services' side of a delete (see @berth/bus usage.ts): seal and report, then release. */
+export interface Usage {
+  seal(name: string): Promise<string[]>;
+  release(name: string, deleted: boolean): Promise<void>;
+}
 
 export class Namespaces {
-  /** one writer at a time: read-modify-write of labels must not interleave */
-  private lock: Promise<unknown> = Promise.resolve();
-
   constructor(
     private readonly store: NamespaceStore,
-    private readonly usage: (name: string) => Promise<string[]>,
-    private readonly publish: Publish,
+    private readonly usage: Usage,
+    private readonly events: EventSink,
   ) {}
-
-  private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.lock.then(fn, fn);
-    this.lock = run.catch(() => undefined);
-    return run;
-  }
 
   /** containerd answers a missing namespace with empty labels rather than NotFound. */
   async get(name: string): Promise<Namespace> {
@@ -40,14 +36,25 @@ export class Namespaces {
 
   async create(ns: Namespace, ctxNamespace: string): Promise<Namespace> {
     const labels = ns.labels ?? {};
-    await this.serial(async () => {
-      validateIdentifier(ns.name);
-      for (const [k, v] of Object.entries(labels)) validateLabelIn(k, v);
-      if (await this.store.labels(ns.name)) throw alreadyExists(`namespace "${ns.name}"`);
-      await this.store.put(ns.name, dropEmpty(labels));
+    validateIdentifier(ns.name);
+    for (const [k, v] of Object.entries(labels)) validateLabelIn(k, v);
+    return this.store.db.transact([nsKey(ns.name)], async (tx) => {
+      if (await this.store.labels(ns.name, tx)) throw alreadyExists(`namespace "${ns.name}"`);
+      tx.put(nsKey(ns.name), dropEmpty(labels));
+      this.events.emit(tx, ctxNamespace, '/namespaces/create', { name: ns.name, labels });
+      return { name: ns.name, labels };
     });
-    await this.publish(ctxNamespace, '/namespaces/create', { name: ns.name, labels });
-    return { name: ns.name, labels };
+  }
+
+  /**
+   * A service is about to write data in `name`: the namespace exists from now on (containerd
+   * creates it implicitly, without an event). Waits while the namespace is being deleted.
+   */
+  async ensure(name: string): Promise<void> {
+    namespaceRequired({ namespace: name });
+    await this.store.db.transact([nsKey(name)], async (tx) => {
+      if (!(await this.store.labels(name, tx))) tx.put(nsKey(name), {});
+    });
   }
 
   /**
@@ -57,8 +64,9 @@ export class Namespaces {
    */
   async update(ns: Namespace, paths: string[], ctxNamespace: string): Promise<Namespace> {
     const labels = ns.labels ?? {};
-    const result = await this.serial(async () => {
-      const current = { ...((await this.store.labels(ns.name)) ?? {}) };
+    validateIdentifier(ns.name);
+    return this.store.db.transact([nsKey(ns.name)], async (tx) => {
+      const current = { ...((await this.store.labels(ns.name, tx)) ?? {}) };
       let next: Labels;
       if (paths.length) {
         next = current;
@@ -74,21 +82,41 @@ export class Namespaces {
         for (const [k, v] of Object.entries(labels)) validateLabelIn(k, v);
         next = dropEmpty(labels);
       }
-      await this.store.put(ns.name, next);
+      tx.put(nsKey(ns.name), next);
+      this.events.emit(tx, ctxNamespace, '/namespaces/update', { name: ns.name, labels });
       return { name: ns.name, labels: next };
     });
-    await this.publish(ctxNamespace, '/namespaces/update', { name: ns.name, labels });
-    return result;
   }
 
+  /**
+   * Holding the namespace's record, seals it in every data-holding service (no new data
+   * starts there, the writes in flight finish), and deletes it only if nothing is left.
+   */
   async delete(name: string): Promise<void> {
-    await this.serial(async () => {
-      const kinds = await this.usage(name);
-      if (kinds.length) throw failedPrecondition(`namespace "${name}" must be empty, but it still has ${kinds.join(', ')}`);
-      if (!(await this.store.labels(name))) throw notFound(`namespace "${name}"`);
-      await this.store.remove(name);
-    });
-    await this.publish(name, '/namespaces/delete', { name });
+    // no such namespace can exist (containerd answers NotFound too); and it is no header to send
+    if (!isIdentifier(name)) throw notFound(`namespace "${name}"`);
+    let deleted = false;
+    try {
+      await this.store.db.transact([nsKey(name)], async (tx) => {
+        const kinds = await this.usage.seal(name);
+        if (kinds.length) throw failedPrecondition(`namespace "${name}" must be empty, but it still has ${kinds.join(', ')}`);
+        if (!(await this.store.labels(name, tx))) throw notFound(`namespace "${name}"`);
+        tx.del(nsKey(name));
+        this.events.emit(tx, name, '/namespaces/delete', { name });
+        tx.afterCommit(() => (deleted = true));
+      });
+    } finally {
+      await this.usage.release(name, deleted);
+    }
+  }
+}
+
+function isIdentifier(s: string): boolean {
+  try {
+    validateIdentifier(s);
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -1,6 +1,7 @@
-// The namespaces service on the bus: containerd's Namespaces API over the plain library.
+// The namespaces service on the bus: containerd's Namespaces API over the plain library, and
+// `NamespaceEnsure` for the services that create namespaces implicitly (see @berth/bus usage.ts).
 import { service as grpcService } from '@berth/api';
-import { BusClient, BusServer, eventPublisher, namespaceUsage, type CallContext } from '@berth/bus';
+import { BusClient, BusServer, Outbox, releaseNamespace, sealNamespace, serveNamespaceEnsure, type CallContext } from '@berth/bus';
 import type { ServiceEnv, Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
 import type { CreateNamespaceRequest__Output as CreateReq } from '@berth/api/types/containerd/services/namespaces/v1/CreateNamespaceRequest.js';
@@ -15,10 +16,15 @@ export const plugins = [{ type: 'io.containerd.grpc.v1', id: 'namespaces' }];
 export async function start(env: ServiceEnv): Promise<Stop> {
   const db = await openStore(env.root);
   const client = new BusClient(env.nc);
+  const outbox = await new Outbox(db, env.nc, { service: 'namespaces', node: env.node }).start();
+  const services = env.config.services;
   const ns = new Namespaces(
     new NamespaceStore(db),
-    (name) => namespaceUsage(client, env.node, env.config.services, name),
-    eventPublisher(env.nc, env.node),
+    {
+      seal: (name) => sealNamespace(client, env.node, services, name),
+      release: (name, deleted) => releaseNamespace(client, env.node, services, name, deleted),
+    },
+    outbox,
   );
   const ctxNs = (ctx: CallContext) => ctx.namespace ?? 'default';
   const bus = await BusServer.start(env.nc, { name: 'namespaces', node: env.node, metadata: { plugins: JSON.stringify(plugins) } });
@@ -32,7 +38,9 @@ export async function start(env: ServiceEnv): Promise<Stop> {
       return {};
     },
   });
+  serveNamespaceEnsure(bus, (name) => ns.ensure(name));
   return async () => {
+    outbox.stop();
     await bus.stop();
     await db.close();
   };

@@ -1,26 +1,21 @@
 // Namespaces and their labels in the store: one key per namespace, `ns/<name>` → labels.
-import type { Store } from '@berth/store';
+import { key, prefix, unescapePart, type Store, type Txn } from '@berth/store';
 
 export type Labels = Record<string, string>;
 
+export const nsKey = (name: string) => key('ns', name);
+
 export class NamespaceStore {
-  constructor(private readonly db: Store) {}
+  constructor(readonly db: Store) {}
 
-  labels(name: string): Promise<Labels | undefined> {
-    return this.db.get<Labels>(`ns/${name}`);
-  }
-
-  put(name: string, labels: Labels): Promise<void> {
-    return this.db.put(`ns/${name}`, labels);
-  }
-
-  remove(name: string): Promise<void> {
-    return this.db.del(`ns/${name}`);
+  labels(name: string, tx: Pick<Txn, 'get'> = this.db): Promise<Labels | undefined> {
+    return tx.get<Labels>(nsKey(name));
   }
 
   async list(): Promise<{ name: string; labels: Labels }[]> {
     const out = [];
-    for await (const [k, labels] of this.db.entries<Labels>('ns/')) out.push({ name: k.slice(3), labels });
+    const p = prefix('ns');
+    for await (const [k, labels] of this.db.entries<Labels>(p)) out.push({ name: unescapePart(k.slice(p.length)), labels });
     return out;
   }
 }

@@ -1,0 +1,173 @@
+// A record and the event that announces it are one fact. A service writes the event into an
+// outbox in its own store, in the same atomic batch as the record (`outbox.emit(tx, ...)` inside
+// `store.transact`); this publisher drains the outbox into the BERTH_EVENTS stream, in key order,
+// each event with a message id, and deletes an entry only once JetStream acknowledged it. So:
+//  - an API call succeeds once its record is committed; the event follows;
+//  - JetStream down, or the process killed between commit and publish: the event waits in the
+//    store and goes out when JetStream is back or the service restarts, never lost;
+//  - an ack lost after JetStream stored the event: the retry carries the same message id and
+//    JetStream's duplicate window drops it, never doubled.
+import { readFileSync, rmSync } from 'node:fs';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { jetstream } from '@nats-io/jetstream';
+import { toAny } from '@berth/api';
+import type { Store, Txn } from '@berth/store';
+import { encodeEnvelope, nowEnvelope } from './events.js';
+import { H, headers } from './headers.js';
+import { eventSubject } from './subjects.js';
+import { eventTypes, type Topic } from './topics.js';
+
+const outboxPrefix = '~outbox/';
+
+interface Entry {
+  /** subject */
+  s: string;
+  /** the encoded envelope, base64 */
+  d: string;
+}
+
+/** Where a service's logic writes its events: into the transaction that writes the record. */
+export interface EventSink {
+  emit(tx: Txn, namespace: string, topic: Topic, event: Record<string, unknown>): void;
+}
+
+/** For tests of a service's logic: events recorded when their transaction commits. */
+export function eventRecorder(): EventSink & { events: [string, Topic, Record<string, unknown>][] } {
+  const events: [string, Topic, Record<string, unknown>][] = [];
+  return { events, emit: (tx, ns, topic, e) => tx.afterCommit(() => void events.push([ns, topic, e])) };
+}
+
+export interface OutboxOptions {
+  /** the service's bus name: with the node, it makes message ids unique across the cluster */
+  service: string;
+  node: string;
+  /** most events in flight to JetStream at once */
+  batch?: number;
+}
+
+export class Outbox implements EventSink {
+  private seq = 0;
+  private running = false;
+  private again = false;
+  private stopped = false;
+  private retry?: NodeJS.Timeout;
+  private backoff = 100;
+  private idle: (() => void)[] = [];
+  private readonly js;
+
+  constructor(private readonly store: Store, private readonly nc: NatsConnection, private readonly o: OutboxOptions) {
+    this.js = jetstream(nc);
+  }
+
+  /** Picks up where the last run stopped, and publishes what it left. */
+  async start(): Promise<this> {
+    let last = 0;
+    for await (const [k] of this.store.entries(outboxPrefix)) last = Number(k.slice(outboxPrefix.length));
+    // microseconds since the epoch: unique and increasing across restarts of one store
+    this.seq = Math.max(last + 1, Date.now() * 1000);
+    // JetStream back after an outage: do not wait for the next backoff step
+    void (async () => {
+      for await (const s of this.nc.status()) if (s.type === 'reconnect') this.kick();
+    })().catch(() => undefined);
+    this.kick();
+    return this;
+  }
+
+  /** Queues the event in the transaction's batch; it is published once the batch commits. */
+  emit(tx: Txn, namespace: string, topic: Topic, event: Record<string, unknown>): void {
+    const env = nowEnvelope(namespace, topic, toAny(eventTypes[topic], event));
+    const key = outboxPrefix + String(this.seq++).padStart(17, '0');
+    tx.put(key, { s: eventSubject(namespace, topic), d: Buffer.from(encodeEnvelope(env)).toString('base64') } satisfies Entry);
+    tx.afterCommit(() => {
+      faultPoint('outbox-after-commit');
+      this.kick();
+    });
+  }
+
+  /** Drains now (a commit happened, or JetStream may be back). */
+  kick(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    clearTimeout(this.retry);
+    this.retry = undefined;
+    this.running = true;
+    void this.drain().finally(() => (this.running = false));
+  }
+
+  private async drain(): Promise<void> {
+    try {
+      do {
+        this.again = false;
+        const batch: [string, Entry][] = [];
+        for await (const e of this.store.entries<Entry>(outboxPrefix)) {
+          batch.push(e);
+          if (batch.length >= (this.o.batch ?? 256)) break;
+        }
+        if (!batch.length) continue; // (a commit during the read set `again`: look once more)
+        // sent in key order on one connection, so JetStream stores them in that order
+        const results = await Promise.allSettled(
+          batch.map(([k, e]) => {
+            const h = headers();
+            h.set(H.node, this.o.node);
+            return this.js.publish(e.s, Buffer.from(e.d, 'base64'), { msgID: `${this.o.service}.${this.o.node}.${k.slice(outboxPrefix.length)}`, headers: h });
+          }),
+        );
+        const done = batch.filter((_, i) => results[i]!.status === 'fulfilled').map(([k]) => ({ type: 'del' as const, key: k }));
+        if (done.length) await this.store.batch(done);
+        const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+        if (failed) throw failed.reason;
+        this.backoff = 100;
+        this.again = true; // there may be more than one batch
+      } while (this.again && !this.stopped);
+      for (const f of this.idle.splice(0)) f();
+    } catch (err) {
+      if (this.stopped) return;
+      if (this.backoff === 100) console.error(`${this.o.service}: events wait in the outbox: ${(err as Error).message}`);
+      this.retry = setTimeout(() => this.kick(), this.backoff);
+      this.retry.unref();
+      this.backoff = Math.min(5000, this.backoff * 2);
+    }
+  }
+
+  /** Resolves once the outbox is empty (tests; a clean stop). */
+  async flushed(): Promise<void> {
+    for (;;) {
+      let empty = true;
+      for await (const _ of this.store.entries(outboxPrefix)) {
+        empty = false;
+        break;
+      }
+      if (empty) return;
+      await new Promise<void>((r) => {
+        this.idle.push(r);
+        this.kick();
+      });
+    }
+  }
+
+  /** Events not yet stored stay in the outbox for the next start. */
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.retry);
+  }
+}
+
+// A fault-injection point for tests of the outbox: when BERTH_FAULTS_FILE names a file that
+// holds `name`, the process dies right there (once: the file is removed first), as a crash
+// between commit and publish would.
+function faultPoint(name: string): void {
+  const file = process.env.BERTH_FAULTS_FILE;
+  if (!file) return;
+  let want = '';
+  try {
+    want = readFileSync(file, 'utf8').trim();
+  } catch {
+    return;
+  }
+  if (want !== name) return;
+  rmSync(file, { force: true });
+  process.kill(process.pid, 'SIGKILL');
+}
