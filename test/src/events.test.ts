@@ -3,9 +3,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { connect } from '@nats-io/transport-node';
 import { join } from 'node:path';
-import { ctr, repo, run, sleep, startReference, startStack, until, type Reference, type Stack } from './harness.js';
+import { ctr, natsWith, repo, run, sleep, startReference, startStack, until, type Reference, type Stack } from './harness.js';
 
 /** Runs `ctr events` while `act` runs; returns the topics it printed. */
 async function ctrEvents(sock: string, act: () => Promise<void>): Promise<string[]> {
@@ -90,9 +89,8 @@ describe('events', () => {
     assert.deepEqual(out.trim().split('\n').map((l) => l.split(' ')[3]), ['/namespaces/delete']);
   });
 
-  test('a plain NATS subscriber gets them too, as protobuf and as JSON', async () => {
-    const url = /nats-server on (\S+)/.exec(stack.output())![1]!;
-    const nc = await connect({ servers: url });
+  test('a plain NATS subscriber (with the subscriber credential) gets them too, as protobuf and as JSON', async () => {
+    const nc = await natsWith(stack.natsUrl, stack.credentials('subscriber'));
     const subjects: string[] = [];
     const json: { topic: string; namespace: string; event: Record<string, unknown> }[] = [];
     nc.subscribe('berth.events.>', { callback: (_e, m) => void subjects.push(m.subject) });

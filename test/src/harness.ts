@@ -4,6 +4,9 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { connect, nkeyAuthenticator, usernamePasswordAuthenticator } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { readCredential } from '@berth/natsd';
 
 export const repo = resolve(fileURLToPath(import.meta.url), '..', '..', '..');
 export const shared = resolve(repo, '..', 'shared');
@@ -34,18 +37,26 @@ export interface Stack {
   dir: string;
   sock: string;
   state: string;
+  root: string;
+  /** the NATS URL the stack uses */
+  natsUrl: string;
+  /** the credential file of `name` (a service, or `subscriber`) */
+  credentials(name?: string): string;
   proc: ChildProcess;
   output: () => string;
   pid(service: string): number;
-  stop(): Promise<number | null>;
+  /** SIGTERM, wait for the exit; the temp dirs go too unless `keep` */
+  stop(keep?: boolean): Promise<number | null>;
 }
 
 /** `berth up` in temp dirs, as a user runs it; resolves once it printed `berth: ready`. */
-export async function startStack(opts: { natsUrl?: string; node?: string } = {}): Promise<Stack> {
-  const dir = mkdtempSync('/tmp/berth-it-');
+export async function startStack(opts: { natsUrl?: string; node?: string; config?: string; dir?: string } = {}): Promise<Stack> {
+  const dir = opts.dir ?? mkdtempSync('/tmp/berth-it-');
   const state = join(dir, 'state');
+  const root = join(dir, 'root');
   const nats = opts.natsUrl ? ['--nats-url', opts.natsUrl] : ['--nats-port', '0'];
-  const proc = spawn(process.execPath, [join(repo, 'packages/cli/dist/main.js'), 'up', '--root', join(dir, 'root'), '--state', state, ...nats, '--node', opts.node ?? 'it-node'], {
+  const config = opts.config ? ['--config', opts.config] : [];
+  const proc = spawn(process.execPath, [join(repo, 'packages/cli/dist/main.js'), 'up', ...config, '--root', root, '--state', state, ...nats, '--node', opts.node ?? 'it-node'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -64,20 +75,35 @@ export async function startStack(opts: { natsUrl?: string; node?: string } = {})
     proc.stdout!.on('data', check);
     void exited.then((code) => reject(new Error(`berth up exited ${code}:\n${out}`)));
   });
+  const credentials = (name = 'subscriber') => {
+    const m = /subscriber credentials (\S+)/.exec(out);
+    if (m) return join(m[1]!, '..', `${name}.json`);
+    throw new Error('this stack has no credentials of its own (--nats-url)');
+  };
   return {
     dir,
     sock,
     state,
+    root,
+    natsUrl: opts.natsUrl ?? /nats-server on (\S+)/.exec(out)![1]!,
+    credentials,
     proc,
     output: () => out,
     pid: (service) => Number(readFileSync(join(state, 'pids', `${service}.pid`), 'utf8')),
-    async stop() {
-      if (proc.exitCode === null) proc.kill('SIGTERM');
+    async stop(keep = false) {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
       const code = await exited;
-      rmSync(dir, { recursive: true, force: true });
+      if (!keep) rmSync(dir, { recursive: true, force: true });
       return code;
     },
   };
+}
+
+/** A NATS connection as a Berth user would make it: with a credential file (see README). */
+export async function natsWith(servers: string, credentialFile: string, more: Record<string, unknown> = {}): Promise<NatsConnection> {
+  const c = readCredential(credentialFile);
+  const authenticator = c.nkey_seed ? nkeyAuthenticator(new TextEncoder().encode(c.nkey_seed)) : usernamePasswordAuthenticator(c.user, c.password);
+  return connect({ servers, authenticator, inboxPrefix: c.inbox_prefix, ...more });
 }
 
 export interface Reference {

@@ -1,12 +1,15 @@
 // Many nodes on one NATS: two stacks join an existing nats-server (--nats-url) with different
-// node ids. Each serves its own node: its own namespaces, its own plugins, and one node's
-// outage does not touch the other.
+// node ids, each with its own users and credentials (as an operator sets them up: README).
+// Each serves its own node: its own namespaces, its own plugins, and one node's outage does not
+// touch the other.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startNatsServer, type NatsServer } from '@berth/natsd';
+import { stackUsers, startNatsServer, type NatsServer } from '@berth/natsd';
+import { defaultConfig } from '@berth/kit';
+import { token } from '@berth/bus';
 import { ctr, startStack, until, type Stack } from './harness.js';
 
 describe('two nodes on one NATS cluster', () => {
@@ -17,8 +20,17 @@ describe('two nodes on one NATS cluster', () => {
 
   before(async () => {
     natsDir = mkdtempSync(join(tmpdir(), 'berth-nodes-'));
-    natsd = await startNatsServer({ dir: natsDir });
-    [a, b] = await Promise.all([startStack({ natsUrl: natsd.url, node: 'node-a' }), startStack({ natsUrl: natsd.url, node: 'node.b' })]);
+    // per node: a user for each of its processes, with that node's permissions, credentials in a folder
+    const configFor = (node: string) => {
+      const creds = join(natsDir, node, 'creds');
+      const users = stackUsers(creds, defaultConfig().services, token(node), node);
+      const file = join(natsDir, node, 'config.toml');
+      writeFileSync(file, `[nats]\ncredentials_dir = ${JSON.stringify(creds)}\n`);
+      return { users, file };
+    };
+    const [ca, cb] = [configFor('node-a'), configFor('node.b')];
+    natsd = await startNatsServer({ dir: natsDir, users: [...ca.users, ...cb.users] });
+    [a, b] = await Promise.all([startStack({ natsUrl: natsd.url, node: 'node-a', config: ca.file }), startStack({ natsUrl: natsd.url, node: 'node.b', config: cb.file })]);
   });
   after(async () => {
     await a?.stop();

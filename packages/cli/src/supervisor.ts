@@ -1,12 +1,24 @@
 // Runs the local stack: its own nats-server (unless pointed at a cluster), then every service
-// as its own OS process, each with a log file, restarted with backoff when it dies.
+// as its own OS process, each with a log file, restarted with backoff when it dies. Every child
+// dies with the supervisor (PR_SET_PDEATHSIG, and services also watch their IPC channel), and
+// what an earlier run left behind is ended before anything starts.
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdirSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startNatsServer, type NatsServer } from '@berth/natsd';
-import { connectNats, type Config } from '@berth/kit';
-import { durationNs, ensureEventStream } from '@berth/bus';
+import {
+  answers,
+  configFile,
+  diesWithParent,
+  isLoopback,
+  stackUsers,
+  startNatsServer,
+  type NatsServer,
+  type NatsServerOptions,
+} from '@berth/natsd';
+import type { Config } from '@berth/kit';
+import { token } from '@berth/bus';
+import { endLeftovers, rootFlag } from './leftovers.js';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
@@ -54,9 +66,12 @@ class Supervised {
     const logFile = join(this.logDir, `${this.name}.log`);
     const fd = openSync(logFile, 'a');
     this.startedAt = Date.now();
-    const child = fork(serviceEntry(this.name), [], {
+    const [execPath, ...wrap] = diesWithParent([process.execPath]);
+    // the root on the command line: how a later run tells this process from any other
+    const child = fork(serviceEntry(this.name), [rootFlag, this.config.root], {
+      execPath,
       // BERTH_NODE_ARGS: extra node flags for every service (e.g. --cpu-prof), for profiling
-      execArgv: (process.env.BERTH_NODE_ARGS ?? '').split(' ').filter(Boolean),
+      execArgv: [...wrap, ...(process.env.BERTH_NODE_ARGS ?? '').split(' ').filter(Boolean)],
       stdio: ['ignore', fd, fd, 'ipc'],
       env: { ...process.env, BERTH_CONFIG_JSON: JSON.stringify(this.config) },
     });
@@ -114,17 +129,42 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
+/** Reachable at all? (Credentials and TLS are each service's to use: a refusal shows in its log.) */
+async function reachable(url: string, limit: number): Promise<boolean> {
+  const first = new URL(url.split(',')[0]!.trim().replace(/^(tls|nats):\/\//, 'http://'));
+  const deadline = Date.now() + limit;
+  do {
+    if (await answers(first.hostname.replace(/^\[|\]$/g, ''), Number(first.port) || 4222)) return true;
+    await new Promise((r) => setTimeout(r, 200));
+  } while (Date.now() < deadline);
+  return false;
+}
+
 export async function startStack(config: Config, out: SupervisorEvents, readyTimeout = 60_000): Promise<Stack> {
   const logDir = join(config.state, 'logs');
+  // `events` and `json` would make a node's service subjects overlap event subjects
+  if (['events', 'json'].includes(token(config.node))) throw new Error(`node id "${config.node}" is reserved: pick another (--node)`);
+  const natsDir = join(config.root, 'nats');
+  const own = !config.nats.url;
+  if (own && !isLoopback(config.nats.host) && !(config.nats.tls_cert && config.nats.tls_key)) {
+    throw new Error(`[nats] host ${config.nats.host} is beyond loopback: NATS there must be encrypted; set [nats] tls_cert and tls_key (and tls_ca for the services to check it)`);
+  }
+  await endLeftovers(config.root, configFile(natsDir), out.log);
   mkdirSync(logDir, { recursive: true });
   mkdirSync(join(config.state, 'pids'), { recursive: true });
   mkdirSync(config.root, { recursive: true });
+  writeFileSync(join(config.state, 'pids', 'berth.pid'), `${process.pid}\n`);
   let nats: NatsServer | undefined;
   let stopping = false;
-  if (!config.nats.url) {
-    const opts = { dir: join(config.root, 'nats'), host: config.nats.host, port: config.nats.port, maxPayload: config.nats.max_payload };
+  if (own) {
+    // a user per process, an nkey each (reused across runs: a restarted process connects again)
+    const credsDir = join(natsDir, 'creds');
+    const users = stackUsers(credsDir, config.services, token(config.node));
+    const tls = config.nats.tls_cert ? { cert: config.nats.tls_cert, key: config.nats.tls_key } : undefined;
+    const opts: NatsServerOptions = { dir: natsDir, host: config.nats.host, port: config.nats.port, maxPayload: config.nats.max_payload, users, tls };
     nats = await startNatsServer(opts);
     out.log(`nats-server on ${nats.url} (pid ${nats.process.pid})`);
+    out.log(`subscriber credentials ${join(credsDir, 'subscriber.json')}`);
     // the same port and store again: services reconnect by themselves, JetStream keeps its history
     opts.port = nats.port;
     const pidFile = join(config.state, 'pids', 'nats-server.pid');
@@ -152,25 +192,12 @@ export async function startStack(config: Config, out: SupervisorEvents, readyTim
       });
     };
     watch(nats);
-    config = { ...config, nats: { ...config.nats, port: nats.port } };
+    config = { ...config, nats: { ...config.nats, port: nats.port, credentials_dir: credsDir } };
+  } else {
+    if (!(await reachable(config.nats.url, 10_000))) throw new Error(`cannot reach NATS at ${config.nats.url} (10 s)`);
+    if (!config.nats.credentials_dir) out.log(`NATS at ${config.nats.url} without credentials ([nats] credentials_dir): whoever reaches it can call every service`);
   }
-  // the event history must exist before any service publishes an event into it
-  const url = config.nats.url || `nats://${config.nats.host}:${config.nats.port}`;
-  let timer: NodeJS.Timeout | undefined;
-  const nc = await Promise.race([
-    connectNats(config, 'supervisor'),
-    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`cannot reach NATS at ${url} (10 s)`)), 10_000))),
-  ])
-    .catch(async (err) => {
-      await nats?.stop();
-      throw err;
-    })
-    .finally(() => clearTimeout(timer));
-  try {
-    await ensureEventStream(nc, { maxAgeNs: durationNs(config.events.max_age), maxBytes: config.events.max_bytes });
-  } finally {
-    await nc.close();
-  }
+  // (the BERTH_EVENTS stream is the events service's to make: only it may manage it)
   const services = new Map<string, Supervised>();
   const stop = async () => {
     stopping = true;

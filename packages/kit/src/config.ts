@@ -18,6 +18,9 @@ export interface Config {
     address: string;
     /** octal, as a string: the socket's mode */
     mode: string;
+    /** owner and group of the socket (containerd's [grpc] uid/gid) */
+    uid: number;
+    gid: number;
     max_recv_message_size: number;
     max_send_message_size: number;
   };
@@ -25,8 +28,20 @@ export interface Config {
     /** an existing cluster to join; empty: the stack starts its own nats-server */
     url: string;
     port: number;
+    /** where the own nats-server listens; anything but loopback needs tls_cert and tls_key */
     host: string;
     max_payload: number;
+    /**
+     * with `url`: a folder of credentials, `<process>.json` (see @berth/natsd's Credential) or
+     * `<process>.creds` (a JWT creds file), one per process. The own nats-server makes its own
+     * under `<root>/nats/creds`.
+     */
+    credentials_dir: string;
+    /** CA that signed the NATS server's certificate: the connection is then TLS */
+    tls_ca: string;
+    /** the own nats-server's certificate and key; with `url`, the client certificate (if the cluster asks for one) */
+    tls_cert: string;
+    tls_key: string;
   };
   /** which services the stack runs, in start order */
   services: string[];
@@ -47,8 +62,8 @@ export function defaultConfig(): Config {
     root: '/var/lib/berth',
     state: '/run/berth',
     node: hostname(),
-    grpc: { address: '/run/berth/berth.sock', mode: '0660', max_recv_message_size: 16 << 20, max_send_message_size: 16 << 20 },
-    nats: { url: '', port: 4222, host: '127.0.0.1', max_payload: 20 << 20 },
+    grpc: { address: '/run/berth/berth.sock', mode: '0660', uid: 0, gid: 0, max_recv_message_size: 16 << 20, max_send_message_size: 16 << 20 },
+    nats: { url: '', port: 4222, host: '127.0.0.1', max_payload: 20 << 20, credentials_dir: '', tls_ca: '', tls_cert: '', tls_key: '' },
     services: ['events', 'namespaces', 'content', 'leases', 'images', 'gateway'],
     events: { max_age: '24h', max_bytes: 1 << 30 },
     content: { sharing_policy: 'shared' },

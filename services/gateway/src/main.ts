@@ -7,6 +7,8 @@ await runService('gateway', async (env) => {
     node: env.node,
     address: env.config.grpc.address,
     mode: parseInt(env.config.grpc.mode, 8),
+    uid: env.config.grpc.uid,
+    gid: env.config.grpc.gid,
     root: env.root,
     maxRecv: env.config.grpc.max_recv_message_size,
     maxSend: env.config.grpc.max_send_message_size,

@@ -1,7 +1,7 @@
 // containerd's gRPC API on a unix socket. Every method of every containerd service is
 // registered; the ones of a service that does not run answer Unavailable at once (the bus has
 // no responders), so a client never hangs on a missing service.
-import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -31,6 +31,9 @@ export interface GatewayOptions {
   address: string;
   /** octal mode of the socket file */
   mode: number;
+  /** owner and group of the socket file (containerd's [grpc] uid and gid); default root */
+  uid?: number;
+  gid?: number;
   /** where the server UUID is kept */
   root: string;
   maxRecv: number;
@@ -117,6 +120,8 @@ export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Se
   await new Promise<void>((resolve, reject) =>
     server.bindAsync(`unix:${o.address}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
   );
+  // owner first, then mode: the socket is never open to a group it was not meant for
+  chownSync(o.address, o.uid ?? 0, o.gid ?? 0);
   chmodSync(o.address, o.mode);
   return {
     server,
