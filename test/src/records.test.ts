@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { ctr, repo, run, startReference, startStack, until, type Reference, type Stack } from './harness.js';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { ctr, natsWith, repo, run, startReference, startStack, until, type Reference, type Stack } from './harness.js';
 import { metadata, outcome, unary, writeBlob } from './grpc.js';
 
 const L = (m: string) => `/containerd.services.leases.v1.Leases/${m}`;
@@ -113,6 +114,33 @@ describe('records: namespaces, leases, events', () => {
     }
   });
 
+  /** The events of one topic in the history for the object named `name`, through the socket's Replay. */
+  const history = async (topic: string, name: string) => {
+    const e = await run(process.execPath, [join(repo, 'packages/cli/dist/main.js'), 'events', '--address', stack.sock, '--since-seq', '1', '--json', `topic=="${topic}"`]);
+    return e.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { event: { name: string } }).filter((x) => x.event.name === name);
+  };
+
+  test('JetStream unable to store during a create: the call succeeds, the event follows once it can, exactly once', async () => {
+    // as the events service (the one user allowed to manage the stream), point the stream away
+    // from the event subjects: every publish is then refused, as with JetStream down
+    const nc = await natsWith(stack.natsUrl, stack.credentials('events'));
+    const jsm = await jetstreamManager(nc);
+    const cfg = (await jsm.streams.info('BERTH_EVENTS')).config;
+    try {
+      await jsm.streams.update('BERTH_EVENTS', { ...cfg, subjects: ['berth.nowhere.>'] });
+      const r = await ctr(stack.sock, 'namespaces', 'create', 'while-js-down');
+      assert.equal(r.code, 0, r.stderr);
+      assert.ok((await ctr(stack.sock, 'namespaces', 'ls', '-q')).stdout.split('\n').includes('while-js-down'));
+      await new Promise((res) => setTimeout(res, 1000)); // the outbox tries, and keeps the event
+    } finally {
+      await jsm.streams.update('BERTH_EVENTS', { ...cfg, subjects: ['berth.events.>'] });
+      await nc.close();
+    }
+    await until(async () => (await history('/namespaces/create', 'while-js-down')).length > 0, 15_000, 'the event once JetStream stores again');
+    await new Promise((res) => setTimeout(res, 500));
+    assert.equal((await history('/namespaces/create', 'while-js-down')).length, 1);
+  });
+
   test('kill -9 between commit and publish: the record stands, its event is delivered exactly once', async () => {
     const pid = stack.pid('namespaces');
     writeFileSync(faults, 'outbox-after-commit');
@@ -124,10 +152,7 @@ describe('records: namespaces, leases, events', () => {
     assert.ok((await ctr(stack.sock, 'namespaces', 'ls', '-q')).stdout.split('\n').includes('crashed-once'));
     // a retry says it exists: the create happened once
     assert.match((await ctr(stack.sock, 'namespaces', 'create', 'crashed-once')).stderr, /already exists/);
-    const events = async () => {
-      const e = await run(process.execPath, [join(repo, 'packages/cli/dist/main.js'), 'events', '--address', stack.sock, '--since-seq', '1', '--json', 'topic=="/namespaces/create"']);
-      return e.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { event: { name: string } }).filter((x) => x.event.name === 'crashed-once');
-    };
+    const events = () => history('/namespaces/create', 'crashed-once');
     await until(async () => (await events()).length > 0, 10_000, 'the event published after the restart');
     await new Promise((r) => setTimeout(r, 500));
     assert.equal((await events()).length, 1);
