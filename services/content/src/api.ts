@@ -2,7 +2,7 @@
 // containerd 1.6 (request validation and its messages, Read's range rules and chunking, List's
 // batches, Write's action loop). Messages in and out are the decoded protobuf objects (proto
 // field names); no NATS here, so every rule is testable by calling these functions.
-import { toTimestamp } from '@berth/api';
+import type { Timestamp } from '@berth/api';
 import { BerthError, Code } from '@berth/errdefs';
 import type { Info__Output as InfoMsg } from '@berth/api/types/containerd/services/content/v1/Info.js';
 import type { WriteContentRequest__Output as WriteReq } from '@berth/api/types/containerd/services/content/v1/WriteContentRequest.js';
@@ -22,7 +22,7 @@ export interface StreamCtx extends Ctx {
   signal?: AbortSignal;
 }
 
-const ts = (d: Date) => toTimestamp(d);
+const ts = (t: Timestamp) => ({ seconds: t.seconds, nanos: t.nanos });
 
 export function infoMessage(i: Info): InfoMsg {
   return { digest: i.digest, size: i.size, created_at: ts(i.createdAt), updated_at: ts(i.updatedAt), labels: i.labels };

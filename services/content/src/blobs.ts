@@ -16,6 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, readdir, rename, rm, stat, chmod, utimes, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Hash } from 'node:crypto';
+import { compareTimestamps, formatTimestamp, nowTimestamp, parseTimestamp, type Timestamp } from '@berth/api';
 import { alreadyExists, BerthError, Code, failedPrecondition, invalidArgument, notFound, unavailable } from '@berth/errdefs';
 import { algorithmOf, canonical, digestProblem, isAlgorithm, newHash, peekDigest, splitDigest, type Algorithm } from './digest.js';
 
@@ -26,8 +27,8 @@ export interface IngestStatus {
   ref: string;
   offset: number;
   total: number;
-  startedAt: Date;
-  updatedAt: Date;
+  startedAt: Timestamp;
+  updatedAt: Timestamp;
 }
 
 export interface BlobStat {
@@ -40,6 +41,8 @@ const isMissing = (err: unknown) => (err as NodeJS.ErrnoException)?.code === 'EN
 export class BlobStore {
   /** ingest keys with a live writer in this process, and since when */
   private readonly locks = new Map<string, Date>();
+  /** the open writers, whose last write is fresher than anything on disk */
+  private readonly writers = new Map<string, IngestWriter>();
 
   private constructor(readonly root: string) {}
 
@@ -116,7 +119,7 @@ export class BlobStore {
     const data = join(dir, 'data');
     let st;
     try {
-      st = await stat(data);
+      st = await stat(data, { bigint: true });
     } catch (err) {
       if (isMissing(err)) throw notFound(`stat ${data}: no such file or directory`);
       throw err;
@@ -130,9 +133,13 @@ export class BlobStore {
     }
     const startedAt = await readTime(join(dir, 'startedat'));
     let updatedAt = await readTime(join(dir, 'updatedat'));
-    // updatedat is only rewritten when a writer closes; the data's mtime is fresher mid-write
-    if (st.mtime > updatedAt) updatedAt = st.mtime;
-    return { ref, offset: st.size, total: await readTotal(dir), startedAt, updatedAt };
+    // updatedat is only rewritten when a writer closes; mid-write the writer's own clock is
+    // fresher, and the data's mtime (coarse: the kernel's tick) is the fallback
+    const mtime = { seconds: Number(st.mtimeNs / 1_000_000_000n), nanos: Number(st.mtimeNs % 1_000_000_000n) };
+    if (compareTimestamps(mtime, updatedAt) > 0) updatedAt = mtime;
+    const live = this.writers.get(key)?.status().updatedAt;
+    if (live && compareTimestamps(live, updatedAt) > 0) updatedAt = live;
+    return { ref, offset: Number(st.size), total: await readTotal(dir), startedAt, updatedAt };
   }
 
   /** Every ingest key with a folder here (for a future collector to match against metadata). */
@@ -157,7 +164,9 @@ export class BlobStore {
     if (!key) throw invalidArgument('ref must not be empty');
     await this.lock(key);
     try {
-      return await this.openWriter(key, total, algorithm);
+      const w = await this.openWriter(key, total, algorithm);
+      this.writers.set(key, w);
+      return w;
     } catch (err) {
       this.unlock(key);
       throw err;
@@ -179,6 +188,7 @@ export class BlobStore {
   /** @internal released by the writer when it commits or closes */
   unlock(key: string): void {
     this.locks.delete(key);
+    this.writers.delete(key);
   }
 
   private async openWriter(key: string, total: number, algorithm: Algorithm): Promise<IngestWriter> {
@@ -195,7 +205,7 @@ export class BlobStore {
       await rm(dir, { recursive: true, force: true });
     }
     if (!resumed) {
-      const now = new Date();
+      const now = nowTimestamp();
       await this.createIngest(dir, key, total, algorithm, now);
       const hash = newHash(algorithm);
       resumed = { status: { ref: key, offset: 0, total, startedAt: now, updatedAt: now }, algorithm, hash };
@@ -226,14 +236,14 @@ export class BlobStore {
    * after a power loss a folder with torn files fails to resume and is started over, which
    * loses only an unfinished write. Syncing six small files per ingest made small blobs slow.
    */
-  private async createIngest(dir: string, key: string, total: number, algorithm: Algorithm, now: Date): Promise<void> {
+  private async createIngest(dir: string, key: string, total: number, algorithm: Algorithm, now: Timestamp): Promise<void> {
     const tmp = `${dir}.tmp-${randomBytes(4).toString('hex')}`;
     await mkdir(tmp);
     try {
       const files: [string, string][] = [
         ['ref', key],
-        ['startedat', now.toISOString()],
-        ['updatedat', now.toISOString()],
+        ['startedat', formatTimestamp(now)],
+        ['updatedat', formatTimestamp(now)],
         ['data', ''],
       ];
       if (total > 0) files.push(['total', String(total)]);
@@ -296,8 +306,8 @@ export class IngestWriter {
   private fh?: FileHandle;
   private offset: number;
   private total: number;
-  private readonly startedAt: Date;
-  private updatedAt: Date;
+  private readonly startedAt: Timestamp;
+  private updatedAt: Timestamp;
   /** the digest a commit verified, also when it then found the blob already there */
   committed?: string;
 
@@ -346,7 +356,7 @@ export class IngestWriter {
     }
     this.hash.update(done === data.length ? data : data.subarray(0, done));
     this.offset += done;
-    this.updatedAt = new Date();
+    this.updatedAt = nowTimestamp();
     return done;
   }
 
@@ -402,7 +412,7 @@ export class IngestWriter {
     try {
       await fh.sync().catch(() => undefined);
       await fh.close();
-      await writeSmallFile(join(this.path, 'updatedat'), this.updatedAt.toISOString()).catch(() => undefined);
+      await writeSmallFile(join(this.path, 'updatedat'), formatTimestamp(this.updatedAt)).catch(() => undefined);
     } finally {
       this.store.unlock(this.ref);
     }
@@ -458,7 +468,8 @@ async function syncDir(dir: string): Promise<void> {
   }
 }
 
-async function readTime(p: string): Promise<Date> {
+/** A time file: RFC 3339 with nanoseconds (older ingests wrote milliseconds, also read). */
+async function readTime(p: string): Promise<Timestamp> {
   let text: string;
   try {
     text = (await readFile(p, 'utf8')).trim();
@@ -466,9 +477,9 @@ async function readTime(p: string): Promise<Date> {
     if (isMissing(err)) throw notFound(`open ${p}: no such file or directory`);
     throw err;
   }
-  const d = new Date(text);
-  if (Number.isNaN(d.getTime())) throw new Error(`could not parse timestamp file ${p}`);
-  return d;
+  const ts = parseTimestamp(text);
+  if (!ts) throw new Error(`could not parse timestamp file ${p}`);
+  return ts;
 }
 
 async function readTotal(dir: string): Promise<number> {

@@ -6,12 +6,13 @@
 // committed into another without sending the bytes again when the writer names the expected
 // digest up front (containerd's default "shared" policy); otherwise the bytes must be written.
 import { namespaceRequired, type EventSink, type LeaseRefs, type NamespaceGuard } from '@berth/bus';
+import { nowTimestamp, type Timestamp } from '@berth/api';
 import { alreadyExists, BerthError, Code, failedPrecondition, invalidArgument, notFound } from '@berth/errdefs';
 import { validateLabel } from '@berth/identifiers';
 import type { BlobStore, IngestWriter } from './blobs.js';
 import { algorithmOf, digestProblem } from './digest.js';
 import { contentFilter, statusFilter } from './filter.js';
-import { blobKey, ingestKey, op, type BlobRecord, type ContentStore, type IngestRecord, type Labels } from './store.js';
+import { blobKey, ingestKey, op, storedTime, type BlobRecord, type ContentStore, type IngestRecord, type Labels } from './store.js';
 
 /** What a call carries besides its request: containerd's context (namespace and lease). */
 export interface Ctx {
@@ -22,8 +23,8 @@ export interface Ctx {
 export interface Info {
   digest: string;
   size: number;
-  createdAt: Date;
-  updatedAt: Date;
+  createdAt: Timestamp;
+  updatedAt: Timestamp;
   labels: Labels;
 }
 
@@ -31,8 +32,8 @@ export interface Status {
   ref: string;
   offset: number;
   total: number;
-  startedAt: Date;
-  updatedAt: Date;
+  startedAt: Timestamp;
+  updatedAt: Timestamp;
   expected: string;
 }
 
@@ -110,7 +111,7 @@ export class Content {
         labels = { ...given };
       }
       validateLabels(labels);
-      const next: BlobRecord = { ...r, labels: dropEmpty(labels), updated: Date.now() };
+      const next: BlobRecord = { ...r, labels: dropEmpty(labels), updated: nowTimestamp() };
       tx.add(op.putBlob(ns, info.digest, next));
       return toInfo(info.digest, next);
     });
@@ -230,7 +231,7 @@ export class Content {
     const bref = existing?.bref ?? `${ns}/1/${ref}`;
     const backend = shared ? undefined : await this.blobs.writer(bref, total, algorithmOf(expected));
     const now = Date.now();
-    const record: IngestRecord = { bref, started: existing?.started ?? now };
+    const record: IngestRecord = { bref, started: existing?.started ?? nowTimestamp() };
     if (shared) {
       record.expected = shared.digest;
       record.size = shared.size;
@@ -243,7 +244,7 @@ export class Content {
       await backend?.close();
       throw err;
     }
-    return new NamespacedWriter(this, ns, lease, ref, bref, backend, shared ?? { digest: '', size: total }, new Date(now));
+    return new NamespacedWriter(this, ns, lease, ref, bref, backend, shared ?? { digest: '', size: total }, storedTime(record.started));
   }
 
   /** @internal the metadata half of a commit: the namespace's record, the ingest gone, leases. */
@@ -254,7 +255,7 @@ export class Content {
       this.store.db.transact([blobKey(ns, digest), ingestKey(ns, ref)], async (tx) => {
         const existing = await tx.get(blobKey(ns, digest));
         if (!existing) {
-          const now = Date.now();
+          const now = nowTimestamp();
           tx.add(op.putBlob(ns, digest, { size, created: now, updated: now, labels: dropEmpty(labels) }));
         }
         tx.add(op.delIngest(ns, ref));
@@ -284,7 +285,7 @@ export class NamespacedWriter {
     private readonly bref: string,
     private backend: IngestWriter | undefined,
     private readonly desc: { digest: string; size: number },
-    private readonly started: Date,
+    private readonly started: Timestamp,
   ) {}
 
   status(): Status {
@@ -371,7 +372,7 @@ export class NamespacedWriter {
 /** Labels in key order: containerd's store keeps them sorted and its answers list them so. */
 function toInfo(digest: string, r: BlobRecord): Info {
   const labels = Object.fromEntries(Object.entries(r.labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-  return { digest, size: r.size, createdAt: new Date(r.created), updatedAt: new Date(r.updated), labels };
+  return { digest, size: r.size, createdAt: storedTime(r.created), updatedAt: storedTime(r.updated), labels };
 }
 
 function validateLabels(labels: Labels): void {

@@ -8,15 +8,16 @@
 //
 // Every part of a key is escaped (@berth/store's key()). Which content a lease holds is the
 // leases service's record (see @berth/bus leases.ts), not this one.
+import { toTimestamp, type Timestamp } from '@berth/api';
 import { key, prefix, unescapePart, type BatchOp, type Store } from '@berth/store';
 
 export type Labels = Record<string, string>;
 
 export interface BlobRecord {
   size: number;
-  /** ms since the epoch */
-  created: number;
-  updated: number;
+  /** with nanoseconds; a number is ms since the epoch (records written before nanoseconds) */
+  created: Timestamp | number;
+  updated: Timestamp | number;
   labels: Labels;
 }
 
@@ -28,10 +29,13 @@ export interface IngestRecord {
   /** that shared blob's size */
   size?: number;
   /** when this record was made (a shared ingest has no folder to keep it) */
-  started: number;
+  started: Timestamp | number;
   /** without a lease, when a collector may abort it (containerd: a day) */
   expireAt?: number;
 }
+
+/** A record's time as a timestamp, whichever way it was stored. */
+export const storedTime = (t: Timestamp | number): Timestamp => (typeof t === 'number' ? toTimestamp(t) : t);
 
 export const blobKey = (ns: string, digest: string) => key('blob', ns, digest);
 export const ingestKey = (ns: string, ref: string) => key('ingest', ns, ref);

@@ -188,6 +188,16 @@ describe('events over a real nats-server with JetStream', () => {
     assert.deepEqual(got, seqs);
   });
 
+  test('replay from a time outside the timestamp range is InvalidArgument', async () => {
+    for (const since_time of [{ seconds: 2 ** 53, nanos: 0 }, { seconds: 253402300800, nanos: 0 }, { seconds: 1, nanos: -1 }, { seconds: 1, nanos: 1e9 }]) {
+      await assert.rejects(
+        events.replay({ filters: [], since_seq: 0, since_time, follow: false }, new AbortController().signal, async () => {}),
+        (e: BerthError) => e.code === Code.InvalidArgument && /since_time: timestamp out of range/.test(e.message),
+        JSON.stringify(since_time),
+      );
+    }
+  });
+
   test('JSON form: canonical mapping with the event expanded', () => {
     const e = envelope('ns1', '/tasks/exit', 'containerd.events.TaskExit', { container_id: 'c1', pid: 42, exit_status: 7, exited_at: { seconds: 1700000000, nanos: 5000 } });
     e.timestamp = { seconds: 1700000000, nanos: 120000000 };

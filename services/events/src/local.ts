@@ -3,7 +3,7 @@
 // subscriptions, history is the BERTH_EVENTS stream.
 import type { NatsConnection, Subscription } from '@nats-io/nats-core';
 import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { fromTimestamp, type Any, type Timestamp } from '@berth/api';
+import { formatTimestamp, type Any, type Timestamp } from '@berth/api';
 import { decodeEnvelope, eventStream, eventSubjects, H, nowEnvelope, publishEnvelope, token, type Envelope } from '@berth/bus';
 import { BerthError, Code, invalidArgument, toBerthError } from '@berth/errdefs';
 import { parseAll, type Filter } from '@berth/filters';
@@ -158,11 +158,12 @@ export class Events {
       if (!req.follow && req.since_seq > last_seq) return;
       Object.assign(opts, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: req.since_seq });
     } else if (req.since_time && (Number(req.since_time.seconds) || req.since_time.nanos)) {
-      const since = fromTimestamp(req.since_time)!;
-      if (Number.isNaN(since.getTime()) || req.since_time.nanos < 0 || req.since_time.nanos >= 1e9) {
-        throw invalidArgument(`since_time: timestamp out of range (seconds ${req.since_time.seconds}, nanos ${req.since_time.nanos})`);
+      const { seconds, nanos } = req.since_time;
+      // protobuf's valid range (years 1 to 9999), which is also what nats-server parses
+      if (!(Number(seconds) >= -62135596800 && Number(seconds) <= 253402300799 && nanos >= 0 && nanos < 1e9)) {
+        throw invalidArgument(`since_time: timestamp out of range (seconds ${seconds}, nanos ${nanos})`);
       }
-      Object.assign(opts, { deliver_policy: DeliverPolicy.StartTime, opt_start_time: since.toISOString() });
+      Object.assign(opts, { deliver_policy: DeliverPolicy.StartTime, opt_start_time: formatTimestamp(req.since_time) });
     }
     if (!req.follow && last_seq === 0) return;
     const subject = subjectFor(req.filters ?? []);
