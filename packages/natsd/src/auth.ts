@@ -100,7 +100,7 @@ export function permissionsFor(p: Principal, node: string): Permissions {
       };
       if (p.role === 'events') {
         // the events path: relays, mirrors as JSON, keeps the stream and reads it for Replay
-        perms.publish.allow.push('berth.json.events.>', `$JS.API.STREAM.*.${eventStream}`, `$JS.API.STREAM.MSG.*.${eventStream}`, ...readHistory, `$JS.API.CONSUMER.DELETE.${eventStream}.*`);
+        perms.publish.allow = [...new Set([...perms.publish.allow, 'berth.json.events.>', `$JS.API.STREAM.*.${eventStream}`, `$JS.API.STREAM.MSG.*.${eventStream}`, ...readHistory, `$JS.API.CONSUMER.DELETE.${eventStream}.*`])];
         perms.subscribe.allow.push('berth.events.>');
       }
       return perms;
