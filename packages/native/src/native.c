@@ -531,7 +531,7 @@ static void watch_on_event(uv_poll_t *p, int status, int events) {
   napi_open_handle_scope(env, &scope);
   napi_value cb, recv, args[2], result;
   napi_get_reference_value(env, w->cb, &cb);
-  napi_get_undefined(env, &recv);
+  napi_get_global(env, &recv);  // make_callback wants an object as `this`
   if (status < 0) {
     napi_value m;
     napi_create_string_utf8(env, uv_strerror(status), NAPI_AUTO_LENGTH, &m);
