@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { services, type MethodInfo } from '@berth/api';
+import { codec, services, type MethodInfo } from '@berth/api';
 import { ctr, startStack, type Stack } from './harness.js';
 import { Generator, modes, seedFor, type Input } from './fuzz.js';
 
@@ -125,6 +125,16 @@ describe('fuzz: hostile requests through the socket', () => {
   after(async () => {
     client?.close();
     await stack?.stop();
+  });
+
+  test('an image without a target is InvalidArgument, worded as containerd 1.6.20 words it', async () => {
+    const md = new grpc.Metadata();
+    md.set('containerd-namespace', 'default');
+    const req = Buffer.from(codec('containerd.services.images.v1.CreateImageRequest').encode({ image: { name: 'no-target' } }));
+    const err = await new Promise<grpc.ServiceError | null>((r) => client.makeUnaryRequest('/containerd.services.images.v1.Images/Create', identity, identity, req, md, (e) => r(e)));
+    assert.equal(err?.code, grpc.status.INVALID_ARGUMENT, err?.details);
+    // the reference's answer to the same request
+    assert.equal(err?.details, 'Target.Digest "" invalid: invalid checksum digest format: invalid argument');
   });
 
   test(`every method, ${count} inputs each (FUZZ_SEED=${seed})`, { timeout: 120_000 }, async () => {

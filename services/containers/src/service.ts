@@ -1,0 +1,47 @@
+// The containers service on the bus: containerd's Containers API over the plain library.
+import { nowTimestamp, service as grpcService } from '@berth/api';
+import { BusClient, BusServer, namespaceGuard, namespaceRequired, Outbox, type CallContext } from '@berth/bus';
+import type { ServiceEnv, Stop } from '@berth/kit';
+import { openStore } from '@berth/store';
+import { Containers, type Container } from './local.js';
+
+export const plugins = [
+  { type: 'io.containerd.service.v1', id: 'containers-service' },
+  { type: 'io.containerd.grpc.v1', id: 'containers' },
+];
+
+const ns = namespaceRequired;
+
+export async function start(env: ServiceEnv): Promise<Stop> {
+  const db = await openStore(env.root);
+  const outbox = await new Outbox(db, env.nc, { service: 'containers', node: env.node }).start();
+  let containers!: Containers;
+  const guard = namespaceGuard(new BusClient(env.nc), env.node, env.config.services, {
+    kinds: async (n) => ((await containers.hasAny(n)) ? ['containers'] : []),
+    deleted: (n) => containers.forget(n),
+  });
+  containers = new Containers(db, outbox, nowTimestamp, guard);
+  const bus = await BusServer.start(env.nc, { name: 'containers', node: env.node, metadata: { plugins: JSON.stringify(plugins) } });
+  bus.serveGrpc(grpcService('containerd.services.containers.v1.Containers'), {
+    Get: async (req: { id: string }, ctx: CallContext) => ({ container: await containers.get(ns(ctx), req.id) }),
+    List: async (req: { filters: string[] }, ctx: CallContext) => ({ containers: await containers.list(ns(ctx), req.filters ?? []) }),
+    // one container a message, as containerd sends them
+    ListStream: async (req: { filters: string[] }, ctx: CallContext, send: (m: { container: Container }) => Promise<void>) => {
+      for (const container of await containers.list(ns(ctx), req.filters ?? [])) await send({ container });
+    },
+    Create: async (req: { container: Container }, ctx: CallContext) => ({ container: await containers.create(ns(ctx), req.container) }),
+    Update: async (req: { container: Container; update_mask: { paths: string[] } | null }, ctx: CallContext) => ({
+      container: await containers.update(ns(ctx), req.container, req.update_mask?.paths ?? []),
+    }),
+    Delete: async (req: { id: string }, ctx: CallContext) => {
+      await containers.delete(ns(ctx), req.id);
+      return {};
+    },
+  });
+  guard.serve(bus);
+  return async () => {
+    outbox.stop();
+    await bus.stop();
+    await db.close();
+  };
+}
