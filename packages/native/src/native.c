@@ -666,7 +666,7 @@ static napi_value Accept(napi_env env, napi_callback_info info) {
 
 static napi_value Socketpair(napi_env env, napi_callback_info info) {
   int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
     return throw_errno(env, errno, "socketpair", NULL);
   napi_value a;
   napi_create_array_with_length(env, 2, &a);
@@ -711,18 +711,27 @@ static napi_value Recvmsg(napi_env env, napi_callback_info info) {
   napi_create_object(env, &o);
   napi_create_array(env, &fds);
   uint32_t k = 0;
+  int truncated = (msg.msg_flags & MSG_CTRUNC) != 0;
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
     int cnt = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     int *p = (int *)CMSG_DATA(c);
-    for (int i = 0; i < cnt; i++) napi_set_element(env, fds, k++, num(env, p[i]));
+    for (int i = 0; i < cnt; i++) {
+      // CMSG_SPACE rounds up, so the kernel may deliver one more than asked: no fd may leak.
+      if (k < (uint32_t)maxfds) {
+        napi_set_element(env, fds, k++, num(env, p[i]));
+      } else {
+        close(p[i]);
+        truncated = 1;
+      }
+    }
   }
   napi_create_buffer_copy(env, (size_t)n, data, NULL, &buf);
   free(data);
   napi_set_named_property(env, o, "data", buf);
   napi_set_named_property(env, o, "fds", fds);
   napi_value t;
-  napi_get_boolean(env, (msg.msg_flags & MSG_CTRUNC) != 0, &t);
+  napi_get_boolean(env, truncated, &t);
   napi_set_named_property(env, o, "truncated", t);
   return o;
 }

@@ -14,7 +14,7 @@ export function accept(fd: number): number | null {
   return addon.accept(fd);
 }
 
-/** A connected pair of unix stream sockets (close-on-exec). */
+/** A connected pair of non-blocking, close-on-exec unix stream sockets. */
 export function socketpair(): [number, number] {
   return addon.socketpair();
 }

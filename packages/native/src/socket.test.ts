@@ -1,0 +1,103 @@
+import assert from 'node:assert/strict';
+import { closeSync, constants, fstatSync, mkdtempSync, openSync, readdirSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { Watch, accept, getWinsize, recvmsg, sendmsg, setWinsize, socketpair, unixListen } from './index.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'berth-socket-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function openPtmx(): number {
+  return openSync('/dev/ptmx', constants.O_RDWR | constants.O_NOCTTY);
+}
+
+describe('fd passing and terminals', { timeout: 20_000 }, () => {
+  test('recvmsg receives the bytes and the fds sent with SCM_RIGHTS', () => {
+    const [a, b] = socketpair();
+    const ptmx = openPtmx();
+    try {
+      assert.equal(recvmsg(a), null, 'nothing waiting yet is null, not a block');
+      sendmsg(b, 'console', [ptmx]);
+      const got = recvmsg(a)!;
+      assert.equal(got.data.toString(), 'console');
+      assert.equal(got.fds.length, 1);
+      assert.equal(got.truncated, false);
+      const [received] = got.fds;
+      assert.notEqual(received, ptmx, 'a new descriptor');
+      assert.equal(fstatSync(received).rdev, fstatSync(ptmx).rdev, 'for the same pty');
+      // The received master is the same terminal: a size set through it reads back on the original.
+      setWinsize(received, 40, 132);
+      assert.deepEqual(getWinsize(ptmx), { rows: 40, cols: 132 });
+      closeSync(received);
+    } finally {
+      closeSync(ptmx);
+      closeSync(a);
+      closeSync(b);
+    }
+  });
+
+  test('more fds than room: the rest are closed and it says so', () => {
+    const open = () => readdirSync('/proc/self/fd').length;
+    const before = open();
+    const [a, b] = socketpair();
+    const fds = [openPtmx(), openPtmx(), openPtmx()];
+    try {
+      sendmsg(b, Buffer.from('x'), fds);
+      const got = recvmsg(a, 16, 1)!;
+      assert.equal(got.fds.length, 1);
+      assert.equal(got.truncated, true);
+      closeSync(got.fds[0]);
+    } finally {
+      for (const fd of [...fds, a, b]) closeSync(fd);
+    }
+    assert.equal(open(), before, 'no received fd is left open');
+  });
+
+  test('a console socket: listen, watch, accept the connection, read what the peer sent', async () => {
+    const path = join(dir, 'console.sock');
+    const server = unixListen(path);
+    try {
+      const accepted = new Promise<number>((resolve) => {
+        const w = new Watch(server, () => {
+          const fd = accept(server);
+          if (fd === null) return; // spurious wake-up
+          w.stop();
+          resolve(fd);
+        });
+      });
+      const client = connect(path);
+      client.end('hello from runc');
+      const conn = await accepted;
+      const data: Buffer[] = [];
+      await new Promise<void>((resolve) => {
+        const w = new Watch(conn, () => {
+          const got = recvmsg(conn);
+          if (got === null) return;
+          if (got.data.length === 0) {
+            w.stop();
+            return resolve();
+          }
+          data.push(got.data);
+        });
+      });
+      closeSync(conn);
+      assert.equal(Buffer.concat(data).toString(), 'hello from runc');
+      assert.equal(accept(server), null, 'no further connection');
+    } finally {
+      closeSync(server);
+    }
+  });
+
+  test('errors carry the syscall', () => {
+    const fd = openSync('/dev/null', 'r');
+    try {
+      assert.throws(() => setWinsize(fd, 1, 1), { code: 'ENOTTY', syscall: 'ioctl' });
+      assert.throws(() => recvmsg(fd), { code: 'ENOTSOCK', syscall: 'recvmsg' });
+    } finally {
+      closeSync(fd);
+    }
+    assert.throws(() => unixListen(join(dir, 'x'.repeat(200))), { code: 'ENAMETOOLONG' });
+  });
+});
