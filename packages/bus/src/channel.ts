@@ -211,7 +211,11 @@ export class Channel implements AsyncIterable<Uint8Array> {
   private frame(ctl: string, hdrs: MsgHdrs = headers()): void {
     if (!this.peer || this.nc.isClosed()) return;
     hdrs.set(H.ctl, ctl);
-    this.nc.publish(this.peer, new Uint8Array(), { headers: hdrs });
+    try {
+      this.nc.publish(this.peer, new Uint8Array(), { headers: hdrs });
+    } catch {
+      return; // the connection is closing: the peer learns from our silence
+    }
     this.lastSent = Date.now();
   }
 

@@ -99,7 +99,11 @@ export class BusClient {
       });
       const onAbort = () =>
         done(() => {
-          if (!this.nc.isClosed()) this.nc.publish(cancelSubject(subject), inbox);
+          try {
+            this.nc.publish(cancelSubject(subject), inbox);
+          } catch {
+            // the connection is closing: the service's call ends without anyone to answer
+          }
           reject(canceled(subject, signal!));
         });
       signal?.addEventListener('abort', onAbort, { once: true });
