@@ -1,7 +1,6 @@
 // Loads the compiled addon. setup.sh builds it before `tsc -b`; if a developer changed native.c
 // and only ran tsc, the stale or missing addon is rebuilt here (two stat calls when it is fresh),
 // so no test ever runs against an old build of the C side.
-import { execFileSync } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
@@ -17,8 +16,11 @@ function mtime(p: string): number {
   }
 }
 
+const require = createRequire(import.meta.url);
 const built = mtime(addonPath);
 if (built < 0 || built < mtime(`${pkg}src/native.c`) || built < mtime(`${pkg}scripts/build.sh`)) {
+  // child_process only on this rare path: importing it costs every service a few ms.
+  const { execFileSync } = require('node:child_process') as typeof import('node:child_process');
   execFileSync('bash', [`${pkg}scripts/build.sh`], { stdio: ['ignore', 'ignore', 'inherit'] });
 }
 
@@ -71,4 +73,4 @@ export interface Addon {
   getWinsize(fd: number): { rows: number; cols: number };
 }
 
-export const addon = createRequire(import.meta.url)(addonPath) as Addon;
+export const addon = require(addonPath) as Addon;

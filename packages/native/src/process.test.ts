@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { closeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, rmdirSync, writeFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import {
   Reaper,
@@ -150,17 +150,53 @@ describe('watches on the main loop', { timeout: 20_000 }, () => {
     const done = new Promise<void>((resolve) => {
       const w = new Watch(fd, () => {
         counts.push(eventfdRead(fd)!);
-        if (counts.reduce((a, b) => a + b, 0n) === 5n) {
+        if (counts.length === 1) setImmediate(() => eventfdWrite(fd, 2n)); // fires again once read
+        else {
           w.stop();
           resolve();
         }
       });
     });
     eventfdWrite(fd, 3);
-    setTimeout(() => eventfdWrite(fd, 2n), 10);
     await done;
     closeSync(fd);
     assert.deepEqual(counts, [3n, 2n]);
+  });
+
+  const memcg = '/sys/fs/cgroup/memory';
+  test('cgroup v1: an eventfd registered on memory.oom_control fires on an OOM kill', { skip: !existsSync(`${memcg}/cgroup.event_control`) && 'no cgroup v1 memory controller' }, async () => {
+    const cg = `${memcg}/berth-native-test-${process.pid}`;
+    mkdirSync(cg);
+    const efd = eventfd();
+    const ofd = openSync(`${cg}/memory.oom_control`, 'r');
+    try {
+      writeFileSync(`${cg}/memory.limit_in_bytes`, String(64 << 20));
+      writeFileSync(`${cg}/cgroup.event_control`, `${efd} ${ofd}`);
+      const oom = new Promise<bigint>((resolve) => {
+        const w = new Watch(efd, () => {
+          const n = eventfdRead(efd);
+          if (n === null) return;
+          w.stop();
+          resolve(n);
+        });
+      });
+      // Joins the cgroup, then touches 256 MiB in a 64 MiB limit.
+      const hog = spawn('sh', ['-c', `echo $$ > ${cg}/cgroup.procs && exec ${process.execPath} -e "Buffer.alloc(256 << 20, 1)"`], { stdio: 'ignore' });
+      const [count, [code, signal]] = await Promise.all([oom, exitOf(hog)]);
+      assert.ok(count >= 1n);
+      assert.deepEqual([code, signal], [null, 'SIGKILL']);
+    } finally {
+      closeSync(ofd);
+      closeSync(efd);
+      for (let i = 0; i < 50; i++) {
+        try {
+          rmdirSync(cg);
+          break;
+        } catch {
+          await new Promise((r) => setTimeout(r, 20)); // the killed process leaves the cgroup a moment later
+        }
+      }
+    }
   });
 
   test('an unref()d watch does not keep the process alive; an exception reaches uncaughtException', async () => {
