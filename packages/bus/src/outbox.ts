@@ -155,10 +155,12 @@ export class Outbox implements EventSink {
   }
 }
 
-// A fault-injection point for tests of the outbox: when BERTH_FAULTS_FILE names a file that
-// holds `name`, the process dies right there (once: the file is removed first), as a crash
-// between commit and publish would.
-function faultPoint(name: string): void {
+/**
+ * A fault-injection point for crash tests (the outbox's, the snapshotter's): when
+ * BERTH_FAULTS_FILE names a file that holds `name`, the process dies right there with SIGKILL
+ * (once: the file is removed first), as a crash at that point would.
+ */
+export function faultPoint(name: string): void {
   const file = process.env.BERTH_FAULTS_FILE;
   if (!file) return;
   let want = '';

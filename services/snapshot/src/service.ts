@@ -1,0 +1,81 @@
+// The snapshot service on the bus: containerd's Snapshots API over the overlayfs and native
+// snapshotters, the namespace-usage answer, and lease references for what is made under a lease.
+import { join } from 'node:path';
+import { nowTimestamp, service as grpcService } from '@berth/api';
+import { BusClient, BusServer, leaseRefs, namespaceGuard, Outbox, type CallContext, type StreamContext } from '@berth/bus';
+import type { ServiceEnv, Stop } from '@berth/kit';
+import { openStore } from '@berth/store';
+import { Native, Overlay } from './drivers.js';
+import { Snapshotter, type Info, type Labels } from './local.js';
+import { Snapshotters } from './snapshots.js';
+
+const platforms = [{ os: 'linux', architecture: process.arch === 'x64' ? 'amd64' : process.arch }];
+
+/** What `ctr plugins ls` shows for snapshots in containerd 1.6.20. */
+export function plugins(root: string) {
+  return [
+    { type: 'io.containerd.snapshotter.v1', id: 'native', platforms },
+    { type: 'io.containerd.snapshotter.v1', id: 'overlayfs', platforms, exports: new Overlay(join(root, 'overlayfs')).exports },
+    { type: 'io.containerd.service.v1', id: 'snapshots-service', requires: ['io.containerd.event.v1', 'io.containerd.metadata.v1'] },
+    { type: 'io.containerd.grpc.v1', id: 'snapshots', requires: ['io.containerd.service.v1'] },
+  ];
+}
+
+// the List stream sends infos in blocks of this many, as containerd does
+const listBlock = 100;
+
+interface Req {
+  snapshotter?: string;
+  key?: string;
+  parent?: string;
+  name?: string;
+  labels?: Labels;
+}
+
+export async function start(env: ServiceEnv): Promise<Stop> {
+  const db = await openStore(join(env.root, 'meta'));
+  const client = new BusClient(env.nc);
+  const leases = env.config.services.includes('leases') ? { leases: leaseRefs(client, env.node) } : {};
+  const outbox = await new Outbox(db, env.nc, { service: 'snapshot', node: env.node }).start();
+  let all!: Snapshotters;
+  const guard = namespaceGuard(client, env.node, env.config.services, { kinds: (ns) => all.kinds(ns) });
+  const opts = { ...leases, guard };
+  all = new Snapshotters([
+    await new Snapshotter(new Overlay(join(env.root, 'overlayfs')), db, outbox, nowTimestamp, opts).open(),
+    await new Snapshotter(new Native(join(env.root, 'native')), db, outbox, nowTimestamp, opts).open(),
+  ]);
+  const sn = (r: Req) => all.get(r.snapshotter);
+  const bus = await BusServer.start(env.nc, { name: 'snapshot', node: env.node, metadata: { plugins: JSON.stringify(plugins(env.root)) } });
+  bus.serveGrpc(grpcService('containerd.services.snapshots.v1.Snapshots'), {
+    Prepare: async (r: Req, ctx: CallContext) => ({ mounts: await sn(r).prepare(ctx, r.key ?? '', r.parent ?? '', r.labels ?? {}) }),
+    View: async (r: Req, ctx: CallContext) => ({ mounts: await sn(r).view(ctx, r.key ?? '', r.parent ?? '', r.labels ?? {}) }),
+    Mounts: async (r: Req, ctx: CallContext) => ({ mounts: await sn(r).mounts(ctx, r.key ?? '') }),
+    Commit: async (r: Req, ctx: CallContext) => {
+      await sn(r).commit(ctx, r.name ?? '', r.key ?? '', r.labels ?? {});
+      return {};
+    },
+    Remove: async (r: Req, ctx: CallContext) => {
+      await sn(r).remove(ctx, r.key ?? '');
+      return {};
+    },
+    Stat: async (r: Req, ctx: CallContext) => ({ info: await sn(r).stat(ctx, r.key ?? '') }),
+    Update: async (r: Req & { info?: Partial<Info>; update_mask?: { paths?: string[] } | null }, ctx: CallContext) => ({
+      info: await sn(r).update(ctx, r.info ?? {}, r.update_mask?.paths ?? []),
+    }),
+    List: async (r: Req & { filters?: string[] }, ctx: StreamContext, send: (m: unknown) => Promise<void>) => {
+      const infos = await sn(r).list(ctx, r.filters ?? []);
+      for (let i = 0; i < infos.length; i += listBlock) await send({ info: infos.slice(i, i + listBlock) });
+    },
+    Usage: async (r: Req, ctx: CallContext) => sn(r).usage(ctx, r.key ?? ''),
+    Cleanup: async (r: Req) => {
+      await sn(r).cleanup();
+      return {};
+    },
+  });
+  guard.serve(bus);
+  return async () => {
+    outbox.stop();
+    await bus.stop();
+    await db.close();
+  };
+}
