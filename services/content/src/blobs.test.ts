@@ -82,3 +82,17 @@ test('a total that disagrees with the ingest starts it over; abort removes the d
   assert.deepEqual(readdirSync(join(f.dir, 'ingest')), []);
   await f.done();
 });
+
+test('an abort waits for an open writer of the ref: Unavailable while it writes, done once it closed', async () => {
+  const f = await fixture();
+  const w = await f.content.writer(ns, 'busy', 0);
+  await w.write(Buffer.from('abc'));
+  await assert.rejects(f.api.abort({ ref: 'busy' }, ns), (e: unknown) => e instanceof BerthError && e.code === Code.Unavailable && /locked/.test(e.message));
+  // the writer never lost its folder
+  await w.write(Buffer.from('def'));
+  assert.equal((await f.api.status({ ref: 'busy' }, ns)).status.offset, 6);
+  await w.close();
+  await f.api.abort({ ref: 'busy' }, ns);
+  await assert.rejects(f.api.status({ ref: 'busy' }, ns), (e: unknown) => e instanceof BerthError && e.code === Code.NotFound);
+  await f.done();
+});

@@ -256,11 +256,20 @@ export class BlobStore {
     }
   }
 
-  /** Removes an ingest and its data. Removing one that is not there is not an error. */
-  async abort(key: string): Promise<void> {
-    // a writer of the same ref may be adding a file meanwhile (containerd does not lock an
-    // abort either): rm then meets ENOTEMPTY, and another round removes what was added
-    await rm(this.ingestPath(key), { recursive: true, force: true, maxRetries: 5, retryDelay: 10 });
+  /**
+   * Removes an ingest and its data, after `first` (the metadata's part) succeeded. Removing one
+   * that is not there is not an error.
+   */
+  async abort(key: string, first?: () => Promise<unknown>): Promise<void> {
+    // an open writer of the key goes first (or the abort gets Unavailable, as a second writer
+    // does): removing the folder under it fails its files with internal errors
+    await this.lock(key);
+    try {
+      await first?.();
+      await rm(this.ingestPath(key), { recursive: true, force: true });
+    } finally {
+      this.unlock(key);
+    }
   }
 
   /** @internal moves a finished ingest's data into blobs/, durably. */

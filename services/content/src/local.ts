@@ -194,13 +194,15 @@ export class Content {
 
   async abort(ctx: Ctx, ref: string): Promise<void> {
     const ns = this.namespace(ctx);
-    const bref = await this.store.db.transact([ingestKey(ns, ref)], async (tx) => {
-      const r = await tx.get<IngestRecord>(ingestKey(ns, ref));
-      if (!r) throw notFound(`reference ${ref}`);
-      tx.add(op.delIngest(ns, ref));
-      return r.bref;
-    });
-    await this.blobs.abort(bref);
+    const known = await this.store.ingest(ns, ref);
+    if (!known) throw notFound(`reference ${ref}`);
+    // under the ref's write lock: with a writer open the abort is Unavailable and changes nothing
+    await this.blobs.abort(known.bref, () =>
+      this.store.db.transact([ingestKey(ns, ref)], async (tx) => {
+        if (!(await tx.get<IngestRecord>(ingestKey(ns, ref)))) throw notFound(`reference ${ref}`);
+        tx.add(op.delIngest(ns, ref));
+      }),
+    );
     if (ctx.lease) await this.opts.leases?.remove(ns, ctx.lease, { type: 'ingests', id: ref });
   }
 
