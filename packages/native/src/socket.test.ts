@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { closeSync, constants, fstatSync, mkdtempSync, openSync, readdirSync, rmSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { closeSync, constants, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -87,6 +88,67 @@ describe('fd passing and terminals', { timeout: 20_000 }, () => {
       assert.equal(accept(server), null, 'no further connection');
     } finally {
       closeSync(server);
+    }
+  });
+
+  // runc itself on the other end: `runc create --console-socket` sends the pty master (with its
+  // name as data); the size set on it is what the container's `stty size` reads.
+  const runc = ['/usr/sbin/runc', '/usr/bin/runc'].find((p) => existsSync(p));
+  const mergedUsr = (() => {
+    try {
+      return readlinkSync('/bin') === 'usr/bin';
+    } catch {
+      return false;
+    }
+  })();
+  test('runc --console-socket: receive the master, resize it, the container sees the size', { skip: !(runc && mergedUsr) && 'needs runc and a merged-/usr host' }, async () => {
+    const bundle = join(dir, 'bundle');
+    mkdirSync(join(bundle, 'rootfs', 'usr'), { recursive: true });
+    for (const l of ['bin', 'lib', 'lib64']) symlinkSync(`usr/${l}`, join(bundle, 'rootfs', l));
+    execFileSync(runc!, ['spec', '--bundle', bundle]);
+    const spec = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8'));
+    spec.root = { path: 'rootfs', readonly: true };
+    spec.process.terminal = true;
+    spec.process.args = ['sh', '-c', 'stty size; sleep 1'];
+    spec.mounts.push({ destination: '/usr', type: 'bind', source: '/usr', options: ['rbind', 'ro'] });
+    writeFileSync(join(bundle, 'config.json'), JSON.stringify(spec));
+    const sock = join(dir, 'runc-console.sock');
+    const server = unixListen(sock);
+    const id = `berth-native-test-${process.pid}`;
+    let master = -1;
+    try {
+      execFileSync(runc!, ['create', '--bundle', bundle, '--console-socket', sock, id], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const conn = accept(server);
+      assert.notEqual(conn, null, 'runc connected during create');
+      const got = recvmsg(conn!)!;
+      closeSync(conn!);
+      assert.equal(got.fds.length, 1);
+      master = got.fds[0];
+      assert.equal(got.data.toString(), '/dev/ptmx');
+      setWinsize(master, 33, 77);
+      execFileSync(runc!, ['start', id]);
+      // The master is a blocking fd: read it only when the loop says it is readable.
+      const out = await new Promise<string>((resolve, reject) => {
+        let text = '';
+        const buf = Buffer.alloc(256);
+        const w = new Watch(master, () => {
+          try {
+            text += buf.subarray(0, readSync(master, buf)).toString();
+          } catch (e) {
+            w.stop();
+            return reject(e);
+          }
+          if (text.includes('\n')) {
+            w.stop();
+            resolve(text);
+          }
+        });
+      });
+      assert.equal(out.trim(), '33 77');
+    } finally {
+      if (master >= 0) closeSync(master);
+      closeSync(server);
+      spawnSync(runc!, ['delete', '--force', id]);
     }
   });
 
