@@ -128,9 +128,11 @@ function parseFilters(filters: string[]): Filter {
   try {
     return parseAll(filters);
   } catch (e) {
-    // containerd's container store adds the kind to the parser's message
+    // containerd's parser ends its message with the kind, and its container store adds the kind
+    // again: `filters: parse error: [...]: reason: invalid argument: invalid argument`
     const err = toBerthError(e);
-    throw new BerthError(Code.InvalidArgument, `${err.message}: invalid argument`, { cause: err });
+    const parser = err.message.endsWith(': invalid argument') ? err.message : `${err.message}: invalid argument`;
+    throw new BerthError(Code.InvalidArgument, `${parser}: invalid argument`, { cause: err });
   }
 }
 
