@@ -27,5 +27,5 @@ command -v "$cc" >/dev/null || { echo "native: $cc not found (gcc, libc6-dev)" >
 mkdir -p "$here/build"
 # Node resolves the napi_* and uv_* symbols itself when it loads the addon: leave them undefined.
 "$cc" -std=gnu11 -O2 -Wall -Wextra -Wno-unused-parameter -shared -fPIC -pthread -fvisibility=hidden \
-  "${flags[@]}" -o "$out.tmp" "$src"
-mv -f "$out.tmp" "$out"
+  "${flags[@]}" -o "$out.$$.tmp" "$src"
+mv -f "$out.$$.tmp" "$out"  # atomic: a concurrent build or load never sees half a file
