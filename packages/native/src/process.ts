@@ -55,7 +55,8 @@ export const POLL = { READABLE: 1, WRITABLE: 2, DISCONNECT: 4, PRIORITIZED: 8 } 
 /**
  * Calls `onEvent` on the main loop while `fd` is ready (level-triggered: read or stop, or it
  * fires again). For fds Node cannot wrap as a stream: pidfds, eventfds. It keeps the process
- * alive until stop() unless unref()'d. stop() before closing the fd.
+ * alive until stop() unless unref()'d. stop() before closing the fd. libuv makes the fd
+ * non-blocking (a read with nothing there is EAGAIN, not a stalled loop).
  */
 export class Watch {
   #handle: WatchHandle | null;
