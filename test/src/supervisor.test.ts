@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
+import { defaultConfig } from '@berth/kit';
 import { ctr, repo, run, sleep, startStack, type Stack } from './harness.js';
 
 /** Gone, or exited and only waiting for init to reap it. */
@@ -36,7 +37,7 @@ describe('supervisor', () => {
     dir = stack.dir;
     assert.equal((await ctr(stack.sock, 'namespaces', 'create', 'before-kill', 'k=v')).code, 0);
     const pids = children(stack);
-    assert.deepEqual([...pids.keys()].sort(), ['content', 'events', 'gateway', 'images', 'leases', 'namespaces', 'nats-server']);
+    assert.deepEqual([...pids.keys()].sort(), [...defaultConfig().services, 'nats-server'].sort());
     stack.proc.kill('SIGKILL');
     const t0 = Date.now();
     while ([...pids.values()].some((p) => !gone(p)) && Date.now() - t0 < 5000) await sleep(20);
