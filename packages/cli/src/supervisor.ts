@@ -149,6 +149,7 @@ export async function startStack(config: Config, out: SupervisorEvents, readyTim
   if (own && !isLoopback(config.nats.host) && !(config.nats.tls_cert && config.nats.tls_key)) {
     throw new Error(`[nats] host ${config.nats.host} is beyond loopback: NATS there must be encrypted; set [nats] tls_cert and tls_key (and tls_ca for the services to check it)`);
   }
+  if (Boolean(config.nats.tls_cert) !== Boolean(config.nats.tls_key)) throw new Error('[nats] tls_cert and tls_key go together');
   await endLeftovers(config.root, configFile(natsDir), out.log);
   mkdirSync(logDir, { recursive: true });
   mkdirSync(join(config.state, 'pids'), { recursive: true });
