@@ -5,10 +5,11 @@
 // nothing later calls or Cleanup trip on.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ctr, run, startReference, startStack, until, type Reference, type Stack } from './harness.js';
+import { ctr, run, sleep, startReference, startStack, until, type Reference, type Stack } from './harness.js';
 import { metadata, outcome, unary } from './grpc.js';
 
 const S = (m: string) => `/containerd.services.snapshots.v1.Snapshots/${m}`;
@@ -121,6 +122,26 @@ describe('snapshots: ctr against Berth and the reference containerd', () => {
     }
     // the usage figures are real: a1's fs is one directory, c1's was measured at commit
     assert.match(ours!.find((o) => o.startsWith('$ ctr snapshots usage c1'))!, /c1\s+4\.0 KiB\s+1/);
+  });
+
+  test('events: prepare, commit and remove with containerd\'s payloads (a view has none)', async () => {
+    const got: string[][] = [];
+    for (const sock of [stack.sock, ...(ref ? [ref.sock] : [])]) {
+      const sub = spawn('ctr', ['--address', sock, 'events'], { stdio: ['ignore', 'pipe', 'ignore'] });
+      let out = '';
+      sub.stdout.on('data', (b) => (out += b));
+      await sleep(1000); // ctr subscribes after it starts
+      const c = (...a: string[]) => ctr(sock, '-n', 'evt', 'snapshots', ...a);
+      for (const step of [['prepare', 'e1'], ['commit', 'ec1', 'e1'], ['view', 'ev', 'ec1'], ['rm', 'ev'], ['rm', 'ec1']]) {
+        assert.equal((await c(...step)).code, 0, step.join(' '));
+      }
+      const want = 4;
+      await until(async () => out.split('\n').filter((l) => l.includes(' evt /snapshot/')).length >= want, 10_000, `${want} events from ${sock}`);
+      sub.kill();
+      got.push(out.split('\n').filter((l) => l.includes(' evt /snapshot/')).map((l) => l.replace(/^.* UTC /, '')));
+    }
+    assert.deepEqual(got[0], ['evt /snapshot/prepare {"key":"e1"}', 'evt /snapshot/commit {"key":"e1","name":"ec1"}', 'evt /snapshot/remove {"key":"ev"}', 'evt /snapshot/remove {"key":"ec1"}']);
+    if (got[1]) assert.deepEqual(got[0], got[1]);
   });
 
   test('the mounts ctr prints for a short chain work with mount(8)', async () => {
