@@ -64,7 +64,7 @@ export function defaultConfig(): Config {
     node: hostname(),
     grpc: { address: '/run/berth/berth.sock', mode: '0660', uid: 0, gid: 0, max_recv_message_size: 16 << 20, max_send_message_size: 16 << 20 },
     nats: { url: '', port: 4222, host: '127.0.0.1', max_payload: 20 << 20, credentials_dir: '', tls_ca: '', tls_cert: '', tls_key: '' },
-    services: ['events', 'namespaces', 'content', 'leases', 'images', 'containers', 'snapshot', 'gateway'],
+    services: ['events', 'namespaces', 'content', 'leases', 'images', 'containers', 'snapshot', 'diff', 'gateway'],
     events: { max_age: '24h', max_bytes: 1 << 30 },
     content: { sharing_policy: 'shared' },
   };

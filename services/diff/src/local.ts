@@ -1,0 +1,80 @@
+// The diff service's logic, without NATS: Apply (a layer blob onto mounts) as containerd's
+// fsApplier with the walking differ's behaviour.
+import { createHash } from 'node:crypto';
+import { BerthError, failedPrecondition, invalidArgument } from '@berth/errdefs';
+import type { MountSpec } from '@berth/native';
+import { applyLayer, type ApplyOptions } from './apply.js';
+import { decompress, diffCompression, noProcessor } from './decompress.js';
+import { overlayPaths, withTempMount } from './mounts.js';
+import { TarReader } from './tar.js';
+
+export interface Descriptor {
+  media_type: string;
+  digest: string;
+  size: number;
+  annotations?: Record<string, string>;
+}
+
+export const mediaTypeLayer = 'application/vnd.oci.image.layer.v1.tar';
+
+/** Where a blob's bytes come from: its file on this node, or the content service's Read stream. */
+export type BlobOpener = (digest: string) => Promise<AsyncIterable<Buffer>>;
+
+/** Counts and hashes what passes. */
+async function* tap(src: AsyncIterable<Buffer>, hash: ReturnType<typeof createHash>, count: { n: number }): AsyncGenerator<Buffer> {
+  for await (const c of src) {
+    hash.update(c);
+    count.n += c.length;
+    yield c;
+  }
+}
+
+function algorithm(digest: string): string {
+  const alg = digest.slice(0, digest.indexOf(':'));
+  if (alg !== 'sha256' && alg !== 'sha512' && alg !== 'sha384') throw invalidArgument(`unsupported digest algorithm: ${alg}`);
+  return alg;
+}
+
+export class Differ {
+  constructor(
+    /** where temporary mounts go (containerd: <root>/tmpmounts) */
+    private readonly tmpRoot: string,
+    private readonly warn: (msg: string) => void = () => {},
+  ) {}
+
+  /**
+   * Applies the layer `desc` onto `mounts` and returns the uncompressed layer's descriptor. The
+   * blob streams through decompression and the tar reader; its digest is checked against `desc`
+   * once read to the end.
+   */
+  async apply(open: BlobOpener, desc: Descriptor, mounts: readonly MountSpec[], signal?: AbortSignal): Promise<Descriptor> {
+    if (!desc?.digest) throw invalidArgument('descriptor digest is required');
+    const alg = algorithm(desc.digest);
+    const raw = await open(desc.digest).catch((e: unknown) => {
+      throw e instanceof BerthError ? e.wrap('failed to get reader from content store') : e;
+    });
+    if (diffCompression(desc.media_type) === null) throw noProcessor(desc.media_type);
+
+    const compressed = createHash(alg);
+    const uncompressed = createHash('sha256');
+    const cCount = { n: 0 };
+    const uCount = { n: 0 };
+    const tarStream = tap(decompress(tap(raw, compressed, cCount), desc.media_type), uncompressed, uCount);
+    const tar = new TarReader(tarStream);
+    const run = async (root: string, opts: ApplyOptions) => {
+      await applyLayer(root, tar, { ...opts, signal, warn: this.warn });
+      await tar.drain(); // trailing bytes are part of the layer's digest
+    };
+
+    const ov = mounts.length === 1 && mounts[0].type === 'overlay' ? overlayPaths(mounts[0].options) : null;
+    if (ov) await run(ov.upper, { overlay: true, parents: ov.lowers });
+    else if (mounts.length === 0) throw invalidArgument('no mounts to apply the layer to');
+    else await withTempMount(this.tmpRoot, mounts, (root) => run(root, {}));
+
+    const got = `${alg}:${compressed.digest('hex')}`;
+    if (got !== desc.digest) {
+      throw failedPrecondition(`content ${desc.digest} does not match its descriptor: read ${cCount.n} bytes with digest ${got}`);
+    }
+    return { media_type: mediaTypeLayer, digest: `sha256:${uncompressed.digest('hex')}`, size: uCount.n };
+  }
+}
