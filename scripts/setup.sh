@@ -8,7 +8,7 @@ cd "$top"
 say() { [ -n "${BERTH_QUIET:-}" ] || echo "setup: $*" >&2; }
 
 packages=(nats-server runc containerd golang-github-containerd-containerd-dev golang-github-gogo-protobuf-dev
-  golang-github-gogo-googleapis-dev libprotobuf-dev curl ca-certificates util-linux gcc libc6-dev openssl)
+  golang-github-gogo-googleapis-dev libprotobuf-dev curl ca-certificates util-linux gcc libc6-dev zstd openssl)
 # packages/native compiles against the running Node's own headers: nodesource's nodejs ships
 # them beside the binary; Debian's node has them in libnode-dev.
 node_inc="$(dirname "$(readlink -f "$(command -v node)")")/../include/node"
