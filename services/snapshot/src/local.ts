@@ -21,7 +21,7 @@ import { alreadyExists, failedPrecondition, invalidArgument, notFound, toBerthEr
 import { parseAll } from '@berth/filters';
 import { validateLabel } from '@berth/identifiers';
 import type { MountSpec } from '@berth/native';
-import { key, prefix, unescapePart, type Store } from '@berth/store';
+import { key, prefix, unescapePart, type Store, type Txn } from '@berth/store';
 import { diskUsage, type Usage } from './usage.js';
 import type { Driver, Kind } from './drivers.js';
 
@@ -123,14 +123,25 @@ export class Snapshotter {
   }
 
   // Two counters, as containerd has: directory ids per snapshotter (its storage's), and the
-  // sequence in backend keys per namespace (its metadata's). Messages name the latter.
-  private async nextSeq(ns?: string): Promise<string> {
-    const k = ns === undefined ? key('seq', this.name) : key('seq', this.name, 'ns', ns);
+  // sequence in backend keys per namespace (its metadata's; messages name it). The latter is
+  // taken inside the transaction that writes the record.
+  private async nextId(): Promise<string> {
+    const k = key('seq', this.name);
     return this.db.transact([k], async (tx) => {
       const n = ((await tx.get<number>(k)) ?? 0) + 1;
       tx.put(k, n);
       return String(n);
     });
+  }
+
+  private seqKey(ns: string): string {
+    return key('seq', this.name, 'ns', ns);
+  }
+
+  private async nextSeq(tx: Txn, ns: string): Promise<number> {
+    const n = ((await tx.get<number>(this.seqKey(ns))) ?? 0) + 1;
+    tx.put(this.seqKey(ns), n);
+    return n;
   }
 
   private async record(ns: string, name: string): Promise<SnapRecord> {
@@ -171,8 +182,7 @@ export class Snapshotter {
       // the lease holds the snapshot before it exists, so it is never unreferenced
       const lease = ctx.lease;
       if (lease) await this.opts.leases?.add(ns, lease, { type: `snapshots/${this.name}`, id: name });
-      const seq = await this.nextSeq(ns);
-      const id = await this.nextSeq();
+      const id = await this.nextId();
       const chain = p ? [p.id, ...p.chain] : [];
       const final = join(this.driver.dir, id);
       this.pending.add(id);
@@ -188,16 +198,17 @@ export class Snapshotter {
           throw e;
         }
         faultPoint('snapshot-prepare-placed');
-        const t = this.now();
-        const rec: SnapRecord = { id, bkey: `${ns}/${seq}/${name}`, kind, parent, chain, labels, created: t, updated: t };
         const parentKey = parent ? [this.recKey(ns, parent)] : [];
-        await this.db.transact([this.recKey(ns, name), ...parentKey], async (tx) => {
+        const rec = await this.db.transact([this.recKey(ns, name), ...parentKey, this.seqKey(ns)], async (tx) => {
           await check((k) => tx.get(k)); // again, now that the records are ours
+          const t = this.now();
+          const rec: SnapRecord = { id, bkey: `${ns}/${await this.nextSeq(tx, ns)}/${name}`, kind, parent, chain, labels, created: t, updated: t };
           tx.put(this.recKey(ns, name), rec);
           tx.put(this.idKey(id), { ns, name });
           if (parent) tx.put(this.childKey(ns, parent, name), 1);
           // containerd announces Prepare only, not View
           if (kind === 'ACTIVE') this.events.emit(tx, ns, '/snapshot/prepare', { key: name, parent });
+          return rec;
         });
         return this.driver.mounts(rec);
       } catch (e) {
@@ -238,13 +249,12 @@ export class Snapshotter {
       try {
         const usage = await diskUsage(this.driver.usageDir(r.id));
         faultPoint('snapshot-commit-measured');
-        const seq = await this.nextSeq(ns);
-        const keys = [this.recKey(ns, name), this.recKey(ns, key), ...(r.parent ? [this.recKey(ns, r.parent)] : [])];
+        const keys = [this.recKey(ns, name), this.recKey(ns, key), ...(r.parent ? [this.recKey(ns, r.parent)] : []), this.seqKey(ns)];
         await this.db.transact(keys, async (tx) => {
           const cur = await check((k) => tx.get(k));
           if (cur.id !== r.id) throw notFound(`snapshot ${key} does not exist`); // removed and made again meanwhile
           const t = this.now();
-          tx.put(this.recKey(ns, name), { ...cur, bkey: `${ns}/${seq}/${name}`, kind: 'COMMITTED', labels, created: t, updated: t, usage } satisfies SnapRecord);
+          tx.put(this.recKey(ns, name), { ...cur, bkey: `${ns}/${await this.nextSeq(tx, ns)}/${name}`, kind: 'COMMITTED', labels, created: t, updated: t, usage } satisfies SnapRecord);
           tx.del(this.recKey(ns, key));
           tx.put(this.idKey(cur.id), { ns, name });
           if (cur.parent) {
