@@ -37,8 +37,6 @@ function algorithm(digest: string): string {
 
 export class Differ {
   constructor(
-    /** where temporary mounts go (containerd: <root>/tmpmounts) */
-    private readonly tmpRoot: string,
     private readonly warn: (msg: string) => void = () => {},
   ) {}
 
@@ -69,7 +67,7 @@ export class Differ {
     const ov = mounts.length === 1 && mounts[0].type === 'overlay' ? overlayPaths(mounts[0].options) : null;
     if (ov) await run(ov.upper, { overlay: true, parents: ov.lowers });
     else if (mounts.length === 0) throw invalidArgument('no mounts to apply the layer to');
-    else await withTempMount(this.tmpRoot, mounts, (root) => run(root, {}));
+    else await withTempMount(mounts, (root) => run(root, {}));
 
     const got = `${alg}:${compressed.digest('hex')}`;
     if (got !== desc.digest) {

@@ -1,6 +1,5 @@
 // The diff service on the bus: containerd's Diff API over the plain library.
 import { createReadStream } from 'node:fs';
-import { join } from 'node:path';
 import { codec, service as grpcService } from '@berth/api';
 import { BusClient, BusServer, namespaceRequired, rpcSubject, type CallContext, type StreamContext } from '@berth/bus';
 import { blobFile } from '@berth/content';
@@ -47,7 +46,7 @@ interface ApplyRequest {
 
 export async function start(env: ServiceEnv): Promise<Stop> {
   const client = new BusClient(env.nc);
-  const differ = new Differ(join(env.root, 'tmpmounts'), (m) => log('diff', m));
+  const differ = new Differ((m) => log('diff', m));
   const bus = await BusServer.start(env.nc, { name: 'diff', node: env.node, metadata: { plugins: JSON.stringify(plugins) } });
   bus.serveGrpc(grpcService('containerd.services.diff.v1.Diff'), {
     Apply: async (req: ApplyRequest, ctx: StreamContext) => {
