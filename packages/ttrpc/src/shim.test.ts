@@ -3,64 +3,19 @@
 // endpoint (TTRPC_ADDRESS) its Go client forwards /tasks/* events to.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, execFileSync, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { chmodSync, constants, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
+import { execFile, execFileSync } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import type net from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { fromAny, service } from '@berth/api';
 import { BerthError, Code } from '@berth/errdefs';
 import { TtrpcClient, TtrpcServer, serveService, serviceClient, type ServerContext, type TypedClient } from './index.js';
+import { alive, killShim, openShimLog, shimAvailable, shimSocket, startShim } from './stockshim.js';
 
 const run = promisify(execFile);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const SHIM = '/usr/bin/containerd-shim-runc-v2';
-const available = existsSync(SHIM) && existsSync('/usr/sbin/runc') && existsSync('/bin/busybox') && process.getuid?.() === 0;
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Pids whose command line carries these exact arguments (this test's unique shim id). */
-function pidsWithArgs(...args: string[]): number[] {
-  const out: number[] = [];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const argv = readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0');
-      if (args.every((a, i) => i % 2 === 1 || argv[argv.indexOf(a) + 1] === args[i + 1])) out.push(Number(d));
-    } catch {}
-  }
-  return out;
-}
-
-/** Runs `start` as containerd does: in the bundle, stdin closed (the shim reads options from it to EOF). */
-function shimStart(args: string[], cwd: string, env: NodeJS.ProcessEnv): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(SHIM, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (c) => (out += c));
-    child.stderr.on('data', (c) => (err += c));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      if (code === 0) resolve(out);
-      else reject(new Error(`shim start exited ${code}: ${out}${err}`));
-    });
-  });
-}
-
-/** containerd's shim socket scheme (runtime/v2/shim SocketAddress): sha256 of address/ns/id. */
-function shimSocket(address: string, ns: string, id: string): string {
-  return `/run/containerd/s/${createHash('sha256').update(join(address, ns, id)).digest('hex')}`;
-}
+const available = shimAvailable && existsSync('/usr/sbin/runc') && existsSync('/bin/busybox');
 
 describe('against the stock containerd-shim-runc-v2', { skip: !available && 'needs root, runc, busybox and containerd-shim-runc-v2', timeout: 60_000 }, () => {
   const ns = `berth-ttrpc-${process.pid}`;
@@ -100,11 +55,7 @@ describe('against the stock containerd-shim-runc-v2', { skip: !available && 'nee
     });
     await events.listen(`${address}.ttrpc`);
 
-    // containerd opens the shim's log fifo before starting it; the shim refuses to run without.
-    execFileSync('mkfifo', [join(bundle, 'log')]);
-    logSock = new net.Socket({ fd: openSync(join(bundle, 'log'), constants.O_RDWR | constants.O_NONBLOCK), readable: true, writable: false });
-    logSock.on('data', (c) => (shimLog += c.toString()));
-    logSock.on('error', () => {});
+    logSock = openShimLog(bundle, (t) => (shimLog += t));
 
     const publish = join(dir, 'publish.sh');
     writeFileSync(publish, `#!/bin/sh\necho "$@" >> ${join(dir, 'publish.log')}\ncat >/dev/null\n`);
@@ -113,11 +64,8 @@ describe('against the stock containerd-shim-runc-v2', { skip: !available && 'nee
 
   after(async () => {
     client?.close();
-    try {
-      shimPid ||= Number(readFileSync(join(bundle, 'shim.pid'), 'utf8'));
-    } catch {}
-    const shims = new Set([shimPid, ...pidsWithArgs('-namespace', ns, '-id', id)].filter((p) => p > 0));
-    for (const p of shims) if (alive(p)) process.kill(p, 'SIGKILL');
+    if (shimPid && alive(shimPid)) process.kill(shimPid, 'SIGKILL');
+    killShim({ bundle, namespace: ns, id });
     await run('runc', ['--root', `/run/containerd/runc/${ns}`, 'delete', '-f', id]).catch(() => {});
     rmSync(`/run/containerd/runc/${ns}`, { recursive: true, force: true });
     rmSync(shimSocket(address, ns, id), { force: true });
@@ -128,11 +76,7 @@ describe('against the stock containerd-shim-runc-v2', { skip: !available && 'nee
   });
 
   test('start prints the socket at containerd\'s address scheme; Connect answers', async () => {
-    const stdout = await shimStart(['-namespace', ns, '-address', address, '-publish-binary', join(dir, 'publish.sh'), '-id', id, 'start'], bundle, {
-      ...process.env,
-      TTRPC_ADDRESS: `${address}.ttrpc`,
-      GOMAXPROCS: '2',
-    });
+    const stdout = await startShim({ bundle, namespace: ns, id, address, publishBinary: join(dir, 'publish.sh') });
     const sock = shimSocket(address, ns, id);
     assert.equal(stdout.trim(), `unix://${sock}`);
     assert.equal(readFileSync(join(bundle, 'address'), 'utf8').trim(), `unix://${sock}`);
