@@ -270,6 +270,7 @@ export class ClientStream implements Pending, AsyncIterable<Buffer> {
     if (!this.opts.clientStreaming) throw new BerthError(Code.FailedPrecondition, 'ttrpc: cannot send data from a non-streaming client');
     if (this.localClosed) throw new BerthError(Code.FailedPrecondition, 'ttrpc: stream closed for sending');
     if (this.remoteClosed) throw await this.response.then(() => closedError(), (e) => e);
+    if (this.channel.closed) throw closedError();
     if (msg.length > MAX_MESSAGE_LENGTH) throw new BerthError(Code.ResourceExhausted, `message length ${msg.length} exceed maximum message size of ${MAX_MESSAGE_LENGTH}`);
     if (!this.channel.writeFrame(this.id, MessageType.Data, 0, msg)) await this.channel.drained();
   }
