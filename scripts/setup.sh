@@ -47,7 +47,8 @@ if [ ! -f "$stamp" ] || ! cmp -s pnpm-lock.yaml "$stamp"; then
   cp pnpm-lock.yaml "$stamp"
 fi
 
-if [ ! -f packages/api/generated/containerd.json ] || [ packages/api/scripts/gen.mjs -nt packages/api/generated/containerd.json ]; then
+gen=packages/api/generated/containerd.json
+if [ ! -f $gen ] || [ packages/api/scripts/gen.mjs -nt $gen ] || [ -n "$(find packages/api/proto -newer $gen -name '*.proto' | head -1)" ]; then
   say "generating the containerd API from Debian's .proto files"
   node packages/api/scripts/gen.mjs >/dev/null
 fi

@@ -32,6 +32,7 @@ const files = [
   `${ctrd}/runtime/v2/runc/options/oci.proto`,
   // Berth's own additions (in this package's proto/ folder)
   'berth/events/v1/replay.proto',
+  'berth/shim/v1/host.proto',
 ];
 
 const missing = files.filter((f) => !includes.some((i) => existsSync(join(i, f))));
