@@ -41,6 +41,7 @@ describe('bus over a real nats-server', () => {
   let sentByServer = 0;
   let cancelled = false;
   let unaryCancel: unknown;
+  let counted = 0;
   const node = 'test.node';
 
   before(async () => {
@@ -55,6 +56,7 @@ describe('bus over a real nats-server', () => {
         if (req.name === 'slow') await sleep(500);
         if (req.name === 'slower') await sleep(800);
         if (req.name === 'crash') throw new TypeError('a bug');
+        if (req.name === 'counted') counted++;
         if (req.name === 'wait-for-cancel') {
           const signal = (ctx as StreamContext).signal;
           await new Promise((resolve) => signal.addEventListener('abort', resolve));
@@ -149,6 +151,17 @@ describe('bus over a real nats-server', () => {
   test('unary: a plain NATS request (no liveness asked) gets the single reply', async () => {
     const m = await cnc.request(subj('Get'), GetReq.encode({ name: 'slower' }), { timeout: 5000 });
     assert.equal(GetRes.decode(m.data).namespace.name, 'slower');
+  });
+
+  test('only a request with an inbox to answer is a call: deliveries onto a service subject are ignored', async () => {
+    // what a JetStream push consumer pointed at a service subject would deliver
+    cnc.publish(subj('Get'), GetReq.encode({ name: 'counted' }));
+    cnc.publish(subj('Get'), GetReq.encode({ name: 'counted' }), { reply: '$JS.ACK.BERTH_EVENTS.c.1.1.1.1.0' });
+    await cnc.flush();
+    await sleep(100);
+    assert.equal(counted, 0);
+    await client.unary(subj('Get'), GetReq.encode({ name: 'counted' }));
+    assert.equal(counted, 1);
   });
 
   test('unary: nobody serving is Unavailable, at once', async () => {

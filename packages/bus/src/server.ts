@@ -85,7 +85,11 @@ export class BusServer {
       subject: this.subject(method),
       metadata,
       handler: (err, msg) => {
-        if (!err) onMsg(msg);
+        // A call is a request that wants its answer in a caller's inbox. Anything else on a service
+        // subject is not a call: e.g. a JetStream push consumer that a subscriber pointed at this
+        // subject (nats-server 2.9 does not check a consumer's deliver subject against its
+        // creator's permissions) delivers stored events here, with a `$JS.ACK` reply or none.
+        if (!err && msg.reply?.startsWith('_INBOX.')) onMsg(msg);
       },
     });
   }
