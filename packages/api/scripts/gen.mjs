@@ -30,6 +30,9 @@ const files = [
   ].map((f) => `${ctrd}/api/${f}.proto`),
   `${ctrd}/runtime/v2/task/shim.proto`,
   `${ctrd}/runtime/v2/runc/options/oci.proto`,
+  // cgroup metrics a shim's Stats answers (as Any), v1 and v2 hierarchies
+  'github.com/containerd/cgroups/stats/v1/metrics.proto',
+  'github.com/containerd/cgroups/v2/stats/metrics.proto',
   // Berth's own additions (in this package's proto/ folder)
   'berth/events/v1/replay.proto',
   'berth/shim/v1/host.proto',
