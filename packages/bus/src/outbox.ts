@@ -12,12 +12,13 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import { jetstream } from '@nats-io/jetstream';
 import { toAny } from '@berth/api';
 import type { Store, Txn } from '@berth/store';
-import { encodeEnvelope, nowEnvelope } from './events.js';
+import { encodeEnvelope, nowEnvelope, type Envelope } from './events.js';
 import { H, headers } from './headers.js';
 import { eventSubject } from './subjects.js';
 import { eventTypes, type Topic } from './topics.js';
 
-const outboxPrefix = '~outbox/';
+/** where the outbox keeps its entries in a service's store (the collector's mutation count reads them) */
+export const outboxPrefix = '~outbox/';
 
 interface Entry {
   /** subject */
@@ -75,7 +76,15 @@ export class Outbox implements EventSink {
 
   /** Queues the event in the transaction's batch; it is published once the batch commits. */
   emit(tx: Txn, namespace: string, topic: Topic, event: Record<string, unknown>): void {
-    const env = nowEnvelope(namespace, topic, toAny(eventTypes[topic], event));
+    this.forward(tx, nowEnvelope(namespace, topic, toAny(eventTypes[topic], event)));
+  }
+
+  /**
+   * Queues an envelope another process made, as it came (its timestamp and event bytes): what a
+   * shim forwards to the tasks service.
+   */
+  forward(tx: Txn, env: Envelope): void {
+    const { namespace, topic } = env;
     const key = outboxPrefix + String(this.seq++).padStart(17, '0');
     tx.put(key, { s: eventSubject(namespace, topic), d: Buffer.from(encodeEnvelope(env)).toString('base64') } satisfies Entry);
     tx.afterCommit(() => {

@@ -54,6 +54,13 @@ export interface Config {
     /** containerd's content_sharing_policy: "shared" (a blob another namespace has is not sent again) or "isolated" */
     sharing_policy: string;
   };
+  tasks: {
+    /**
+     * which shim runs a container's runtime: "berth" (Berth's resident shim host) or "stock"
+     * (Debian's containerd-shim-runc-v2, a process per container, as containerd runs it)
+     */
+    runtimes: Record<string, string>;
+  };
 }
 
 export function defaultConfig(): Config {
@@ -64,9 +71,10 @@ export function defaultConfig(): Config {
     node: hostname(),
     grpc: { address: '/run/berth/berth.sock', mode: '0660', uid: 0, gid: 0, max_recv_message_size: 16 << 20, max_send_message_size: 16 << 20 },
     nats: { url: '', port: 4222, host: '127.0.0.1', max_payload: 20 << 20, credentials_dir: '', tls_ca: '', tls_cert: '', tls_key: '' },
-    services: ['events', 'namespaces', 'content', 'leases', 'images', 'containers', 'snapshot', 'diff', 'gateway'],
+    services: ['events', 'namespaces', 'content', 'leases', 'images', 'containers', 'snapshot', 'diff', 'tasks', 'gateway'],
     events: { max_age: '24h', max_bytes: 1 << 30 },
     content: { sharing_policy: 'shared' },
+    tasks: { runtimes: { 'io.containerd.runc.v2': 'berth', 'io.containerd.runc.v1': 'berth', 'io.containerd.runtime.v1.linux': 'berth' } },
   };
 }
 

@@ -1,0 +1,140 @@
+// Bundles as containerd's runtime v2 lays them out: `<state>/tasks/<namespace>/<id>` holds
+// config.json, rootfs/ (the shim mounts the rootfs there), the `address` file the shim writes
+// and `work` (a link to `<root>/work/<namespace>/<id>`, the runtime's persistent folder). Berth
+// adds `berth.json`: what the tasks service needs to find the shim again after a restart.
+import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { validateIdentifier } from '@berth/identifiers';
+import { unmountAll } from '@berth/snapshot';
+import type { ShimKind } from './runtimes.js';
+
+export interface BundleInfo {
+  namespace: string;
+  id: string;
+  kind: ShimKind;
+  /** the stock shim binary */
+  binary: string;
+  runtime: string;
+}
+
+export class Bundles {
+  constructor(
+    private readonly state: string,
+    private readonly root: string,
+  ) {}
+
+  path(ns: string, id: string): string {
+    return join(this.state, ns, id);
+  }
+
+  private work(ns: string, id: string): string {
+    return join(this.root, ns, id);
+  }
+
+  /** Makes the bundle; a bundle already there is an error (one task per container). */
+  create(info: BundleInfo, spec: Uint8Array): string {
+    const { namespace: ns, id } = info;
+    try {
+      validateIdentifier(id);
+    } catch (e) {
+      throw (e as import('@berth/errdefs').BerthError).wrap(`invalid task id ${id}`);
+    }
+    const path = this.path(ns, id);
+    const work = this.work(ns, id);
+    mkdirSync(dirname(path), { recursive: true, mode: 0o711 });
+    mkdirSync(path, { mode: 0o700 });
+    try {
+      mkdirSync(join(path, 'rootfs'), { mode: 0o711 });
+      mkdirSync(dirname(work), { recursive: true, mode: 0o711 });
+      rmSync(work, { recursive: true, force: true });
+      mkdirSync(work, { mode: 0o711 });
+      symlinkSync(work, join(path, 'work'));
+      writeFileSync(join(path, 'config.json'), withRoot(spec), { mode: 0o666 });
+      writeFileSync(join(path, 'berth.json'), JSON.stringify(info));
+    } catch (e) {
+      rmSync(path, { recursive: true, force: true });
+      throw e;
+    }
+    return path;
+  }
+
+  info(ns: string, id: string): BundleInfo | undefined {
+    try {
+      return JSON.parse(readFileSync(join(this.path(ns, id), 'berth.json'), 'utf8')) as BundleInfo;
+    } catch {
+      return undefined;
+    }
+  }
+
+  exists(ns: string, id: string): boolean {
+    return existsSync(this.path(ns, id));
+  }
+
+  /** Every bundle on disk, as namespace and id. */
+  list(): { namespace: string; id: string }[] {
+    const out: { namespace: string; id: string }[] = [];
+    let namespaces: string[] = [];
+    try {
+      namespaces = readdirSync(this.state);
+    } catch {
+      return out;
+    }
+    for (const ns of namespaces) {
+      let ids: string[] = [];
+      try {
+        ids = readdirSync(join(this.state, ns));
+      } catch {
+        continue;
+      }
+      // a leading dot: a delete that was interrupted (see remove)
+      for (const id of ids) if (id.startsWith('.')) rmSync(join(this.state, ns, id), { recursive: true, force: true });
+      else out.push({ namespace: ns, id });
+    }
+    return out;
+  }
+
+  /** Unmounts the rootfs (in case the shim could not), then removes bundle and work folder. */
+  async remove(ns: string, id: string): Promise<void> {
+    const path = this.path(ns, id);
+    let work: string | undefined;
+    try {
+      work = readlinkSync(join(path, 'work'));
+    } catch {
+      work = undefined;
+    }
+    const rootfs = join(path, 'rootfs');
+    if (existsSync(rootfs)) {
+      await unmountAll(rootfs);
+      // never recursive: were anything still mounted, its files must not go
+      rmdirSync(rootfs);
+    }
+    atomicRemove(path);
+    if (work) atomicRemove(work);
+  }
+}
+
+/** Renamed out of the way first, so a half-removed bundle is never taken for a live one. */
+function atomicRemove(path: string): void {
+  const hidden = join(dirname(path), `.${path.slice(dirname(path).length + 1)}`);
+  try {
+    renameSync(path, hidden);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw e;
+  }
+  rmSync(hidden, { recursive: true, force: true });
+}
+
+/** The spec as the client wrote it; a spec without a root gets containerd's `rootfs`. */
+function withRoot(spec: Uint8Array): Uint8Array {
+  try {
+    const s = JSON.parse(Buffer.from(spec).toString('utf8'));
+    if (s && typeof s === 'object' && !s.root?.path) {
+      s.root = { ...(s.root ?? {}), path: 'rootfs' };
+      return Buffer.from(JSON.stringify(s));
+    }
+  } catch {
+    // not JSON: the shim will say so
+  }
+  return spec;
+}
