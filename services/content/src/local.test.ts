@@ -479,3 +479,29 @@ test('the fast path: a committed blob file, only for namespaces that can see it'
   await assert.rejects(f.content.blobPath(ns, 'sha256:zz'), code(Code.InvalidArgument));
   await f.done();
 });
+
+test('ingestFile: a same-node writer appends to the ingest file itself; the commit still verifies every byte', async () => {
+  const f = await fixture();
+  const { appendFileSync } = await import('node:fs');
+  const data = bytes(3 << 20, 7);
+  const d = digestOf('sha256', data);
+  const a = await f.content.ingestFile(ns, 'layer-a', data.length, d);
+  assert.deepEqual([a.offset, a.shared], [0, false]);
+  appendFileSync(a.path, data.subarray(0, 1 << 20));
+  // resumed: the offset is what the file holds
+  const b = await f.content.ingestFile(ns, 'layer-a', data.length, d);
+  assert.equal(b.offset, 1 << 20);
+  appendFileSync(b.path, data.subarray(1 << 20));
+  const { err } = await writeStream(f.api, ns, [{ action: 'COMMIT', ref: 'layer-a', offset: data.length, total: data.length, expected: d }]);
+  assert.equal(err, undefined);
+  assert.equal((await f.content.info(ns, d)).size, data.length);
+  await assert.rejects(f.content.ingestFile(ns, 'layer-a', data.length, d), code(Code.AlreadyExists));
+  // bytes that are not the expected ones fail the commit
+  const c = await f.content.ingestFile(ns, 'layer-b', 4, digestOf('sha256', Buffer.from('abcd')));
+  appendFileSync(c.path, 'abce');
+  const bad = await writeStream(f.api, ns, [{ action: 'COMMIT', ref: 'layer-b', offset: 4, total: 4, expected: digestOf('sha256', Buffer.from('abcd')) }]);
+  assert.ok(bad.err && code(Code.FailedPrecondition, /unexpected commit digest/)(bad.err));
+  // another namespace's blob: nothing to write
+  const other = await f.content.ingestFile({ namespace: 'other' }, 'layer-a', data.length, d);
+  assert.equal(other.shared, true);
+});

@@ -5,6 +5,7 @@
 // record (labels and times are per namespace). Content committed in one namespace can be
 // committed into another without sending the bytes again when the writer names the expected
 // digest up front (containerd's default "shared" policy); otherwise the bytes must be written.
+import { join } from 'node:path';
 import { namespaceRequired, type EventSink, type LeaseRefs, type NamespaceGuard } from '@berth/bus';
 import { nowTimestamp, type Timestamp } from '@berth/api';
 import { alreadyExists, BerthError, Code, failedPrecondition, invalidArgument, notFound } from '@berth/errdefs';
@@ -249,6 +250,21 @@ export class Content {
     return new NamespacedWriter(this, ns, lease, ref, bref, backend, shared ?? { digest: '', size: total }, storedTime(record.started));
   }
 
+  /**
+   * The same-node fast path for writers: opens (or resumes) the ingest `ref` as `writer` does,
+   * leases and all, then leaves it and answers where its data file is and how much it holds. The
+   * caller appends to that file itself and commits through an ordinary Write (which rehashes the
+   * data on opening, so every byte is still verified here). `shared` means the namespace can
+   * take another namespace's blob: nothing to write, just commit.
+   */
+  async ingestFile(ctx: Ctx, ref: string, total: number, expected = ''): Promise<{ path: string; offset: number; shared: boolean }> {
+    const w = await this.writer(ctx, ref, total, expected);
+    const st = w.status();
+    const path = w.dataPath();
+    await w.close();
+    return { path: path ?? '', offset: st.offset, shared: path === undefined };
+  }
+
   /** @internal the metadata half of a commit: the namespace's record, the ingest gone, leases. */
   async recordCommit(ns: string, lease: string | undefined, ref: string, digest: string, size: number, labels: Labels): Promise<void> {
     // the content's lease reference before the record, the ingest's after: never unreferenced
@@ -363,6 +379,11 @@ export class NamespacedWriter {
     }
     this.committed = actual;
     await this.content.recordCommit(this.namespace, this.lease, this.ref, actual, size, labels ?? {});
+  }
+
+  /** the ingest's data file, when there is an ingest (a shared blob has none) */
+  dataPath(): string | undefined {
+    return this.backend ? join(this.backend.path, 'data') : undefined;
   }
 
   /** Ends this session; the ingest stays, resumable. */

@@ -9,7 +9,7 @@ import type { ServiceEnv, Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
 import { ContentApi } from './api.js';
 import { BlobStore } from './blobs.js';
-import { blobPathMethod } from './client.js';
+import { blobPathMethod, ingestFileMethod } from './client.js';
 import { Content, type ContentOptions } from './local.js';
 import { ContentStore } from './store.js';
 
@@ -51,6 +51,14 @@ export async function start(env: ServiceEnv, opts: ContentOptions = {}): Promise
   });
   // JSON in and out: for other Berth services on this node, not part of containerd's API
   bus.raw(blobPathMethod, async (data, ctx) => json(await content.blobPath(ctx, parse<{ digest?: string }>(data).digest ?? '')), { json: 'true' });
+  bus.raw(
+    ingestFileMethod,
+    async (data, ctx) => {
+      const r = parse<{ ref?: string; total?: number; expected?: string }>(data);
+      return json(await content.ingestFile(ctx, r.ref ?? '', Number(r.total ?? 0), r.expected ?? ''));
+    },
+    { json: 'true' },
+  );
   guard.serve(bus);
   return async () => {
     outbox.stop();
