@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { metadata, unary } from './grpc.js';
 import { ctr, repo, run, shared, sleep, startStack, until, type Stack } from './harness.js';
 
 const registry = process.env.REGISTRY ?? '127.0.0.1:5000';
@@ -56,6 +57,11 @@ async function taskPid(sock: string, ns: string, id: string): Promise<number> {
   return Number(line?.split(/\s+/)[1] ?? 0);
 }
 
+/** Berth's shim host outlives the stack by design: a test ends the one its stack started. */
+async function endShimHost(stack: Stack | undefined): Promise<void> {
+  if (stack) await run('sh', ['-c', `pkill -KILL -f -- "main.js host --state ${join(stack.state, 'shim')} " ; true`]);
+}
+
 async function status(sock: string, ns: string, id: string): Promise<string> {
   const ls = await ctr(sock, '-n', ns, 'tasks', 'ls');
   return ls.stdout.split('\n').find((l) => l.split(/\s+/)[0] === id)?.split(/\s+/)[2] ?? '';
@@ -88,6 +94,7 @@ for (const kind of ['stock', 'berth'] as const) {
         await C('tasks', 'rm', '-f', t);
       }
       await stack?.stop();
+      await endShimHost(stack);
       rmSync(tmp, { recursive: true, force: true });
     });
 
@@ -186,6 +193,102 @@ for (const kind of ['stock', 'berth'] as const) {
       assert.match(calls, /\bcreate\b.*w1/);
       assert.match(calls, /\bstart\b.*w1/);
       assert.match(calls, /\bdelete\b.*w1/);
+    });
+  });
+}
+
+for (const kind of ['stock', 'berth'] as const) {
+  describe(`recovery with the ${kind} shim: kill -9 of the tasks service while containers run`, { skip: (!runnable && 'needs root and runc') || (kind === 'berth' && !hostBuilt && 'shim/ is not built'), timeout: 300_000 }, () => {
+    let stack: Stack;
+    let registryUp = false;
+    const ns = `it-recover-${kind}-${process.pid}`;
+    const tmp = mkdtempSync('/tmp/berth-tasks-rec-');
+    let C: (...args: string[]) => ReturnType<typeof ctr>;
+
+    before(async () => {
+      const reg = run(join(shared, 'testenv', 'registry.sh'), ['start'], { timeout: 300_000 });
+      stack = await startStack({ config: config(tmp, kind) });
+      C = (...args) => ctr(stack.sock, '-n', ns, ...args);
+      registryUp = (await reg).code === 0;
+      if (registryUp) assert.equal((await C('images', 'pull', '--plain-http', BB)).code, 0);
+    });
+    after(async () => {
+      for (const t of (await C('tasks', 'ls', '-q')).stdout.split('\n').filter(Boolean)) {
+        await C('tasks', 'kill', '-a', '-s', 'KILL', t);
+        await sleep(200);
+        await C('tasks', 'rm', '-f', t);
+      }
+      await stack?.stop();
+      await endShimHost(stack);
+      rmSync(tmp, { recursive: true, force: true });
+    });
+
+    test('the 4 running answer exec, metrics, kill and wait afterwards; the exit meanwhile is reported once, with its status', async (t) => {
+      if (!registryUp) return t.skip('no local registry');
+      for (const id of ['k1', 'k2', 'k3', 'k4']) assert.equal((await C('run', '-d', BB, id, 'sleep', '300')).code, 0);
+      // exits 3 on SIGTERM (as pid 1 it has to ask for the signal)
+      assert.equal((await C('run', '-d', BB, 'k5', 'sh', '-c', 'trap "exit 3" TERM; while :; do sleep 0.1; done')).code, 0);
+      const k5 = await taskPid(stack.sock, ns, 'k5');
+      const events = watchEvents(stack.sock, ns);
+      await sleep(500);
+      const before = stack.pid('tasks');
+      process.kill(before, 'SIGKILL');
+      process.kill(k5, 'SIGTERM'); // while the tasks service is down
+      await until(async () => !alive(k5), 5000, 'k5 exited');
+      await until(async () => stack.pid('tasks') !== before && (await C('tasks', 'ls')).code === 0, 20_000, 'tasks service back');
+      for (const id of ['k1', 'k2', 'k3', 'k4']) {
+        assert.equal(await status(stack.sock, ns, id), 'RUNNING', id);
+        const ex = await C('tasks', 'exec', '--exec-id', `x-${id}`, id, 'echo', `still-${id}`);
+        assert.equal(ex.stdout, `still-${id}\n`, ex.stderr);
+        const m = await C('tasks', 'metrics', id);
+        assert.equal(m.code, 0, m.stderr);
+        assert.match(m.stdout, new RegExp(`^${id}\\s`, 'm'));
+      }
+      await until(async () => (await status(stack.sock, ns, 'k5')) === 'STOPPED', 5000, 'k5 STOPPED');
+      // Wait and Kill through the API after the restart
+      const md = metadata(ns);
+      const waiting = unary(stack.sock, '/containerd.services.tasks.v1.Tasks/Wait', { container_id: 'k1' }, md);
+      await sleep(200);
+      assert.equal((await C('tasks', 'kill', '-s', 'KILL', 'k1')).code, 0);
+      assert.equal((await waiting).exit_status, 137);
+      // the stock shim retries a forward it could not make for up to 15 s; give retries time to arrive
+      await sleep(kind === 'stock' ? 4000 : 1500);
+      await events.stop();
+      const exits = events.lines().filter((l) => l.includes('/tasks/exit') && l.includes('"container_id":"k5"'));
+      assert.equal(exits.length, 1, exits.join('\n'));
+      assert.match(exits[0]!, /"exit_status":3\b/);
+      const rm = await C('tasks', 'rm', 'k5');
+      assert.equal(rm.code, 0, rm.stderr);
+      assert.match(stack.output() + readFileSync(join(stack.state, 'logs', 'tasks.log'), 'utf8'), /serving 5 tasks again/);
+    });
+
+    test('a reboot (the state folder emptied, the shims gone): the tasks are reported exited and their bundles go', async (t) => {
+      if (!registryUp) return t.skip('no local registry');
+      // b1 alone runs: the reboot below takes only it down
+      for (const id of (await C('tasks', 'ls', '-q')).stdout.split('\n').filter(Boolean)) {
+        await C('tasks', 'kill', '-s', 'KILL', id);
+        await until(async () => (await status(stack.sock, ns, id)) === 'STOPPED', 5000, `${id} STOPPED`);
+        assert.equal((await C('tasks', 'rm', id)).code, 0);
+      }
+      assert.equal((await C('run', '-d', BB, 'b1', 'sleep', '300')).code, 0);
+      const pid = await taskPid(stack.sock, ns, 'b1');
+      await stack.stop(true);
+      // what a reboot does to the containers, their shims and /run
+      process.kill(pid, 'SIGKILL');
+      await run('sh', ['-c', `pkill -KILL -f -- "-namespace ${ns} .*-id b1 " ; true`]);
+      await endShimHost(stack);
+      await run('runc', ['--root', `/run/containerd/runc/${ns}`, 'delete', '-f', 'b1']);
+      await until(async () => !alive(pid), 5000, 'b1 gone');
+      const rootfs = join(stack.state, 'tasks', ns, 'b1', 'rootfs');
+      await run('umount', [rootfs]);
+      rmSync(join(stack.state, 'tasks'), { recursive: true, force: true });
+      stack = await startStack({ config: config(tmp, kind), dir: stack.dir });
+      await until(async () => /task \S+\/b1: bundle gone \(reboot\?\): reported exited/.test(readFileSync(join(stack.state, 'logs', 'tasks.log'), 'utf8')), 10_000, 'b1 reported exited');
+      assert.equal((await C('tasks', 'ls', '-q')).stdout.includes('b1'), false);
+      assert.equal(existsSync(join(stack.state, 'tasks', ns, 'b1')), false);
+      // a fresh task of the same container runs
+      const again = await C('tasks', 'start', '-d', 'b1');
+      assert.equal(again.code, 0, again.stderr);
     });
   });
 }
