@@ -1,0 +1,92 @@
+// runc through child_process (no execa: DESIGN measured its import cost), the way containerd's
+// go-runc drives it: a JSON log file per bundle, whose last error becomes the call's error.
+import { spawn, type StdioOptions } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import type { Reaper } from '@berth/native';
+import { BerthError, Code, notFound } from '@berth/errdefs';
+
+export interface RuncConfig {
+  /** BinaryName of the runc options; `runc` (from PATH) when empty */
+  binary: string;
+  /** --root: runc's state folder */
+  root: string;
+  /** --log: the bundle's log.json */
+  log: string;
+  systemdCgroup: boolean;
+}
+
+export interface RunOptions {
+  /** fds (or 'ignore') that runc gets as 0, 1, 2: in pass-through mode they become the container's */
+  stdio?: [number | 'ignore', number | 'ignore', number | 'ignore'];
+  /** written to runc's stdin (then closed); excludes stdio[0] */
+  input?: string;
+  /** capture stdout (for ps, state) */
+  output?: boolean;
+}
+
+export class Runc {
+  constructor(
+    readonly config: RuncConfig,
+    private readonly reaper: Reaper,
+  ) {}
+
+  private globals(): string[] {
+    const g = ['--root', this.config.root, '--log', this.config.log, '--log-format', 'json'];
+    if (this.config.systemdCgroup) g.push('--systemd-cgroup');
+    return g;
+  }
+
+  /** Runs `runc <globals> ...args`; resolves with stdout when asked, rejects with runc's last logged error. */
+  run(args: string[], o: RunOptions = {}): Promise<string> {
+    const stdio: StdioOptions = [
+      o.input !== undefined ? 'pipe' : (o.stdio?.[0] ?? 'ignore'),
+      o.output ? 'pipe' : (o.stdio?.[1] ?? 'ignore'),
+      o.stdio ? o.stdio[2] : 'pipe',
+    ];
+    const started = Date.now();
+    return new Promise((resolve, reject) => {
+      const child = spawn(this.config.binary || 'runc', [...this.globals(), ...args], { stdio });
+      this.reaper.track(child);
+      let out = '';
+      let err = '';
+      child.stdout?.setEncoding('utf8').on('data', (c: string) => (out += c));
+      child.stderr?.setEncoding('utf8').on('data', (c: string) => (err += c));
+      if (o.input !== undefined) child.stdin!.end(o.input);
+      child.on('error', (e) => reject(new BerthError(Code.Unknown, `runc ${args[0]}: ${e.message}`, { cause: e })));
+      child.on('close', (code, signal) => {
+        if (code === 0) return resolve(out);
+        void this.lastError(started).then((logged) => {
+          const why = logged ?? (err.trim() || `exit ${code ?? signal}`);
+          reject(runcError(args[0]!, why));
+        });
+      });
+    });
+  }
+
+  /** The last error runc logged since `since` (its log.json holds one JSON object per line). */
+  private async lastError(since: number): Promise<string | undefined> {
+    let text: string;
+    try {
+      text = await readFile(this.config.log, 'utf8');
+    } catch {
+      return undefined;
+    }
+    const lines = text.trimEnd().split('\n');
+    for (let i = lines.length - 1; i >= 0; i--) {
+      try {
+        const l = JSON.parse(lines[i]!) as { level?: string; msg?: string; time?: string };
+        if (l.time && Date.parse(l.time) < since - 1000) return undefined;
+        if (l.level === 'error' && l.msg) return l.msg;
+      } catch {}
+    }
+    return undefined;
+  }
+}
+
+function runcError(cmd: string, why: string): BerthError {
+  // runc's wording for a container or process that is gone: containerd reports NotFound then
+  if (/container does not exist|not exist|no such process|process already finished/i.test(why)) {
+    return notFound(`runc ${cmd}: ${why}`);
+  }
+  return new BerthError(Code.Unknown, `runc did not terminate successfully: ${cmd}: ${why}`);
+}
