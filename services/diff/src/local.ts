@@ -1,8 +1,9 @@
 // The diff service's logic, without NATS: Apply (a layer blob onto mounts) as containerd's
 // fsApplier with the walking differ's behaviour.
-import { createHash } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import { BerthError, failedPrecondition, invalidArgument } from '@berth/errdefs';
 import type { MountSpec } from '@berth/native';
+import { offThreadHash, type OffThreadHash } from './hasher.js';
 import { applyLayer, type ApplyOptions } from './apply.js';
 import { decompress, diffCompression, noProcessor } from './decompress.js';
 import { overlayPaths, withTempMount } from './mounts.js';
@@ -18,13 +19,12 @@ export interface Descriptor {
 export const mediaTypeLayer = 'application/vnd.oci.image.layer.v1.tar';
 
 /** Where a blob's bytes come from: its file on this node, or the content service's Read stream. */
-export type BlobOpener = (digest: string) => Promise<AsyncIterable<Buffer>>;
+export type BlobOpener = (digest: string) => Promise<Readable>;
 
-/** Counts and hashes what passes. */
-async function* tap(src: AsyncIterable<Buffer>, hash: ReturnType<typeof createHash>, count: { n: number }): AsyncGenerator<Buffer> {
+/** Hashes what passes. */
+async function* tap(src: AsyncIterable<Buffer>, hash: OffThreadHash): AsyncGenerator<Buffer> {
   for await (const c of src) {
     hash.update(c);
-    count.n += c.length;
     yield c;
   }
 }
@@ -33,6 +33,16 @@ function algorithm(digest: string): string {
   const alg = digest.slice(0, digest.indexOf(':'));
   if (alg !== 'sha256' && alg !== 'sha512' && alg !== 'sha384') throw invalidArgument(`unsupported digest algorithm: ${alg}`);
   return alg;
+}
+
+/**
+ * A single read-write bind mount (a snapshot without parent) shows its source folder as it is:
+ * writing there directly is what writing through a temporary bind mount would do, without the
+ * mount and the unmount (about 0.1 s a layer here).
+ */
+function writableBind(mounts: readonly MountSpec[]): boolean {
+  if (mounts.length !== 1 || mounts[0].type !== 'bind') return false;
+  return !mounts[0].options.some((o) => o === 'ro' || o === 'remount');
 }
 
 export class Differ {
@@ -53,11 +63,16 @@ export class Differ {
     });
     if (diffCompression(desc.media_type) === null) throw noProcessor(desc.media_type);
 
-    const compressed = createHash(alg);
-    const uncompressed = createHash('sha256');
-    const cCount = { n: 0 };
-    const uCount = { n: 0 };
-    const tarStream = tap(decompress(tap(raw, compressed, cCount), desc.media_type), uncompressed, uCount);
+    const compressed = offThreadHash(alg);
+    const uncompressed = offThreadHash('sha256');
+    let decompressed: AsyncIterable<Buffer>;
+    try {
+      decompressed = await decompress(raw, desc.media_type, (c) => compressed.update(c));
+    } catch (e) {
+      raw.destroy();
+      throw e;
+    }
+    const tarStream = tap(decompressed, uncompressed);
     const tar = new TarReader(tarStream);
     const run = async (root: string, opts: ApplyOptions) => {
       await applyLayer(root, tar, { ...opts, signal, warn: this.warn });
@@ -67,12 +82,13 @@ export class Differ {
     const ov = mounts.length === 1 && mounts[0].type === 'overlay' ? overlayPaths(mounts[0].options) : null;
     if (ov) await run(ov.upper, { overlay: true, parents: ov.lowers });
     else if (mounts.length === 0) throw invalidArgument('no mounts to apply the layer to');
+    else if (writableBind(mounts)) await run(mounts[0].source, {});
     else await withTempMount(mounts, (root) => run(root, {}));
 
-    const got = `${alg}:${compressed.digest('hex')}`;
+    const [got, udigest] = await Promise.all([compressed.digest(), uncompressed.digest()]);
     if (got !== desc.digest) {
-      throw failedPrecondition(`content ${desc.digest} does not match its descriptor: read ${cCount.n} bytes with digest ${got}`);
+      throw failedPrecondition(`content ${desc.digest} does not match its descriptor: read ${compressed.bytes} bytes with digest ${got}`);
     }
-    return { media_type: mediaTypeLayer, digest: `sha256:${uncompressed.digest('hex')}`, size: uCount.n };
+    return { media_type: mediaTypeLayer, digest: udigest, size: uncompressed.bytes };
   }
 }

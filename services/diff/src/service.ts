@@ -1,5 +1,6 @@
 // The diff service on the bus: containerd's Diff API over the plain library.
 import { createReadStream } from 'node:fs';
+import { Readable } from 'node:stream';
 import { codec, service as grpcService } from '@berth/api';
 import { BusClient, BusServer, namespaceRequired, rpcSubject, type CallContext, type StreamContext } from '@berth/bus';
 import { blobFile } from '@berth/content';
@@ -30,12 +31,15 @@ export function blobOpener(bus: BusClient, node: string, ctx: CallContext): Blob
       if (!isCode(e, Code.Unavailable) && !isCode(e, Code.Unimplemented)) throw e;
     }
     const ch = await bus.open(rpcSubject(node, 'content', 'Read'), 'server', readRequest.encode({ digest }), ctx);
-    return (async function* () {
-      for await (const m of ch) {
-        const d = readResponse.decode(m).data;
-        yield Buffer.from(d.buffer, d.byteOffset, d.byteLength);
-      }
-    })();
+    return Readable.from(
+      (async function* () {
+        for await (const m of ch) {
+          const d = readResponse.decode(m).data;
+          yield Buffer.from(d.buffer, d.byteOffset, d.byteLength);
+        }
+      })(),
+      { objectMode: false },
+    );
   };
 }
 
@@ -52,7 +56,9 @@ export async function start(env: ServiceEnv): Promise<Stop> {
     Apply: async (req: ApplyRequest, ctx: StreamContext) => {
       namespaceRequired(ctx);
       const desc = req.diff ?? { media_type: '', digest: '', size: 0 };
+      const t0 = performance.now();
       const applied = await differ.apply(blobOpener(client, env.node, ctx), desc, req.mounts ?? [], ctx.signal);
+      if (process.env.BERTH_DIFF_TRACE) log('diff', `diff applied d=${(performance.now() - t0).toFixed(1)}ms digest=${desc.digest} size=${desc.size}`);
       return { applied };
     },
   });
