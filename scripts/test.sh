@@ -6,6 +6,6 @@ set -euo pipefail
 top=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)
 cd "$top"
 "$top/scripts/setup.sh"
-mapfile -t files < <(find packages services test -path '*/node_modules' -prune -o -path '*/dist/*' -name '*.test.js' -print | sort)
+mapfile -t files < <(find packages services shim test -path '*/node_modules' -prune -o -path '*/dist/*' -name '*.test.js' -print | sort)
 [ ${#files[@]} -gt 0 ] || { echo "test: no test files found" >&2; exit 1; }
 exec node --test --test-reporter=spec --test-concurrency=1 "${files[@]}"

@@ -5,6 +5,8 @@ import { readFile } from 'node:fs/promises';
 import type { Reaper } from '@berth/native';
 import { BerthError, Code, notFound } from '@berth/errdefs';
 
+const trace = !!process.env.BERTH_SHIM_TRACE;
+
 export interface RuncConfig {
   /** BinaryName of the runc options; `runc` (from PATH) when empty */
   binary: string;
@@ -54,6 +56,7 @@ export class Runc {
       if (o.input !== undefined) child.stdin!.end(o.input);
       child.on('error', (e) => reject(new BerthError(Code.Unknown, `runc ${args[0]}: ${e.message}`, { cause: e })));
       child.on('close', (code, signal) => {
+        if (trace) process.stderr.write(`trace: runc ${args[0]} ${Date.now() - started} ms\n`);
         if (code === 0) return resolve(out);
         void this.lastError(started).then((logged) => {
           const why = logged ?? (err.trim() || `exit ${code ?? signal}`);
