@@ -1,16 +1,19 @@
-// The hashing thread of hasher.ts: digests of streams whose chunks it is sent.
-import { createHash, type Hash } from 'node:crypto';
+// The hashing thread of hasher.ts: the digest of a file, read here from the page cache, so
+// nothing is copied between threads.
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 
-type Msg = { id: number; alg?: string; chunk?: Uint8Array; end?: boolean };
-
-const hashes = new Map<number, Hash>();
-parentPort!.on('message', (m: Msg) => {
-  if (m.alg) hashes.set(m.id, createHash(m.alg));
-  if (m.chunk) hashes.get(m.id)?.update(m.chunk);
-  if (m.end) {
-    const h = hashes.get(m.id);
-    hashes.delete(m.id);
-    parentPort!.postMessage({ id: m.id, hex: h ? h.digest('hex') : '' });
+parentPort!.on('message', async (m: { id: number; alg: string; path: string }) => {
+  try {
+    const h = createHash(m.alg);
+    let bytes = 0;
+    for await (const c of createReadStream(m.path, { highWaterMark: 1 << 20 })) {
+      h.update(c as Buffer);
+      bytes += (c as Buffer).length;
+    }
+    parentPort!.postMessage({ id: m.id, hex: h.digest('hex'), bytes });
+  } catch (e) {
+    parentPort!.postMessage({ id: m.id, error: (e as Error).message });
   }
 });

@@ -1,9 +1,10 @@
 // The diff service's logic, without NATS: Apply (a layer blob onto mounts) as containerd's
 // fsApplier with the walking differ's behaviour.
+import { createHash, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { BerthError, failedPrecondition, invalidArgument } from '@berth/errdefs';
 import type { MountSpec } from '@berth/native';
-import { offThreadHash, type OffThreadHash } from './hasher.js';
+import { hashFile } from './hasher.js';
 import { applyLayer, type ApplyOptions } from './apply.js';
 import { decompress, diffCompression, noProcessor } from './decompress.js';
 import { overlayPaths, withTempMount } from './mounts.js';
@@ -18,13 +19,17 @@ export interface Descriptor {
 
 export const mediaTypeLayer = 'application/vnd.oci.image.layer.v1.tar';
 
-/** Where a blob's bytes come from: its file on this node, or the content service's Read stream. */
-export type BlobOpener = (digest: string) => Promise<Readable>;
+/**
+ * Where a blob's bytes come from: its file on this node (`path`), or the content service's Read
+ * stream.
+ */
+export type BlobOpener = (digest: string) => Promise<{ stream: Readable; path?: string }>;
 
-/** Hashes what passes. */
-async function* tap(src: AsyncIterable<Buffer>, hash: OffThreadHash): AsyncGenerator<Buffer> {
+/** Counts and hashes what passes. */
+async function* tap(src: AsyncIterable<Buffer>, hash: Hash, count: { n: number }): AsyncGenerator<Buffer> {
   for await (const c of src) {
     hash.update(c);
+    count.n += c.length;
     yield c;
   }
 }
@@ -58,21 +63,33 @@ export class Differ {
   async apply(open: BlobOpener, desc: Descriptor, mounts: readonly MountSpec[], signal?: AbortSignal): Promise<Descriptor> {
     if (!desc?.digest) throw invalidArgument('descriptor digest is required');
     const alg = algorithm(desc.digest);
-    const raw = await open(desc.digest).catch((e: unknown) => {
+    const blob = await open(desc.digest).catch((e: unknown) => {
       throw e instanceof BerthError ? e.wrap('failed to get reader from content store') : e;
     });
-    if (diffCompression(desc.media_type) === null) throw noProcessor(desc.media_type);
+    const raw = blob.stream;
+    if (diffCompression(desc.media_type) === null) {
+      raw.destroy();
+      throw noProcessor(desc.media_type);
+    }
 
-    const compressed = offThreadHash(alg);
-    const uncompressed = offThreadHash('sha256');
+    // the blob's own digest: from its file on a thread beside this one, else as it streams by
+    const inline = blob.path ? null : createHash(alg);
+    let inlineBytes = 0;
+    const fileDigest = blob.path ? hashFile(blob.path, alg) : null;
+    fileDigest?.catch(() => {});
+    const uncompressed = createHash('sha256');
+    const uCount = { n: 0 };
     let decompressed: AsyncIterable<Buffer>;
     try {
-      decompressed = await decompress(raw, desc.media_type, (c) => compressed.update(c));
+      decompressed = await decompress(raw, desc.media_type, (c) => {
+        inline?.update(c);
+        inlineBytes += c.length;
+      });
     } catch (e) {
       raw.destroy();
       throw e;
     }
-    const tarStream = tap(decompressed, uncompressed);
+    const tarStream = tap(decompressed, uncompressed, uCount);
     const tar = new TarReader(tarStream);
     const run = async (root: string, opts: ApplyOptions) => {
       await applyLayer(root, tar, { ...opts, signal, warn: this.warn });
@@ -85,10 +102,10 @@ export class Differ {
     else if (writableBind(mounts)) await run(mounts[0].source, {});
     else await withTempMount(mounts, (root) => run(root, {}));
 
-    const [got, udigest] = await Promise.all([compressed.digest(), uncompressed.digest()]);
-    if (got !== desc.digest) {
-      throw failedPrecondition(`content ${desc.digest} does not match its descriptor: read ${compressed.bytes} bytes with digest ${got}`);
+    const got = fileDigest ? await fileDigest : { digest: `${alg}:${inline!.digest('hex')}`, bytes: inlineBytes };
+    if (got.digest !== desc.digest) {
+      throw failedPrecondition(`content ${desc.digest} does not match its descriptor: read ${got.bytes} bytes with digest ${got.digest}`);
     }
-    return { media_type: mediaTypeLayer, digest: udigest, size: uncompressed.bytes };
+    return { media_type: mediaTypeLayer, digest: `sha256:${uncompressed.digest('hex')}`, size: uCount.n };
   }
 }

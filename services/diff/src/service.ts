@@ -26,12 +26,12 @@ export function blobOpener(bus: BusClient, node: string, ctx: CallContext): Blob
   return async (digest) => {
     try {
       const f = await blobFile(bus, node, digest, ctx);
-      return createReadStream(f.path, { highWaterMark: 1 << 20 });
+      return { stream: createReadStream(f.path, { highWaterMark: 1 << 20 }), path: f.path };
     } catch (e) {
       if (!isCode(e, Code.Unavailable) && !isCode(e, Code.Unimplemented)) throw e;
     }
     const ch = await bus.open(rpcSubject(node, 'content', 'Read'), 'server', readRequest.encode({ digest }), ctx);
-    return Readable.from(
+    const stream = Readable.from(
       (async function* () {
         for await (const m of ch) {
           const d = readResponse.decode(m).data;
@@ -40,6 +40,7 @@ export function blobOpener(bus: BusClient, node: string, ctx: CallContext): Blob
       })(),
       { objectMode: false },
     );
+    return { stream };
   };
 }
 
