@@ -9,3 +9,4 @@ export * from './usage.js';
 export * from './topics.js';
 export * from './leases.js';
 export * from './outbox.js';
+export * from './gc.js';

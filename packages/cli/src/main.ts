@@ -3,12 +3,18 @@
 import { parseArgs } from 'node:util';
 import { configToml, defaultConfig, loadConfig, type Config } from '@berth/kit';
 import { eventsCommand } from './events.js';
+import { imagesCommand, pullCommand, rmiCommand } from './images.js';
+import { gcCommand } from './gc.js';
 import { startStack } from './supervisor.js';
 
 const usage = `usage:
   berth up [--config FILE] [--root DIR] [--state DIR] [--address SOCK] [--node ID] [--nats-url URL | --nats-port N]
   berth config default
   berth events [--address SOCK] [--since-seq N | --since TIME] [--follow] [--json] [FILTER...]
+  berth gc [--address SOCK] [--json]   (a garbage collection now, and its figures)
+  berth pull [-a SOCK] [-n NS] [--platform P]... [--all-platforms] [--plain-http] [-u USER:PASS] REF
+  berth images [-a SOCK] [-n NS] [-q] [FILTER...]
+  berth rmi [-a SOCK] [-n NS] REF...
   berth test                 (run by bin/berth: the whole test suite)`;
 
 function say(msg: string): void {
@@ -61,6 +67,10 @@ const [cmd, ...rest] = process.argv.slice(2);
 try {
   if (cmd === 'up') await up(rest);
   else if (cmd === 'events') await eventsCommand(rest);
+  else if (cmd === 'pull') await pullCommand(rest);
+  else if (cmd === 'images') await imagesCommand(rest);
+  else if (cmd === 'rmi') await rmiCommand(rest);
+  else if (cmd === 'gc') await gcCommand(rest);
   else if (cmd === 'config' && rest[0] === 'default') process.stdout.write(configToml(defaultConfig()));
   else {
     console.error(usage);

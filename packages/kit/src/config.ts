@@ -54,6 +54,21 @@ export interface Config {
     /** containerd's content_sharing_policy: "shared" (a blob another namespace has is not sent again) or "isolated" */
     sharing_policy: string;
   };
+  /**
+   * garbage collection (services/gc): containerd's [plugins."io.containerd.gc.v1.scheduler"]
+   * settings under their names, durations as Go writes them ("100ms", "1m"), plus Berth's own
+   */
+  gc: {
+    pause_threshold: number;
+    deletion_threshold: number;
+    mutation_threshold: number;
+    schedule_delay: string;
+    startup_delay: string;
+    /** Berth: collect at least this often, so what expired (a lease's gc.expire) goes without waiting for a deletion; "0" never */
+    interval: string;
+    /** Berth: how long services hold writes for one collection at most before its barrier lapses by itself */
+    barrier_timeout: string;
+  };
   tasks: {
     /**
      * which shim runs a container's runtime: "berth" (Berth's resident shim host) or "stock"
@@ -71,9 +86,10 @@ export function defaultConfig(): Config {
     node: hostname(),
     grpc: { address: '/run/berth/berth.sock', mode: '0660', uid: 0, gid: 0, max_recv_message_size: 16 << 20, max_send_message_size: 16 << 20 },
     nats: { url: '', port: 4222, host: '127.0.0.1', max_payload: 20 << 20, credentials_dir: '', tls_ca: '', tls_cert: '', tls_key: '' },
-    services: ['events', 'namespaces', 'content', 'leases', 'images', 'containers', 'snapshot', 'diff', 'tasks', 'gateway'],
+    services: ['events', 'namespaces', 'content', 'leases', 'images', 'containers', 'snapshot', 'diff', 'tasks', 'gc', 'gateway'],
     events: { max_age: '24h', max_bytes: 1 << 30 },
     content: { sharing_policy: 'shared' },
+    gc: { pause_threshold: 0.02, deletion_threshold: 0, mutation_threshold: 100, schedule_delay: '0ms', startup_delay: '100ms', interval: '1m', barrier_timeout: '10s' },
     tasks: { runtimes: { 'io.containerd.runc.v2': 'berth', 'io.containerd.runc.v1': 'berth', 'io.containerd.runtime.v1.linux': 'berth' } },
   };
 }

@@ -80,7 +80,8 @@ export function permissionsFor(p: Principal, node: string): Permissions {
       return {
         publish: { allow: readHistory },
         // a queue subscription in the events service's mirror group would steal its work
-        subscribe: { allow: ['berth.events.>', 'berth.json.events.>', inbox], deny: ['> berth-json'] },
+        // berth.progress.>: a pull's per-layer progress (the images service's Transfer API)
+        subscribe: { allow: ['berth.events.>', 'berth.json.events.>', 'berth.gc.>', 'berth.progress.>', inbox], deny: ['> berth-json'] },
       };
     case 'gateway':
       return {
@@ -98,6 +99,10 @@ export function permissionsFor(p: Principal, node: string): Permissions {
         subscribe: { allow: [`berth.${node}.${p.name}.v1.>`, inbox, ...micro(`berth-${p.name}`)] },
         allow_responses: true,
       };
+      // the collector publishes each collection's figures as JSON (berth.gc.<node>.collected)
+      if (p.name === 'gc') perms.publish.allow.push(`berth.gc.${node}.>`);
+      // a pull publishes its progress on a subject of its own (berth.progress.<node>.<pull id>)
+      if (p.name === 'images') perms.publish.allow.push(`berth.progress.${node}.>`);
       if (p.role === 'events') {
         // the events path: relays, mirrors as JSON, keeps the stream and reads it for Replay
         perms.publish.allow = [...new Set([...perms.publish.allow, 'berth.json.events.>', `$JS.API.STREAM.*.${eventStream}`, `$JS.API.STREAM.MSG.*.${eventStream}`, ...readHistory, `$JS.API.CONSUMER.DELETE.${eventStream}.*`])];

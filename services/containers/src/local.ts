@@ -4,8 +4,8 @@
 import { BerthError, Code, alreadyExists, invalidArgument, notFound, toBerthError } from '@berth/errdefs';
 import { parseAll, type Filter } from '@berth/filters';
 import { validateIdentifier, validateLabel } from '@berth/identifiers';
-import { key, prefix, type Store } from '@berth/store';
-import type { EventSink, NamespaceGuard } from '@berth/bus';
+import { key, prefix, unescapePart, type Store } from '@berth/store';
+import type { EventSink, GcRecords, NamespaceGuard } from '@berth/bus';
 import type { Any, Timestamp } from '@berth/api';
 
 export interface Runtime {
@@ -262,5 +262,15 @@ export class Containers {
   /** The namespace was deleted: its bucket goes with it. */
   async forget(ns: string): Promise<void> {
     await this.db.del(this.marker(ns));
+  }
+
+  /** Every namespace's containers as the collector reads them: roots, with their snapshot and labels. */
+  async gcRecords(): Promise<GcRecords> {
+    const containers: NonNullable<GcRecords['containers']> = [];
+    const from = prefix('container');
+    for await (const [k, c] of this.db.entries<Stored>(from)) {
+      containers.push({ ns: unescapePart(k.slice(from.length).split('/')[0]!), id: c.id, snapshotter: c.snapshotter, snapshot_key: c.snapshot_key, labels: c.labels ?? {} });
+    }
+    return { containers };
   }
 }

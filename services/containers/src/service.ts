@@ -1,6 +1,6 @@
 // The containers service on the bus: containerd's Containers API over the plain library.
 import { nowTimestamp, service as grpcService } from '@berth/api';
-import { BusClient, BusServer, namespaceGuard, namespaceRequired, Outbox, type CallContext } from '@berth/bus';
+import { BusClient, BusServer, collectionBarrier, namespaceGuard, namespaceRequired, Outbox, serveCollection, type CallContext } from '@berth/bus';
 import type { ServiceEnv, Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
 import { Containers, type Container } from './local.js';
@@ -20,7 +20,9 @@ export async function start(env: ServiceEnv): Promise<Stop> {
     kinds: async (n) => ((await containers.hasAny(n)) ? ['containers'] : []),
     deleted: (n) => containers.forget(n),
   });
-  containers = new Containers(db, outbox, nowTimestamp, guard);
+  // the collector's write barrier: container writes wait while it reads the records (@berth/bus gc.ts)
+  const barrier = await collectionBarrier(env.nc, env.node, env.config.services, db);
+  containers = new Containers(barrier.gate(db), outbox, nowTimestamp, guard);
   const bus = await BusServer.start(env.nc, { name: 'containers', node: env.node, metadata: { plugins: JSON.stringify(plugins) } });
   bus.serveGrpc(grpcService('containerd.services.containers.v1.Containers'), {
     Get: async (req: { id: string }, ctx: CallContext) => ({ container: await containers.get(ns(ctx), req.id) }),
@@ -39,7 +41,9 @@ export async function start(env: ServiceEnv): Promise<Stop> {
     },
   });
   guard.serve(bus);
+  serveCollection(bus, barrier, { references: () => containers.gcRecords() });
   return async () => {
+    barrier.stop();
     outbox.stop();
     await bus.stop();
     await db.close();

@@ -155,6 +155,31 @@ export class BlobStore {
     return out;
   }
 
+  /** Every committed blob file: its digest, size and last change (for the collector). */
+  async *files(): AsyncGenerator<{ digest: string; size: number; modified: Date }> {
+    const top = join(this.root, 'blobs');
+    for (const algorithm of await readdir(top)) {
+      if (!isAlgorithm(algorithm)) continue;
+      let names: string[];
+      try {
+        names = await readdir(join(top, algorithm));
+      } catch {
+        continue;
+      }
+      for (const hex of names) {
+        const digest = `${algorithm}:${hex}`;
+        if (digestProblem(digest)) continue;
+        const st = await this.stat(digest);
+        if (st) yield { digest, size: st.size, modified: st.modified };
+      }
+    }
+  }
+
+  /** Removes a committed blob file (the collector's, once no namespace has it). Readers that have it open keep their bytes. */
+  async removeBlob(digest: string): Promise<void> {
+    await rm(this.blobPath(digest), { force: true });
+  }
+
   /**
    * Opens the writer for `key`, resuming what its folder holds. One writer per key at a time:
    * a second caller retries briefly (a writer that is just closing frees the key) and then

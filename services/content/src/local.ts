@@ -10,6 +10,7 @@ import { namespaceRequired, type EventSink, type LeaseRefs, type NamespaceGuard 
 import { nowTimestamp, type Timestamp } from '@berth/api';
 import { alreadyExists, BerthError, Code, failedPrecondition, invalidArgument, notFound } from '@berth/errdefs';
 import { validateLabel } from '@berth/identifiers';
+import { KeyedLock } from '@berth/store';
 import type { BlobStore, IngestWriter } from './blobs.js';
 import { algorithmOf, digestProblem } from './digest.js';
 import { contentFilter, statusFilter } from './filter.js';
@@ -265,8 +266,22 @@ export class Content {
     return { path: path ?? '', offset: st.offset, shared: path === undefined };
   }
 
+  /**
+   * Held per digest while a commit records a blob, and by the collector while it removes a blob
+   * file no namespace has (it skips one held): a record never names a file that is gone.
+   */
+  readonly blobLocks = new KeyedLock();
+
   /** @internal the metadata half of a commit: the namespace's record, the ingest gone, leases. */
   async recordCommit(ns: string, lease: string | undefined, ref: string, digest: string, size: number, labels: Labels): Promise<void> {
+    return this.blobLocks.with([digest], async () => {
+      // a shared writer's blob may have been collected since the writer looked (nothing named it then)
+      if (!(await this.blobs.stat(digest))) throw failedPrecondition(`content ${digest}: blob was removed before the commit; write it again`);
+      return this.recordCommitLocked(ns, lease, ref, digest, size, labels);
+    });
+  }
+
+  private async recordCommitLocked(ns: string, lease: string | undefined, ref: string, digest: string, size: number, labels: Labels): Promise<void> {
     // the content's lease reference before the record, the ingest's after: never unreferenced
     if (lease) await this.opts.leases?.add(ns, lease, { type: 'content', id: digest });
     const existed = await this.inNamespace(ns, () =>

@@ -3,7 +3,7 @@
 // the namespace-usage answer ("blobs") that lets namespace deletion refuse like containerd.
 import { join } from 'node:path';
 import { service as grpcService } from '@berth/api';
-import { BusClient, BusServer, leaseRefs, namespaceGuard, Outbox, type BidiStream, type CallContext, type StreamContext } from '@berth/bus';
+import { BusClient, BusServer, collectionBarrier, leaseRefs, namespaceGuard, Outbox, serveCollection, type BidiStream, type CallContext, type StreamContext } from '@berth/bus';
 import { invalidArgument } from '@berth/errdefs';
 import type { ServiceEnv, Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
@@ -11,6 +11,7 @@ import { ContentApi } from './api.js';
 import { BlobStore } from './blobs.js';
 import { blobPathMethod, ingestFileMethod } from './client.js';
 import { Content, type ContentOptions } from './local.js';
+import { ContentCollector } from './gc.js';
 import { ContentStore } from './store.js';
 
 /** What `ctr plugins ls` shows for content in containerd 1.6. */
@@ -35,7 +36,10 @@ export async function start(env: ServiceEnv, opts: ContentOptions = {}): Promise
   const guard = namespaceGuard(client, env.node, env.config.services, { kinds: (ns) => content.usage(ns) });
   const policy = env.config.content.sharing_policy;
   if (policy !== 'shared' && policy !== 'isolated') throw new Error(`config: content.sharing_policy must be "shared" or "isolated", not "${policy}"`);
-  content = new Content(blobs, new ContentStore(db), outbox, { ...leases, guard, shared: policy === 'shared', ...opts });
+  // the collector's write barrier: record writes wait while it reads the records (@berth/bus gc.ts)
+  const barrier = await collectionBarrier(env.nc, env.node, env.config.services, db);
+  content = new Content(blobs, new ContentStore(barrier.gate(db)), outbox, { ...leases, guard, shared: policy === 'shared', ...opts });
+  const collector = new ContentCollector(content, outbox);
   const api = new ContentApi(content);
   const bus = await BusServer.start(env.nc, { name: 'content', node: env.node, metadata: { plugins: JSON.stringify(plugins) } });
   bus.serveGrpc(grpcService('containerd.services.content.v1.Content'), {
@@ -60,7 +64,9 @@ export async function start(env: ServiceEnv, opts: ContentOptions = {}): Promise
     { json: 'true' },
   );
   guard.serve(bus);
+  serveCollection(bus, barrier, { references: () => collector.references(), sweep: (req, live) => collector.sweep(req, live) });
   return async () => {
+    barrier.stop();
     outbox.stop();
     await bus.stop();
     await db.close();

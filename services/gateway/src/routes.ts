@@ -13,6 +13,8 @@ export const owners: Record<string, string> = {
   'containerd.services.tasks.v1.Tasks': 'tasks',
   // Berth's own API beside containerd's
   'berth.events.v1.Replay': 'events',
+  'berth.images.v1.Transfer': 'images',
+  'berth.gc.v1.GC': 'gc',
 };
 
 /** Served by the gateway itself. */

@@ -5,8 +5,8 @@
 import { alreadyExists, BerthError, Code, invalidArgument, notFound, toBerthError } from '@berth/errdefs';
 import { parseAll } from '@berth/filters';
 import { digestProblem, validateLabel } from '@berth/identifiers';
-import { key, prefix, type Store } from '@berth/store';
-import type { EventSink, NamespaceGuard } from '@berth/bus';
+import { key, prefix, unescapePart, type Store } from '@berth/store';
+import type { EventSink, GcRecords, NamespaceGuard } from '@berth/bus';
 import type { Timestamp } from '@berth/api';
 
 export interface Descriptor {
@@ -163,5 +163,15 @@ export class Images {
 
   hasAny(ns: string): Promise<boolean> {
     return this.db.hasPrefix(prefix('image', ns));
+  }
+
+  /** Every namespace's images as the collector reads them: roots, with their target and labels. */
+  async gcRecords(): Promise<GcRecords> {
+    const images: NonNullable<GcRecords['images']> = [];
+    const from = prefix('image');
+    for await (const [k, img] of this.db.entries<Image>(from)) {
+      images.push({ ns: unescapePart(k.slice(from.length).split('/')[0]!), name: img.name, target: img.target?.digest ?? '', labels: img.labels ?? {} });
+    }
+    return { images };
   }
 }

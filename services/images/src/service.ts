@@ -1,6 +1,6 @@
 // The images service on the bus: containerd's Images API over the plain library.
 import { nowTimestamp, service as grpcService } from '@berth/api';
-import { BusClient, BusServer, namespaceGuard, namespaceRequired, Outbox, type CallContext } from '@berth/bus';
+import { BusClient, BusServer, collectionBarrier, gcCollect, namespaceGuard, namespaceRequired, Outbox, serveCollection, type CallContext } from '@berth/bus';
 import type { ServiceEnv, Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
 import { Images, type Image } from './local.js';
@@ -17,7 +17,9 @@ export async function start(env: ServiceEnv): Promise<Stop> {
   const outbox = await new Outbox(db, env.nc, { service: 'images', node: env.node }).start();
   let images!: Images;
   const guard = namespaceGuard(new BusClient(env.nc), env.node, env.config.services, { kinds: async (n) => ((await images.hasAny(n)) ? ['images'] : []) });
-  images = new Images(db, outbox, nowTimestamp, guard);
+  // the collector's write barrier: image writes wait while it reads the records (@berth/bus gc.ts)
+  const barrier = await collectionBarrier(env.nc, env.node, env.config.services, db);
+  images = new Images(barrier.gate(db), outbox, nowTimestamp, guard);
   const bus = await BusServer.start(env.nc, { name: 'images', node: env.node, metadata: { plugins: JSON.stringify(plugins) } });
   bus.serveGrpc(grpcService('containerd.services.images.v1.Images'), {
     Get: async (req: { name: string }, ctx: CallContext) => ({ image: await images.get(ns(ctx), req.name) }),
@@ -26,13 +28,17 @@ export async function start(env: ServiceEnv): Promise<Stop> {
     Update: async (req: { image: Image; update_mask: { paths: string[] } | null }, ctx: CallContext) => ({
       image: await images.update(ns(ctx), req.image, req.update_mask?.paths ?? []),
     }),
-    Delete: async (req: { name: string }, ctx: CallContext) => {
+    Delete: async (req: { name: string; sync?: boolean }, ctx: CallContext) => {
       await images.delete(ns(ctx), req.name);
+      // containerd's sync: return after the collection that follows
+      if (req.sync) await gcCollect(new BusClient(env.nc), env.node, env.config.services);
       return {};
     },
   });
   guard.serve(bus);
+  serveCollection(bus, barrier, { references: () => images.gcRecords() });
   return async () => {
+    barrier.stop();
     outbox.stop();
     await bus.stop();
     await db.close();

@@ -6,7 +6,8 @@ import { alreadyExists, BerthError, Code, invalidArgument, notFound } from '@ber
 import { parseAll } from '@berth/filters';
 import { randomBytes } from 'node:crypto';
 import { digestProblem } from '@berth/identifiers';
-import { key, prefix, type BatchOp, type Store } from '@berth/store';
+import { key, prefix, unescapePart, type BatchOp, type Store } from '@berth/store';
+import type { GcRecords } from '@berth/bus';
 
 export interface Lease {
   id: string;
@@ -110,6 +111,37 @@ export class Leases {
       if (!(await tx.get(leaseKey(ns, id)))) throw notFound(`lease "${id}"`);
       tx.del(resKey(ns, id, r));
     });
+  }
+
+  /** Every namespace's leases with their labels and resources, as the collector reads them. */
+  async gcRecords(): Promise<GcRecords> {
+    const leases = new Map<string, NonNullable<GcRecords['leases']>[number]>();
+    const id = (ns: string, lease: string) => `${ns}\u0000${lease}`;
+    const parts = (k: string, from: string) => k.slice(from.length).split('/').map(unescapePart);
+    for await (const [k, l] of this.db.entries<Lease>(prefix('lease'))) {
+      const [ns] = parts(k, prefix('lease'));
+      leases.set(id(ns!, l.id), { ns: ns!, id: l.id, labels: l.labels ?? {}, resources: [] });
+    }
+    for await (const [k, r] of this.db.entries<Resource>(prefix('res'))) {
+      const [ns, lease] = parts(k, prefix('res'));
+      leases.get(id(ns!, lease!))?.resources.push({ type: r.type, id: r.id });
+    }
+    return { leases: [...leases.values()] };
+  }
+
+  /** Removes leases the collector found expired (gone already: nothing to do); stops once `live` turns false. */
+  async collect(list: { ns: string; id: string }[], live: () => boolean): Promise<number> {
+    let n = 0;
+    for (const l of list) {
+      if (!live()) break;
+      try {
+        await this.delete(l.ns, l.id);
+        n++;
+      } catch (e) {
+        if (!(e instanceof BerthError && e.code === Code.NotFound)) throw e;
+      }
+    }
+    return n;
   }
 
   async resources(ns: string, id: string): Promise<Resource[]> {

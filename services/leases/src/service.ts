@@ -1,9 +1,9 @@
 // The leases service on the bus: containerd's Leases API over the plain library. It owns every
 // lease's resources: content (and later snapshots) record theirs through AddResource.
 import { nowTimestamp, service as grpcService } from '@berth/api';
-import { BusClient, BusServer, namespaceGuard, namespaceRequired, type CallContext } from '@berth/bus';
+import { BusClient, BusServer, collectionBarrier, gcCollect, namespaceGuard, namespaceRequired, serveCollection, type CallContext } from '@berth/bus';
 import type { ServiceEnv, Stop } from '@berth/kit';
-import { openStore } from '@berth/store';
+import { openStore, prefix } from '@berth/store';
 import { Leases, type Resource } from './local.js';
 
 export const plugins = [
@@ -15,7 +15,13 @@ const ns = namespaceRequired;
 
 export async function start(env: ServiceEnv): Promise<Stop> {
   const db = await openStore(env.root);
-  const leases = new Leases(db, nowTimestamp);
+  // the collector's write barrier (@berth/bus gc.ts); a lease or a lease's resource deleted is
+  // a deletion for its thresholds, as in containerd (leases have no events to tell it by)
+  const gone = [prefix('lease'), prefix('res')];
+  const barrier = await collectionBarrier(env.nc, env.node, env.config.services, db, {
+    dirty: (ops) => ops.some((o) => o.type === 'del' && gone.some((p) => o.key.startsWith(p))),
+  });
+  const leases = new Leases(barrier.gate(db), nowTimestamp);
   const client = new BusClient(env.nc);
   // leases keep no namespace from being deleted, but a lease makes its namespace exist and goes with it
   const guard = namespaceGuard(client, env.node, env.config.services, { kinds: async () => [], deleted: (n) => leases.purge(n) });
@@ -25,8 +31,10 @@ export async function start(env: ServiceEnv): Promise<Stop> {
       const n = ns(ctx);
       return { lease: await guard.write(n, () => leases.create(n, req.id, req.labels ?? {})) };
     },
-    Delete: async (req: { id: string }, ctx: CallContext) => {
+    Delete: async (req: { id: string; sync?: boolean }, ctx: CallContext) => {
       await leases.delete(ns(ctx), req.id);
+      // containerd's SynchronousDelete (`ctr leases rm --sync`): return after the collection that follows
+      if (req.sync) await gcCollect(client, env.node, env.config.services);
       return {};
     },
     List: async (req: { filters: string[] }, ctx: CallContext) => ({ leases: await leases.list(ns(ctx), req.filters ?? []) }),
@@ -41,7 +49,12 @@ export async function start(env: ServiceEnv): Promise<Stop> {
     ListResources: async (req: { id: string }, ctx: CallContext) => ({ resources: await leases.resources(ns(ctx), req.id) }),
   });
   guard.serve(bus);
+  serveCollection(bus, barrier, {
+    references: () => leases.gcRecords(),
+    sweep: async (req, live) => ({ removed: { leases: await leases.collect(req.leases ?? [], live) }, bytes: 0 }),
+  });
   return async () => {
+    barrier.stop();
     await bus.stop();
     await db.close();
   };

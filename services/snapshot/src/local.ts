@@ -15,9 +15,9 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { faultPoint, namespaceRequired, type EventSink, type LeaseRefs, type NamespaceGuard } from '@berth/bus';
+import { faultPoint, namespaceRequired, type EventSink, type GcRecords, type LeaseRefs, type NamespaceGuard } from '@berth/bus';
 import type { Timestamp } from '@berth/api';
-import { alreadyExists, failedPrecondition, invalidArgument, notFound, toBerthError } from '@berth/errdefs';
+import { alreadyExists, Code, failedPrecondition, invalidArgument, notFound, toBerthError } from '@berth/errdefs';
 import { parseAll } from '@berth/filters';
 import { validateLabel } from '@berth/identifiers';
 import type { MountSpec } from '@berth/native';
@@ -373,6 +373,51 @@ export class Snapshotter {
     const r = await this.record(ns, name);
     if (r.kind === 'ACTIVE') return diskUsage(this.driver.usageDir(r.id));
     return r.usage ?? { size: 0, inodes: 0 };
+  }
+
+  /** Every namespace's snapshots of this snapshotter, as the collector reads them (parents, labels). */
+  async gcRecords(): Promise<NonNullable<GcRecords['snapshots']>> {
+    const out: NonNullable<GcRecords['snapshots']> = [];
+    const from = prefix('snap', this.name);
+    for await (const [k, r] of this.db.entries<SnapRecord>(from)) {
+      const [ns, name] = k.slice(from.length).split('/').map(unescapePart);
+      out.push({ ns: ns!, snapshotter: this.name, name: name!, parent: r.parent, labels: r.labels ?? {} });
+    }
+    return out;
+  }
+
+  /**
+   * Removes the snapshots the collector found unreferenced (each as Remove does, with its
+   * /snapshot/remove event), children before their parents; stops once `live` turns false.
+   * Answers how many went and the bytes their directories held.
+   */
+  async collect(list: { ns: string; name: string }[], live: () => boolean): Promise<{ removed: number; bytes: number }> {
+    let left = list;
+    let removed = 0;
+    let bytes = 0;
+    while (left.length && live()) {
+      const next: typeof left = [];
+      for (const s of left) {
+        if (!live()) break;
+        const r = await this.db.get<SnapRecord>(this.recKey(s.ns, s.name));
+        if (!r) continue;
+        if (await this.db.hasPrefix(prefix('child', this.name, s.ns, s.name))) {
+          next.push(s); // its children go first
+          continue;
+        }
+        const size = r.kind === 'ACTIVE' ? await diskUsage(this.driver.usageDir(r.id)).then((u) => u.size, () => 0) : (r.usage?.size ?? 0);
+        try {
+          await this.remove({ namespace: s.ns }, s.name);
+          removed++;
+          bytes += size;
+        } catch (e) {
+          if (toBerthError(e).code !== Code.NotFound) throw e;
+        }
+      }
+      if (next.length === left.length) break; // children that are not ours to remove keep their parents
+      left = next;
+    }
+    return { removed, bytes };
   }
 
   /** Removes every directory no record holds: leftovers of a crash, or of a removal cut short. */

@@ -2,7 +2,7 @@
 // snapshotters, the namespace-usage answer, and lease references for what is made under a lease.
 import { join } from 'node:path';
 import { nowTimestamp, service as grpcService } from '@berth/api';
-import { BusClient, BusServer, leaseRefs, namespaceGuard, Outbox, type CallContext, type StreamContext } from '@berth/bus';
+import { BusClient, BusServer, collectionBarrier, leaseRefs, namespaceGuard, Outbox, serveCollection, type CallContext, type StreamContext } from '@berth/bus';
 import type { ServiceEnv, Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
 import { Native, Overlay } from './drivers.js';
@@ -40,9 +40,12 @@ export async function start(env: ServiceEnv): Promise<Stop> {
   let all!: Snapshotters;
   const guard = namespaceGuard(client, env.node, env.config.services, { kinds: (ns) => all.kinds(ns) });
   const opts = { ...leases, guard };
+  // the collector's write barrier: record writes wait while it reads the records (@berth/bus gc.ts)
+  const barrier = await collectionBarrier(env.nc, env.node, env.config.services, db);
+  const gated = barrier.gate(db);
   all = new Snapshotters([
-    await new Snapshotter(new Overlay(join(env.root, 'overlayfs')), db, outbox, nowTimestamp, opts).open(),
-    await new Snapshotter(new Native(join(env.root, 'native')), db, outbox, nowTimestamp, opts).open(),
+    await new Snapshotter(new Overlay(join(env.root, 'overlayfs')), gated, outbox, nowTimestamp, opts).open(),
+    await new Snapshotter(new Native(join(env.root, 'native')), gated, outbox, nowTimestamp, opts).open(),
   ]);
   const sn = (r: Req) => all.get(r.snapshotter);
   const bus = await BusServer.start(env.nc, { name: 'snapshot', node: env.node, metadata: { plugins: JSON.stringify(plugins(env.root)) } });
@@ -73,7 +76,21 @@ export async function start(env: ServiceEnv): Promise<Stop> {
     },
   });
   guard.serve(bus);
+  serveCollection(bus, barrier, {
+    references: async () => ({ snapshots: (await Promise.all(all.all().map((s) => s.gcRecords()))).flat() }),
+    sweep: async (req, live) => {
+      let removed = 0;
+      let bytes = 0;
+      for (const s of all.all()) {
+        const r = await s.collect((req.snapshots ?? []).filter((x) => x.snapshotter === s.name), live);
+        removed += r.removed;
+        bytes += r.bytes;
+      }
+      return { removed: { snapshots: removed }, bytes };
+    },
+  });
   return async () => {
+    barrier.stop();
     outbox.stop();
     await bus.stop();
     await db.close();

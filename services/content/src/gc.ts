@@ -1,0 +1,131 @@
+// The content service's part in garbage collection (@berth/bus gc.ts): its records for the mark,
+// and the sweep of what the collector found unreferenced in an epoch: namespace records (with
+// /content/delete, as a Delete has), expired ingests, then the blob files no namespace has any
+// more (containerd's content store cleanup after its metadata sweep).
+import type { EventSink, GcRecords, GcSweep, GcSwept, Live } from '@berth/bus';
+import { BerthError } from '@berth/errdefs';
+import { prefix, unescapePart } from '@berth/store';
+import type { Content } from './local.js';
+import { blobKey, ingestKey, op, type BlobRecord, type IngestRecord } from './store.js';
+
+/**
+ * A blob file this young is never removed: a commit moves the file in place before it writes
+ * the record (both take milliseconds; a file left by a crash in between goes a minute later).
+ */
+export const fileGrace = 60_000;
+
+const nsOf = (k: string, from: string) => unescapePart(k.slice(from.length).split('/')[0]!);
+
+export class ContentCollector {
+  constructor(private readonly content: Content, private readonly events: EventSink, private readonly grace = fileGrace) {}
+
+  private get db() {
+    return this.content.store.db;
+  }
+
+  /** Every namespace's content records and ingests. */
+  async references(): Promise<GcRecords> {
+    const content: NonNullable<GcRecords['content']> = [];
+    const ingests: NonNullable<GcRecords['ingests']> = [];
+    const blobs = prefix('blob');
+    for await (const [k, r] of this.db.entries<BlobRecord>(blobs)) {
+      content.push({ ns: nsOf(k, blobs), digest: unescapePart(k.slice(blobs.length).split('/')[1] ?? ''), size: r.size, labels: r.labels ?? {} });
+    }
+    const ing = prefix('ingest');
+    for await (const [k, r] of this.db.entries<IngestRecord>(ing)) {
+      ingests.push({
+        ns: nsOf(k, ing),
+        ref: unescapePart(k.slice(ing.length).split('/')[1] ?? ''),
+        ...(r.expireAt !== undefined ? { expires: r.expireAt } : {}),
+        ...(r.expected ? { expected: r.expected } : {}),
+      });
+    }
+    return { content, ingests };
+  }
+
+  async sweep(req: GcSweep, live: Live): Promise<GcSwept> {
+    const removed = { content: 0, ingests: 0, blobs: 0 };
+    let bytes = 0;
+    for (const { ns, digest } of req.content ?? []) {
+      if (!live()) break;
+      const gone = await this.db.transact([blobKey(ns, digest)], async (tx) => {
+        if (!(await tx.get(blobKey(ns, digest)))) return false;
+        tx.add(op.delBlob(ns, digest));
+        this.events.emit(tx, ns, '/content/delete', { digest });
+        return true;
+      });
+      if (gone) removed.content++;
+    }
+    for (const { ns, ref } of req.ingests ?? []) {
+      if (!live()) break;
+      const r = await this.content.store.ingest(ns, ref);
+      if (!r) continue;
+      const size = await this.content.blobs.status(r.bref).then(
+        (s) => s.offset,
+        () => 0,
+      );
+      try {
+        // under the ref's write lock, as Abort: an ingest with a writer open is in use, and stays
+        await this.content.blobs.abort(r.bref, () =>
+          this.db.transact([ingestKey(ns, ref)], async (tx) => {
+            if (await tx.get(ingestKey(ns, ref))) tx.add(op.delIngest(ns, ref));
+          }),
+        );
+        removed.ingests++;
+        bytes += size;
+      } catch (e) {
+        if (!(e instanceof BerthError)) throw e;
+      }
+    }
+    if (live()) {
+      const f = await this.sweepFiles(live);
+      removed.blobs = f.removed;
+      bytes += f.bytes;
+    }
+    return { removed, bytes };
+  }
+
+  /** The digests some namespace has a record of, or an ingest will commit without writing (a shared blob). */
+  private async named(): Promise<Set<string>> {
+    const out = new Set<string>();
+    const blobs = prefix('blob');
+    for await (const [k] of this.db.entries(blobs)) out.add(unescapePart(k.slice(blobs.length).split('/')[1] ?? ''));
+    for await (const [, r] of this.db.entries<IngestRecord>(prefix('ingest'))) if (r.expected) out.add(r.expected);
+    return out;
+  }
+
+  /**
+   * Removes blob files no namespace has. Each candidate's lock is taken (one a commit holds is
+   * skipped: it is being recorded), the records are read again under the locks, and only then
+   * is a file still unnamed removed.
+   */
+  async sweepFiles(live: Live = () => true): Promise<{ removed: number; bytes: number }> {
+    const named = await this.named();
+    const young = Date.now() - this.grace;
+    const candidates: { digest: string; size: number }[] = [];
+    for await (const f of this.content.blobs.files()) if (!named.has(f.digest) && f.modified.getTime() < young) candidates.push(f);
+    if (!candidates.length) return { removed: 0, bytes: 0 };
+    const locks = this.content.blobLocks;
+    const held = candidates.filter((c) => !locks.held(c.digest));
+    let release!: () => void;
+    const done = new Promise<void>((r) => (release = r));
+    // KeyedLock.with takes the keys before its first await: nobody gets between the check and the take
+    const taken = new Promise<void>((r) => void locks.with(held.map((c) => c.digest), () => (r(), done)));
+    await taken;
+    let removed = 0;
+    let bytes = 0;
+    try {
+      const again = await this.named();
+      for (const c of held) {
+        if (!live()) break;
+        if (again.has(c.digest)) continue;
+        await this.content.blobs.removeBlob(c.digest);
+        removed++;
+        bytes += c.size;
+      }
+    } finally {
+      release();
+    }
+    return { removed, bytes };
+  }
+}

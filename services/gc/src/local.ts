@@ -1,0 +1,93 @@
+// One collection across the node's services (the protocol: @berth/bus gc.ts): enter epoch E
+// everywhere (writes wait, records come back), mark, sweep exactly what E left unreferenced, then
+// release. Any service that does not answer its enter makes the collection skip. No NATS here:
+// the services are reached through `Peer`.
+import { randomBytes } from 'node:crypto';
+import { gcEnterMethod, gcReleaseMethod, gcServices, gcSweepMethod, type GcRecords, type GcSweep, type GcSwept } from '@berth/bus';
+import { BerthError, Code, toBerthError } from '@berth/errdefs';
+import { mark } from './mark.js';
+import type { Collected } from './scheduler.js';
+
+/** Calls `method` of the node's service `service` with a JSON body; rejects with a BerthError. */
+export type Peer = (service: string, method: string, body: unknown, timeoutMs: number) => Promise<unknown>;
+
+export interface CollectStats extends Collected {
+  epoch: string;
+  /** ms since the epoch */
+  startedAt: number;
+  /** how long writes waited (enter to release), ms */
+  barrierMs: number;
+  marked: number;
+  removed: { content: number; blobs: number; ingests: number; snapshots: number; leases: number };
+  bytes: number;
+}
+
+export interface CollectorOptions {
+  /** the node's services: those of gcServices among them are asked */
+  services: string[];
+  /** how long a barrier may hold before it lapses by itself, ms */
+  ttl: number;
+}
+
+// which service sweeps which part of the unreferenced set
+const sweepers: [string, (s: GcSweep) => GcSweep][] = [
+  ['content', (s) => ({ content: s.content ?? [], ingests: s.ingests ?? [] })],
+  ['snapshot', (s) => ({ snapshots: s.snapshots ?? [] })],
+  ['leases', (s) => ({ leases: s.leases ?? [] })],
+];
+
+const isEmpty = (s: GcSweep) => Object.values(s).every((v) => !v || v.length === 0);
+
+export class Collector {
+  private seq = 0;
+  private readonly id = randomBytes(3).toString('hex');
+
+  constructor(private readonly call: Peer, private readonly o: CollectorOptions) {}
+
+  async collect(): Promise<CollectStats> {
+    const epoch = `${this.id}-${++this.seq}`;
+    const startedAt = Date.now();
+    const ttl = this.o.ttl;
+    // every barrier lapses at ttl after it was entered, so no earlier than startedAt + ttl; sweeps
+    // stop a margin before that
+    const deadline = startedAt + ttl - Math.min(2000, ttl / 5);
+    const asked = gcServices.filter((s) => this.o.services.includes(s));
+    const stats: CollectStats = { epoch, startedAt, durationMs: 0, barrierMs: 0, marked: 0, removed: { content: 0, blobs: 0, ingests: 0, snapshots: 0, leases: 0 }, bytes: 0 };
+    try {
+      const answers = await Promise.allSettled(asked.map((s) => this.call(s, gcEnterMethod, { epoch, ttl_ms: ttl }, Math.max(1000, deadline - Date.now()))));
+      const failed = answers.map((a, i) => [asked[i]!, a] as const).filter(([, a]) => a.status === 'rejected');
+      if (failed.length) {
+        const why = failed.map(([s, a]) => `${s}: ${toBerthError((a as PromiseRejectedResult).reason).message}`).join('; ');
+        throw new BerthError(Code.Unavailable, `gc: collection skipped, not every service answered (${why})`);
+      }
+      const records: GcRecords = {};
+      for (const a of answers) Object.assign(records, ((a as PromiseFulfilledResult<unknown>).value as { records?: GcRecords }).records ?? {});
+      const m = mark(records, Date.now());
+      stats.marked = m.marked.size;
+      if (m.nextExpiry !== undefined) stats.nextExpiry = m.nextExpiry;
+      const swept = await Promise.allSettled(
+        sweepers
+          .filter(([s]) => asked.includes(s))
+          .map(([s, part]) => [s, part(m.sweep)] as const)
+          .filter(([, part]) => !isEmpty(part))
+          .map(async ([s, part]) => (await this.call(s, gcSweepMethod, { epoch, deadline, sweep: part }, Math.max(1000, deadline - Date.now() + 1000))) as GcSwept),
+      );
+      const errors: string[] = [];
+      for (const r of swept) {
+        if (r.status === 'rejected') {
+          errors.push(toBerthError(r.reason).message);
+          continue;
+        }
+        for (const [k, n] of Object.entries(r.value.removed ?? {})) if (k in stats.removed) stats.removed[k as keyof CollectStats['removed']] += n;
+        stats.bytes += r.value.bytes ?? 0;
+      }
+      // a sweep that failed removed less, never more: what it left goes at the next collection
+      if (errors.length) throw new BerthError(Code.Unavailable, `gc: collection ${epoch} incomplete: ${errors.join('; ')}`);
+    } finally {
+      await Promise.allSettled(asked.map((s) => this.call(s, gcReleaseMethod, { epoch }, 2000)));
+      stats.barrierMs = Date.now() - startedAt;
+      stats.durationMs = stats.barrierMs;
+    }
+    return stats;
+  }
+}
