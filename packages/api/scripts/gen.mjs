@@ -36,6 +36,7 @@ const files = [
   // Berth's own additions (in this package's proto/ folder)
   'berth/events/v1/replay.proto',
   'berth/shim/v1/host.proto',
+  'berth/images/v1/transfer.proto',
   'berth/gc/v1/gc.proto',
 ];
 

@@ -69,6 +69,16 @@ export interface Config {
     /** Berth: how long services hold writes for one collection at most before its barrier lapses by itself */
     barrier_timeout: string;
   };
+  images: {
+    /** a Docker-style config.json whose `auths` hold registry credentials; empty: none */
+    registry_config: string;
+    /** registry hosts spoken to over plain HTTP (`127.0.0.1:5000`) */
+    plain_http: string[];
+    /** per registry host, mirror base URLs tried before it (`http://127.0.0.1:5001`) */
+    mirrors: Record<string, string[]>;
+    /** layers a server-side pull fetches at once */
+    max_concurrent_downloads: number;
+  };
   tasks: {
     /**
      * which shim runs a container's runtime: "berth" (Berth's resident shim host) or "stock"
@@ -89,6 +99,7 @@ export function defaultConfig(): Config {
     services: ['events', 'namespaces', 'content', 'leases', 'images', 'containers', 'snapshot', 'diff', 'tasks', 'gc', 'gateway'],
     events: { max_age: '24h', max_bytes: 1 << 30 },
     content: { sharing_policy: 'shared' },
+    images: { registry_config: '', plain_http: [], mirrors: {}, max_concurrent_downloads: 3 },
     gc: { pause_threshold: 0.02, deletion_threshold: 0, mutation_threshold: 100, schedule_delay: '0ms', startup_delay: '100ms', interval: '1m', barrier_timeout: '10s' },
     tasks: { runtimes: { 'io.containerd.runc.v2': 'berth', 'io.containerd.runc.v1': 'berth', 'io.containerd.runtime.v1.linux': 'berth' } },
   };
@@ -102,9 +113,11 @@ function merge<T>(base: T, over: unknown, path = ''): T {
   }
   if (typeof over !== 'object' || over === null) throw new Error(`config: ${path} must be a table`);
   const out = { ...base } as Record<string, unknown>;
+  // an empty table by default is a map of the user's keys (images.mirrors)
+  const freeMap = Object.keys(base as object).length === 0;
   for (const [k, v] of Object.entries(over)) {
-    if (!(k in out)) throw new Error(`config: unknown setting ${path ? path + '.' : ''}${k}`);
-    out[k] = merge(out[k], v, path ? `${path}.${k}` : k);
+    if (!(k in out) && !freeMap) throw new Error(`config: unknown setting ${path ? path + '.' : ''}${k}`);
+    out[k] = freeMap ? v : merge(out[k], v, path ? `${path}.${k}` : k);
   }
   return out as T;
 }

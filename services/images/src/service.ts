@@ -1,9 +1,15 @@
-// The images service on the bus: containerd's Images API over the plain library.
+// The images service on the bus: containerd's Images API over the plain library, and Berth's
+// Transfer API (server-side pull) beside it.
 import { nowTimestamp, service as grpcService } from '@berth/api';
 import { BusClient, BusServer, collectionBarrier, gcCollect, namespaceGuard, namespaceRequired, Outbox, serveCollection, type CallContext } from '@berth/bus';
+import { isCode, Code } from '@berth/errdefs';
 import type { ServiceEnv, Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
+import { loadDockerConfig } from './auth.js';
+import { busBackends } from './backends.js';
 import { Images, type Image } from './local.js';
+import { Puller } from './pull.js';
+import { serveTransfer } from './transfer.js';
 
 export const plugins = [
   { type: 'io.containerd.grpc.v1', id: 'images' },
@@ -16,7 +22,8 @@ export async function start(env: ServiceEnv): Promise<Stop> {
   const db = await openStore(env.root);
   const outbox = await new Outbox(db, env.nc, { service: 'images', node: env.node }).start();
   let images!: Images;
-  const guard = namespaceGuard(new BusClient(env.nc), env.node, env.config.services, { kinds: async (n) => ((await images.hasAny(n)) ? ['images'] : []) });
+  const client = new BusClient(env.nc);
+  const guard = namespaceGuard(client, env.node, env.config.services, { kinds: async (n) => ((await images.hasAny(n)) ? ['images'] : []) });
   // the collector's write barrier: image writes wait while it reads the records (@berth/bus gc.ts)
   const barrier = await collectionBarrier(env.nc, env.node, env.config.services, db);
   images = new Images(barrier.gate(db), outbox, nowTimestamp, guard);
@@ -31,10 +38,44 @@ export async function start(env: ServiceEnv): Promise<Stop> {
     Delete: async (req: { name: string; sync?: boolean }, ctx: CallContext) => {
       await images.delete(ns(ctx), req.name);
       // containerd's sync: return after the collection that follows
-      if (req.sync) await gcCollect(new BusClient(env.nc), env.node, env.config.services);
+      if (req.sync) await gcCollect(client, env.node, env.config.services);
       return {};
     },
   });
+  const cfg = env.config.images;
+  const auths = loadDockerConfig(cfg.registry_config);
+  const puller = new Puller(
+    busBackends(client, env.node),
+    {
+      // containerd's client: create, or replace the whole record when the name exists
+      async put(n, img) {
+        const rec = { ...img, created_at: null, updated_at: null, target: { ...img.target, annotations: {} } };
+        for (;;) {
+          try {
+            await images.create(n, rec);
+            return;
+          } catch (e) {
+            if (!isCode(e, Code.AlreadyExists)) throw e;
+          }
+          try {
+            await images.update(n, rec, []);
+            return;
+          } catch (e) {
+            if (!isCode(e, Code.NotFound)) throw e;
+          }
+        }
+      },
+    },
+    {
+      registry: {
+        plainHttp: (h) => cfg.plain_http.includes(h),
+        mirrors: (h) => cfg.mirrors[h] ?? [],
+        credentials: (h) => auths.get(h),
+      },
+      maxConcurrentDownloads: cfg.max_concurrent_downloads,
+    },
+  );
+  serveTransfer(bus, env.nc, env.node, puller);
   guard.serve(bus);
   serveCollection(bus, barrier, { references: () => images.gcRecords() });
   return async () => {

@@ -1,0 +1,238 @@
+// `berth pull`, `berth images`, `berth rmi`: images through the gateway's socket, with ctr's
+// flags and environment (CONTAINERD_ADDRESS, CONTAINERD_NAMESPACE). `berth pull` uses Berth's
+// server-side pull (berth.images.v1.Transfer) and draws a live bar per layer (bytes, speed,
+// ETA) on a terminal; elsewhere it prints plain lines as layers change state.
+import * as grpc from '@grpc/grpc-js';
+import { parseArgs } from 'node:util';
+import cliProgress from 'cli-progress';
+import { codec, method } from '@berth/api';
+
+const common = {
+  address: { type: 'string', short: 'a', default: process.env.CONTAINERD_ADDRESS || '/run/berth/berth.sock' },
+  namespace: { type: 'string', short: 'n', default: process.env.CONTAINERD_NAMESPACE || 'default' },
+} as const;
+
+function client(address: string): grpc.Client {
+  return new grpc.Client(`unix:${address}`, grpc.credentials.createInsecure());
+}
+
+const md = (ns: string) => {
+  const m = new grpc.Metadata();
+  m.set('containerd-namespace', ns);
+  return m;
+};
+
+/** A gRPC failure as ctr words it: `ctr: <message>` and exit 1. */
+export class CommandError extends Error {}
+const failed = (e: grpc.ServiceError) => new CommandError(e.details || e.message);
+
+function unary<T>(c: grpc.Client, path: string, req: Record<string, unknown>, ns: string): Promise<T> {
+  const m = method(path);
+  const Req = codec(m.requestType);
+  const Res = codec(m.responseType);
+  return new Promise((resolve, reject) =>
+    c.makeUnaryRequest(path, (b: Uint8Array) => Buffer.from(b), (b: Buffer) => Res.decode(b) as T, Req.encode(req), md(ns), (err, res) => (err ? reject(failed(err)) : resolve(res!))),
+  );
+}
+
+export function human(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${i ? n.toFixed(1) : n} ${units[i]}`;
+}
+
+interface Layer {
+  digest: string;
+  media_type: string;
+  offset: number;
+  total: number;
+  status: string;
+}
+
+interface PullProgress {
+  pull_id: string;
+  status: string;
+  layers: Layer[];
+  name: string;
+  target: { digest: string; media_type: string; size: number } | null;
+  subject: string;
+}
+
+const short = (d: string) => d.replace(/^sha256:/, '').slice(0, 12);
+const kind = (mt: string) => (/layer|rootfs/.test(mt) ? 'layer' : /index|list/.test(mt) ? 'index' : /manifest/.test(mt) ? 'manifest' : 'config');
+
+/** Live bars on a terminal: one per blob, with speed and ETA computed from what arrived. */
+class Bars {
+  private readonly multi = new cliProgress.MultiBar(
+    {
+      format: '{name} |{bar}| {status} {bytes} {speed} {eta_text}',
+      barsize: 30,
+      hideCursor: true,
+      clearOnComplete: false,
+      stopOnComplete: false,
+      autopadding: true,
+      forceRedraw: true,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  private readonly bars = new Map<string, { bar: cliProgress.SingleBar; t0: number; first: number }>();
+
+  update(p: PullProgress): void {
+    for (const l of p.layers) {
+      let b = this.bars.get(l.digest);
+      if (!b) {
+        const bar = this.multi.create(Math.max(1, l.total), 0, this.payload(l, 0, 0));
+        b = { bar, t0: Date.now(), first: l.offset };
+        this.bars.set(l.digest, b);
+      }
+      const secs = (Date.now() - b.t0) / 1000;
+      const rate = secs > 0.2 ? (l.offset - b.first) / secs : 0;
+      b.bar.update(l.offset, this.payload(l, rate, rate > 0 ? (l.total - l.offset) / rate : 0));
+    }
+  }
+
+  private payload(l: Layer, rate: number, eta: number) {
+    const done = l.status !== 'waiting' && l.status !== 'downloading';
+    return {
+      name: `${kind(l.media_type)}-${short(l.digest)}`.padEnd(21),
+      status: l.status.padEnd(11),
+      bytes: `${human(l.offset)}/${human(l.total)}`.padEnd(21),
+      speed: rate > 0 && !done ? `${human(rate)}/s` : '',
+      eta_text: rate > 0 && !done ? `ETA ${eta.toFixed(1)}s` : '',
+    };
+  }
+
+  stop(): void {
+    this.multi.stop();
+  }
+}
+
+/** Plain lines: a blob's state changes, and its bytes at most once a second. */
+class Lines {
+  private readonly seen = new Map<string, { status: string; at: number }>();
+  update(p: PullProgress): void {
+    for (const l of p.layers) {
+      const s = this.seen.get(l.digest);
+      const now = Date.now();
+      if (!s || s.status !== l.status || (l.status === 'downloading' && now - s.at >= 1000)) {
+        this.seen.set(l.digest, { status: l.status, at: now });
+        process.stdout.write(`${kind(l.media_type)}-${l.digest}: ${l.status} ${human(l.offset)}/${human(l.total)}\n`);
+      }
+    }
+  }
+  stop(): void {}
+}
+
+export async function pullCommand(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      ...common,
+      platform: { type: 'string', multiple: true, default: [] },
+      'all-platforms': { type: 'boolean', default: false },
+      'plain-http': { type: 'boolean', default: false },
+      snapshotter: { type: 'string', default: '' },
+      user: { type: 'string', short: 'u' },
+      label: { type: 'string', multiple: true, default: [] },
+      'max-concurrent-downloads': { type: 'string', default: '0' },
+      'skip-unpack': { type: 'boolean', default: false },
+    },
+  });
+  const ref = positionals[0];
+  if (!ref) throw new CommandError('please provide an image reference to pull');
+  const [username = '', password = ''] = values.user ? [values.user.slice(0, values.user.indexOf(':') >>> 0), values.user.slice(values.user.indexOf(':') + 1)] : [];
+  const labels = Object.fromEntries(values.label.map((l) => [l.slice(0, l.indexOf('=') >>> 0), l.slice(l.indexOf('=') + 1)]));
+  const m = method('/berth.images.v1.Transfer/Pull');
+  const Req = codec(m.requestType);
+  const Res = codec<PullProgress>(m.responseType);
+  const req = {
+    ref,
+    platforms: values.platform,
+    all_platforms: values['all-platforms'],
+    plain_http: values['plain-http'],
+    snapshotter: values.snapshotter,
+    skip_unpack: values['skip-unpack'],
+    labels,
+    username,
+    password,
+    max_concurrent_downloads: Number(values['max-concurrent-downloads']),
+  };
+  const c = client(values.address);
+  const view = process.stdout.isTTY ? new Bars() : new Lines();
+  const t0 = Date.now();
+  let last: PullProgress | undefined;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const call = c.makeServerStreamRequest(m.path, (b: Uint8Array) => Buffer.from(b), (b: Buffer) => b, Req.encode(req), md(values.namespace));
+      process.once('SIGINT', () => call.cancel());
+      call.on('data', (b: Buffer) => {
+        const p = Res.decode(b);
+        if (p.layers.length) view.update(p);
+        last = { ...p, layers: p.layers.length ? p.layers : (last?.layers ?? []) };
+      });
+      call.on('error', (e: grpc.ServiceError) => reject(failed(e)));
+      call.on('end', () => resolve());
+    });
+  } finally {
+    view.stop();
+    c.close();
+  }
+  const total = last?.layers.reduce((n, l) => n + l.total, 0) ?? 0;
+  process.stdout.write(`${last?.name ?? ref}: ${last?.target?.digest ?? ''}\ndone: ${((Date.now() - t0) / 1000).toFixed(2)}s (${human(total)})\n`);
+}
+
+interface Image {
+  name: string;
+  labels: Record<string, string>;
+  target: { media_type: string; digest: string; size: number };
+  created_at: { seconds: number; nanos: number } | null;
+}
+
+export async function imagesCommand(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { ...common, quiet: { type: 'boolean', short: 'q', default: false } } });
+  const c = client(values.address);
+  try {
+    const { images } = await unary<{ images: Image[] }>(c, '/containerd.services.images.v1.Images/List', { filters: positionals }, values.namespace);
+    images.sort((a, b) => (a.name < b.name ? -1 : 1));
+    if (values.quiet) {
+      for (const i of images) process.stdout.write(`${i.name}\n`);
+      return;
+    }
+    const rows = [['REF', 'TYPE', 'DIGEST', 'CREATED', 'LABELS']];
+    for (const i of images) {
+      const created = i.created_at ? new Date(Number(i.created_at.seconds) * 1000).toISOString().replace(/\.\d+Z$/, 'Z') : '-';
+      const labels = Object.entries(i.labels).map(([k, v]) => `${k}=${v}`).join(',') || '-';
+      rows.push([i.name, i.target.media_type, i.target.digest, created, labels]);
+    }
+    const widths = rows[0]!.map((_, col) => Math.max(...rows.map((r) => r[col]!.length)));
+    for (const r of rows) process.stdout.write(r.map((v, col) => v.padEnd(widths[col]!)).join(' ').trimEnd() + '\n');
+  } finally {
+    c.close();
+  }
+}
+
+export async function rmiCommand(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { ...common, sync: { type: 'boolean', default: false } } });
+  if (!positionals.length) throw new CommandError('please provide an image reference to remove');
+  const c = client(values.address);
+  let failures = 0;
+  try {
+    for (const name of positionals) {
+      try {
+        await unary(c, '/containerd.services.images.v1.Images/Delete', { name, sync: values.sync }, values.namespace);
+        process.stdout.write(`${name}\n`);
+      } catch (e) {
+        failures++;
+        process.stderr.write(`berth: unable to delete ${name}: ${(e as Error).message}\n`);
+      }
+    }
+  } finally {
+    c.close();
+  }
+  if (failures) throw new CommandError(`unable to delete ${failures} image(s)`);
+}

@@ -1,0 +1,139 @@
+// What a pull uses of the node's other services, over the bus with containerd's own messages:
+// content (Info, Update, Write, Abort and the same-node IngestFile), snapshots (Stat, Prepare,
+// Commit, Remove), diff (Apply) and leases (Create, Delete).
+import { codec } from '@berth/api';
+import { BusClient, rpcSubject, type CallContext } from '@berth/bus';
+import { ingestFile, type IngestFile } from '@berth/content';
+import { BerthError, Code, isCode } from '@berth/errdefs';
+import type { Descriptor } from './registry.js';
+
+export interface Mount {
+  type: string;
+  source: string;
+  target?: string;
+  options: string[];
+}
+
+/** The services a pull drives; `ctx` carries namespace, lease and cancellation. */
+export interface PullBackends {
+  info(ctx: CallContext, digest: string): Promise<Record<string, string> | undefined>;
+  updateLabels(ctx: CallContext, digest: string, labels: Record<string, string>): Promise<void>;
+  /** writes a small blob whole; false when the namespace had it already */
+  writeBlob(ctx: CallContext, ref: string, desc: Descriptor, data: Uint8Array, labels: Record<string, string>): Promise<boolean>;
+  ingest(ctx: CallContext, ref: string, desc: Descriptor): Promise<IngestFile>;
+  /** commits an ingest filled through its file (content rehashes it) */
+  commit(ctx: CallContext, ref: string, desc: Descriptor, labels: Record<string, string>): Promise<void>;
+  abort(ctx: CallContext, ref: string): Promise<void>;
+  snapshotExists(ctx: CallContext, snapshotter: string, key: string): Promise<boolean>;
+  prepare(ctx: CallContext, snapshotter: string, key: string, parent: string): Promise<Mount[]>;
+  commitSnapshot(ctx: CallContext, snapshotter: string, name: string, key: string): Promise<void>;
+  removeSnapshot(ctx: CallContext, snapshotter: string, key: string): Promise<void>;
+  apply(ctx: CallContext, desc: Descriptor, mounts: Mount[]): Promise<Descriptor>;
+  createLease(ctx: CallContext, labels: Record<string, string>): Promise<string>;
+  deleteLease(ctx: CallContext, id: string): Promise<void>;
+}
+
+const c = {
+  infoReq: codec('containerd.services.content.v1.InfoRequest'),
+  infoRes: codec('containerd.services.content.v1.InfoResponse'),
+  updateReq: codec('containerd.services.content.v1.UpdateRequest'),
+  writeReq: codec('containerd.services.content.v1.WriteContentRequest'),
+  abortReq: codec('containerd.services.content.v1.AbortRequest'),
+  statReq: codec('containerd.services.snapshots.v1.StatSnapshotRequest'),
+  prepareReq: codec('containerd.services.snapshots.v1.PrepareSnapshotRequest'),
+  prepareRes: codec('containerd.services.snapshots.v1.PrepareSnapshotResponse'),
+  commitReq: codec('containerd.services.snapshots.v1.CommitSnapshotRequest'),
+  removeReq: codec('containerd.services.snapshots.v1.RemoveSnapshotRequest'),
+  applyReq: codec('containerd.services.diff.v1.ApplyRequest'),
+  applyRes: codec('containerd.services.diff.v1.ApplyResponse'),
+  leaseCreateReq: codec('containerd.services.leases.v1.CreateRequest'),
+  leaseCreateRes: codec('containerd.services.leases.v1.CreateResponse'),
+  leaseDeleteReq: codec('containerd.services.leases.v1.DeleteRequest'),
+};
+
+const toDesc = (d: Descriptor) => ({ media_type: d.media_type, digest: d.digest, size: d.size, annotations: d.annotations ?? {} });
+
+export function busBackends(bus: BusClient, node: string): PullBackends {
+  const call = (svc: string, method: string, payload: Uint8Array, ctx: CallContext) => bus.unary(rpcSubject(node, svc, method), payload, ctx);
+
+  /** A Write stream of `messages`; its errors thrown. */
+  async function write(ctx: CallContext, messages: Record<string, unknown>[]): Promise<void> {
+    const ch = await bus.open(rpcSubject(node, 'content', 'Write'), 'bidi', undefined, ctx);
+    const drain = (async () => {
+      for await (const m of ch) void m;
+    })();
+    try {
+      for (const m of messages) await ch.send(c.writeReq.encode(m));
+      ch.end();
+    } catch (e) {
+      ch.cancel(e);
+    }
+    await drain;
+  }
+
+  return {
+    async info(ctx, digest) {
+      try {
+        const r = c.infoRes.decode(await call('content', 'Info', c.infoReq.encode({ digest }), ctx));
+        return r.info.labels ?? {};
+      } catch (e) {
+        if (isCode(e, Code.NotFound)) return undefined;
+        throw e;
+      }
+    },
+    async updateLabels(ctx, digest, labels) {
+      const paths = Object.keys(labels).map((k) => `labels.${k}`);
+      if (!paths.length) return;
+      await call('content', 'Update', c.updateReq.encode({ info: { digest, labels }, update_mask: { paths } }), ctx);
+    },
+    async writeBlob(ctx, ref, desc, data, labels) {
+      try {
+        await write(ctx, [{ action: 'COMMIT', ref, total: desc.size, expected: desc.digest, offset: 0, data, labels }]);
+        return true;
+      } catch (e) {
+        if (isCode(e, Code.AlreadyExists)) return false;
+        throw e;
+      }
+    },
+    ingest: (ctx, ref, desc) => ingestFile(bus, node, ref, desc.size, desc.digest, ctx),
+    async commit(ctx, ref, desc, labels) {
+      await write(ctx, [{ action: 'COMMIT', ref, total: desc.size, expected: desc.digest, offset: desc.size, labels }]);
+    },
+    async abort(ctx, ref) {
+      await call('content', 'Abort', c.abortReq.encode({ ref }), ctx).catch((e) => {
+        if (!isCode(e, Code.NotFound)) throw e;
+      });
+    },
+    async snapshotExists(ctx, snapshotter, key) {
+      try {
+        await call('snapshot', 'Stat', c.statReq.encode({ snapshotter, key }), ctx);
+        return true;
+      } catch (e) {
+        if (isCode(e, Code.NotFound)) return false;
+        throw e;
+      }
+    },
+    async prepare(ctx, snapshotter, key, parent) {
+      return c.prepareRes.decode(await call('snapshot', 'Prepare', c.prepareReq.encode({ snapshotter, key, parent }), ctx)).mounts;
+    },
+    async commitSnapshot(ctx, snapshotter, name, key) {
+      await call('snapshot', 'Commit', c.commitReq.encode({ snapshotter, name, key }), ctx);
+    },
+    async removeSnapshot(ctx, snapshotter, key) {
+      await call('snapshot', 'Remove', c.removeReq.encode({ snapshotter, key }), ctx);
+    },
+    async apply(ctx, desc, mounts) {
+      return c.applyRes.decode(await call('diff', 'Apply', c.applyReq.encode({ diff: toDesc(desc), mounts }), ctx)).applied;
+    },
+    async createLease(ctx, labels) {
+      return c.leaseCreateRes.decode(await call('leases', 'Create', c.leaseCreateReq.encode({ id: '', labels }), ctx)).lease.id;
+    },
+    async deleteLease(ctx, id) {
+      await call('leases', 'Delete', c.leaseDeleteReq.encode({ id }), ctx).catch((e) => {
+        if (!isCode(e, Code.NotFound)) throw e;
+      });
+    },
+  };
+}
+
+export { BerthError };

@@ -1,0 +1,467 @@
+// The server-side pull: what `ctr images pull` does through five services, done inside the
+// images service, with the fetch and the unpack overlapping. Layers are fetched in parallel
+// (straight into the content store's ingest files on this node) and each is unpacked as soon as
+// it and the layers under it are in; containerd 1.6 fetches everything first. The result is the
+// same as a `ctr pull`'s: the same blobs with containerd's labels (gc.ref.content.*,
+// distribution.source.*, uncompressed, gc.ref.snapshot.*), the same committed snapshots (chain
+// ids, made through `extract-<n>-<random> <chainid>` keys), the image record. Everything is
+// written under a lease of its own, deleted once the image record exists; a pull that fails or
+// is interrupted leaves the lease to expire (containerd.io/gc.expire), so what it wrote stays
+// resumable by a retry until then and is collected after.
+import { createHash, randomBytes } from 'node:crypto';
+import { open } from 'node:fs/promises';
+import { BerthError, Code, invalidArgument, isCode, notFound, toBerthError } from '@berth/errdefs';
+import type { CallContext } from '@berth/bus';
+import type { PullBackends } from './backends.js';
+import { formatPlatform, hostPlatform, matches, parsePlatform, type Platform } from './platform.js';
+import { Progress, type ProgressReport } from './progress.js';
+import { parseReference, type Reference } from './reference.js';
+import { isIndex, isManifest, Registry, type Descriptor, type RegistryOptions } from './registry.js';
+
+export interface PullOptions {
+  ref: string;
+  platforms?: string[];
+  allPlatforms?: boolean;
+  plainHttp?: boolean;
+  snapshotter?: string;
+  skipUnpack?: boolean;
+  labels?: Record<string, string>;
+  username?: string;
+  password?: string;
+  maxConcurrentDownloads?: number;
+}
+
+export interface PullResult {
+  name: string;
+  target: Descriptor;
+  /** the chain id of each unpacked platform's rootfs */
+  unpacked: { platform: string; chainId: string }[];
+}
+
+export interface ImageWriter {
+  /** creates the record, or replaces it as containerd's client does when it exists */
+  put(ns: string, image: { name: string; labels: Record<string, string>; target: Descriptor }): Promise<void>;
+}
+
+const layerPrefixes = ['application/vnd.oci.image.layer.', 'application/vnd.docker.image.rootfs.'];
+const configTypes = new Set(['application/vnd.docker.container.image.v1+json', 'application/vnd.oci.image.config.v1+json', 'application/octet-stream']);
+export const isLayer = (mt: string) => layerPrefixes.some((p) => mt.startsWith(p));
+
+/** containerd's remotes.MakeRefKey: the ingest ref of a blob. */
+export function refKey(desc: Descriptor): string {
+  const mt = desc.media_type;
+  if (isManifest(mt)) return `manifest-${desc.digest}`;
+  if (isIndex(mt)) return `index-${desc.digest}`;
+  if (isLayer(mt)) return `layer-${desc.digest}`;
+  if (configTypes.has(mt)) return `config-${desc.digest}`;
+  return `unknown-${desc.digest}`;
+}
+
+/** containerd's images.ChildGCLabels, numbered as SetChildrenMappedLabels numbers them. */
+export function childLabels(children: Descriptor[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  const seen = new Map<string, number>();
+  for (const ch of children) {
+    const mt = ch.media_type;
+    let key = configTypes.has(mt) ? 'containerd.io/gc.ref.content.config' : isManifest(mt) ? 'containerd.io/gc.ref.content.m.' : isLayer(mt) ? 'containerd.io/gc.ref.content.l.' : 'containerd.io/gc.ref.content.';
+    const idx = seen.get(key) ?? 0;
+    seen.set(key, idx + 1);
+    if (idx > 0 || key.endsWith('.')) key = `${key}${idx}`;
+    out[key] = ch.digest;
+  }
+  return out;
+}
+
+/** identity.ChainID: the snapshot name of a stack of layers. */
+export function chainIds(diffIds: string[]): string[] {
+  const out: string[] = [];
+  for (const d of diffIds) {
+    const prev = out.at(-1);
+    out.push(prev ? `sha256:${createHash('sha256').update(`${prev} ${d}`).digest('hex')}` : d);
+  }
+  return out;
+}
+
+/** containerd's unpack key: `extract-<nanoseconds>-<3 random bytes, base64url> <chain id>` */
+function extractKey(chainId: string): string {
+  const ns = Number(process.hrtime.bigint() % 1_000_000_000n);
+  return `extract-${ns}-${randomBytes(3).toString('base64url')} ${chainId}`;
+}
+
+const tracing = !!process.env.BERTH_PULL_TRACE;
+const t0 = performance.now();
+const trace = (what: string) => {
+  if (tracing) console.log(`pull trace ${(performance.now() - t0).toFixed(1)}ms ${what}`);
+};
+
+/** Go's time.RFC3339 in UTC, as containerd writes gc.expire. */
+const rfc3339 = (d: Date) => d.toISOString().replace(/\.\d+Z$/, 'Z');
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve, reject) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => (clearTimeout(t), reject(signal.reason)), { once: true });
+  });
+
+/** A small semaphore: layers fetched at once. */
+function limiter(n: number) {
+  let active = 0;
+  const queue: (() => void)[] = [];
+  return async <T>(fn: () => Promise<T>): Promise<T> => {
+    if (active >= n) await new Promise<void>((r) => queue.push(r));
+    active++;
+    try {
+      return await fn();
+    } finally {
+      active--;
+      queue.shift()?.();
+    }
+  };
+}
+
+interface ManifestDoc {
+  config: Descriptor;
+  layers: Descriptor[];
+}
+
+interface JsonDescriptor {
+  mediaType?: string;
+  digest?: string;
+  size?: number;
+  annotations?: Record<string, string>;
+  platform?: { os: string; architecture: string; variant?: string };
+  urls?: string[];
+}
+
+/** An OCI JSON descriptor (`mediaType`) as ours; one without digest or size is refused. */
+function fromJson(d: JsonDescriptor | undefined, where: string): Descriptor {
+  if (!d || typeof d.digest !== 'string' || typeof d.size !== 'number' || typeof d.mediaType !== 'string') {
+    throw new BerthError(Code.FailedPrecondition, `${where}: invalid descriptor ${JSON.stringify(d)}`);
+  }
+  return { media_type: d.mediaType, digest: d.digest, size: d.size, ...(d.annotations ? { annotations: d.annotations } : {}), ...(d.platform ? { platform: d.platform } : {}) };
+}
+
+export interface PullerConfig {
+  registry: Omit<RegistryOptions, 'plainHttp' | 'credentials'> & {
+    plainHttp(host: string): boolean;
+    credentials(host: string): { username: string; password: string } | undefined;
+  };
+  maxConcurrentDownloads: number;
+  /** how long a download may go without progress while the registry is retried */
+  retryWindowMs?: number;
+  leaseExpiryMs?: number;
+}
+
+export class Puller {
+  constructor(
+    private readonly be: PullBackends,
+    private readonly images: ImageWriter,
+    private readonly cfg: PullerConfig,
+  ) {}
+
+  async pull(ns: string, o: PullOptions, onProgress: (r: ProgressReport) => void, signal?: AbortSignal): Promise<PullResult> {
+    if (!o.ref) throw invalidArgument('ref must not be empty');
+    const ref = parseReference(o.ref);
+    const wanted: Platform[] = (o.platforms ?? []).filter(Boolean).map(parsePlatform);
+    if (!wanted.length) wanted.push(hostPlatform());
+    const snapshotter = o.snapshotter || 'overlayfs';
+    const reg = new Registry(ref, {
+      ...this.cfg.registry,
+      plainHttp: (h) => !!o.plainHttp || this.cfg.registry.plainHttp(h),
+      credentials: (h) => (o.username ? { username: o.username, password: o.password ?? '' } : this.cfg.registry.credentials(h)),
+    });
+    const progress = new Progress(onProgress);
+    const abort = new AbortController();
+    const onAbort = () => abort.abort(signal!.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const leaseLabels = { 'containerd.io/gc.expire': rfc3339(new Date(Date.now() + (this.cfg.leaseExpiryMs ?? 24 * 3600_000))) };
+    trace(`pull ${o.ref}`);
+    const lease = await this.be.createLease({ namespace: ns, signal: abort.signal }, leaseLabels);
+    const ctx: CallContext = { namespace: ns, lease, signal: abort.signal };
+    try {
+      const run = new PullRun(this.be, reg, ref, ctx, progress, {
+        wanted,
+        all: !!o.allPlatforms,
+        snapshotter,
+        unpack: !o.skipUnpack,
+        limit: limiter(Math.max(1, o.maxConcurrentDownloads || this.cfg.maxConcurrentDownloads)),
+        retryWindowMs: this.cfg.retryWindowMs ?? 30_000,
+      }, abort);
+      trace('lease');
+      const result = await run.run();
+      trace('run');
+      await this.images.put(ns, { name: ref.name, labels: o.labels ?? {}, target: { media_type: result.target.media_type, digest: result.target.digest, size: result.target.size } });
+      trace('image');
+      progress.phase('done');
+      await this.be.deleteLease({ namespace: ns }, lease);
+      trace('lease deleted');
+      return result;
+    } catch (e) {
+      abort.abort(e);
+      throw signal?.aborted ? new BerthError(Code.Canceled, 'context canceled') : toBerthError(e);
+    } finally {
+      progress.stop();
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+}
+
+interface RunOptions {
+  wanted: Platform[];
+  all: boolean;
+  snapshotter: string;
+  unpack: boolean;
+  limit: ReturnType<typeof limiter>;
+  retryWindowMs: number;
+}
+
+/** One pull's state: the blobs in flight and the platforms to unpack. */
+class PullRun {
+  private readonly fetches = new Map<string, Promise<void>>();
+  private readonly pending: Promise<unknown>[] = [];
+  private readonly toUnpack: { platform: string; manifest: ManifestDoc; diffIds: string[] }[] = [];
+  private readonly source: { key: string; repo: string };
+
+  constructor(
+    private readonly be: PullBackends,
+    private readonly reg: Registry,
+    private readonly ref: Reference,
+    private readonly ctx: CallContext,
+    private readonly progress: Progress,
+    private readonly o: RunOptions,
+    private readonly abort: AbortController,
+  ) {
+    // containerd keys the source by host name without the port
+    const host = ref.host.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
+    this.source = { key: `containerd.io/distribution.source.${host}`, repo: ref.repository };
+  }
+
+  /** Watches a background task: a failure fails the pull (and aborts the rest). */
+  private track<T>(p: Promise<T>): Promise<T> {
+    p.catch(() => undefined);
+    this.pending.push(p);
+    return p;
+  }
+
+  async run(): Promise<PullResult> {
+    this.progress.phase('resolving');
+    let target: Descriptor;
+    try {
+      target = await this.reg.resolve(this.ctx.signal);
+    } catch (e) {
+      throw toBerthError(e).wrap(`failed to resolve reference "${this.ref.name}"`);
+    }
+    trace('resolved');
+    this.progress.phase('fetching');
+    try {
+      await this.handle(target, undefined);
+      if (!this.toUnpack.length) throw notFound(`no match for platform in manifest ${target.digest}`);
+      const unpacked: PullResult['unpacked'] = [];
+      if (this.o.unpack) {
+        for (const u of this.toUnpack) unpacked.push({ platform: u.platform, chainId: await this.unpack(u.manifest, u.diffIds) });
+      }
+      await Promise.all(this.pending);
+    } catch (e) {
+      // let what is in flight stop before answering, so nothing is written after the error
+      this.abort.abort(e);
+      await Promise.allSettled(this.pending);
+      throw e;
+    }
+    return { name: this.ref.name, target, unpacked: this.toUnpack.map((u) => ({ platform: u.platform, chainId: chainIds(u.diffIds).at(-1) ?? '' })) };
+  }
+
+  /** The distribution source label with this repository added to what the blob has. */
+  private async sourceLabel(digest: string, existing?: Record<string, string>): Promise<Record<string, string>> {
+    const have = (existing ?? (await this.be.info(this.ctx, digest)) ?? {})[this.source.key];
+    const repos = have ? have.split(',') : [];
+    if (!repos.includes(this.source.repo)) repos.push(this.source.repo);
+    return { [this.source.key]: repos.join(',') };
+  }
+
+  /** A manifest, index or config: fetched whole, stored with its labels; its bytes returned. */
+  private async small(desc: Descriptor, children: (data: Buffer) => Descriptor[]): Promise<Buffer> {
+    this.progress.add(desc.digest, desc.media_type, desc.size);
+    const existing = await this.be.info(this.ctx, desc.digest);
+    let data: Buffer;
+    if (existing) {
+      // in the store already: read it from the registry anyway only if we need its children
+      data = await this.reg.readAll(desc, this.ctx.signal);
+      const labels = { ...childLabels(children(data)), ...(await this.sourceLabel(desc.digest, existing)) };
+      await this.be.writeBlob(this.ctx, refKey(desc), desc, data, {}); // puts it under the lease
+      await this.be.updateLabels(this.ctx, desc.digest, labels);
+      this.progress.state(desc.digest, 'exists');
+      return data;
+    }
+    data = await this.reg.readAll(desc, this.ctx.signal);
+    const labels = { ...childLabels(children(data)), ...(await this.sourceLabel(desc.digest, {})) };
+    if (!(await this.be.writeBlob(this.ctx, refKey(desc), desc, data, labels))) await this.be.updateLabels(this.ctx, desc.digest, labels);
+    this.progress.state(desc.digest, 'downloaded');
+    return data;
+  }
+
+  private async handle(desc: Descriptor, platform: Platform | undefined): Promise<void> {
+    if (isIndex(desc.media_type)) {
+      let manifests: Descriptor[] = [];
+      await this.small(desc, (data) => (manifests = ((JSON.parse(data.toString('utf8')) as { manifests?: JsonDescriptor[] }).manifests ?? []).map((m) => fromJson(m, `index ${desc.digest}`))));
+      const chosen = manifests.filter((m) => this.o.all || !m.platform || matches(this.o.wanted, m.platform));
+      await Promise.all(chosen.map((m) => this.handle(m, m.platform)));
+      return;
+    }
+    if (!isManifest(desc.media_type)) throw new BerthError(Code.Unimplemented, `${desc.digest}: media type ${desc.media_type} is not supported`);
+    let doc!: ManifestDoc;
+    await this.small(desc, (data) => {
+      const raw = JSON.parse(data.toString('utf8')) as { config?: JsonDescriptor; layers?: JsonDescriptor[] };
+      if (!raw.config || !Array.isArray(raw.layers)) throw new BerthError(Code.FailedPrecondition, `manifest ${desc.digest}: no config or layers`);
+      doc = { config: fromJson(raw.config, `manifest ${desc.digest}`), layers: raw.layers.map((l) => fromJson(l, `manifest ${desc.digest}`)) };
+      return [doc.config, ...doc.layers];
+    });
+    const config = JSON.parse((await this.small(doc.config, () => [])).toString('utf8')) as {
+      os?: string;
+      architecture?: string;
+      variant?: string;
+      rootfs?: { diff_ids?: string[] };
+    };
+    const p = platform ?? (config.os && config.architecture ? { os: config.os, architecture: config.architecture, variant: config.variant } : undefined);
+    // a lone manifest is checked against the platform as containerd's unpack checks it
+    if (!platform && !this.o.all && !matches(this.o.wanted, p)) return;
+    const diffIds = config.rootfs?.diff_ids ?? [];
+    if (diffIds.length !== doc.layers.length) throw new BerthError(Code.FailedPrecondition, `manifest ${desc.digest}: ${doc.layers.length} layers but ${diffIds.length} diff ids`);
+    for (const l of doc.layers) this.fetchLayer(l);
+    this.toUnpack.push({ platform: p ? formatPlatform(p) : '', manifest: doc, diffIds });
+  }
+
+  /** Starts (once per digest) fetching a layer into the content store. */
+  private fetchLayer(desc: Descriptor): Promise<void> {
+    let f = this.fetches.get(desc.digest);
+    if (!f) {
+      this.progress.add(desc.digest, desc.media_type, desc.size);
+      f = this.track(this.o.limit(() => this.fetchBlob(desc)));
+      this.fetches.set(desc.digest, f);
+    }
+    return f;
+  }
+
+  private async fetchBlob(desc: Descriptor): Promise<void> {
+    this.ctx.signal?.throwIfAborted();
+    const ref = refKey(desc);
+    let ingest;
+    try {
+      ingest = await this.be.ingest(this.ctx, ref, desc);
+    } catch (e) {
+      if (!isCode(e, Code.AlreadyExists)) throw e;
+      await this.be.updateLabels(this.ctx, desc.digest, await this.sourceLabel(desc.digest));
+      this.progress.state(desc.digest, 'exists');
+      return;
+    }
+    trace(`ingest ${desc.digest}`);
+    if (!ingest.shared) await this.download(desc, ingest.path, ingest.offset);
+    trace(`downloaded ${desc.digest}`);
+    const labels = await this.sourceLabel(desc.digest, {});
+    try {
+      await this.be.commit(this.ctx, ref, desc, labels);
+    } catch (e) {
+      if (isCode(e, Code.AlreadyExists)) {
+        await this.be.updateLabels(this.ctx, desc.digest, await this.sourceLabel(desc.digest));
+      } else if (isCode(e, Code.FailedPrecondition)) {
+        // bytes that are not the blob: start over next time rather than resume them
+        await this.be.abort(this.ctx, ref).catch(() => undefined);
+        throw toBerthError(e).wrap(`failed to fetch ${desc.digest}`);
+      } else throw e;
+    }
+    trace(`committed ${desc.digest}`);
+    this.progress.state(desc.digest, 'downloaded');
+  }
+
+  /**
+   * Appends the blob's bytes from `offset` to the ingest file. A connection that breaks is
+   * resumed with a Range request from what the file holds; the registry is retried for as long
+   * as it keeps making progress within the retry window.
+   */
+  private async download(desc: Descriptor, path: string, offset: number): Promise<void> {
+    const fh = await open(path, 'r+');
+    const signal = this.ctx.signal;
+    let lastProgress = Date.now();
+    let backoff = 100;
+    try {
+      if ((await fh.stat()).size !== offset) await fh.truncate(offset);
+      while (offset < desc.size) {
+        try {
+          const { body, from } = await this.reg.open(desc, offset, signal);
+          if (from !== offset) {
+            await fh.truncate(from);
+            offset = from;
+          }
+          let buf: Buffer[] = [];
+          let buffered = 0;
+          const flush = async () => {
+            if (!buffered) return;
+            const data = buf.length === 1 ? buf[0]! : Buffer.concat(buf, buffered);
+            buf = [];
+            buffered = 0;
+            for (let done = 0; done < data.length; ) done += (await fh.write(data, done, data.length - done, offset + done)).bytesWritten;
+            offset += data.length;
+            this.progress.bytes(desc.digest, offset);
+          };
+          try {
+            for await (const chunk of body) {
+              if (offset + buffered + chunk.length > desc.size) throw new BerthError(Code.FailedPrecondition, `failed to fetch ${desc.digest}: registry sent more than its ${desc.size} bytes`);
+              buf.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+              buffered += chunk.length;
+              if (buffered >= 1 << 20) {
+                await flush();
+                lastProgress = Date.now();
+                backoff = 100;
+              }
+            }
+          } finally {
+            await flush();
+          }
+          if (offset < desc.size) throw new BerthError(Code.Unavailable, `${desc.digest}: connection closed at ${offset} of ${desc.size} bytes`);
+        } catch (e) {
+          if (signal?.aborted) throw signal.reason ?? e;
+          const be = e instanceof BerthError ? e : new BerthError(Code.Unavailable, `${desc.digest}: ${(e as Error).message}`);
+          if (be.code !== Code.Unavailable) throw be;
+          if (Date.now() - lastProgress > this.o.retryWindowMs) throw be.wrap(`failed to fetch ${desc.digest}`);
+          await sleep(backoff, signal);
+          backoff = Math.min(backoff * 2, 2000);
+        }
+      }
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** Applies a platform's layers in order, each once it is in; returns the rootfs chain id. */
+  private async unpack(m: ManifestDoc, diffIds: string[]): Promise<string> {
+    const chain = chainIds(diffIds);
+    const sn = this.o.snapshotter;
+    for (let i = 0; i < m.layers.length; i++) {
+      const layer = m.layers[i]!;
+      await this.fetchLayer(layer);
+      const chainId = chain[i]!;
+      if (await this.be.snapshotExists(this.ctx, sn, chainId)) continue;
+      this.progress.state(layer.digest, 'unpacking');
+      const key = extractKey(chainId);
+      trace(`unpack ${layer.digest}`);
+      const mounts = await this.be.prepare(this.ctx, sn, key, i > 0 ? chain[i - 1]! : '');
+      trace(`prepared`);
+      try {
+        const applied = await this.be.apply(this.ctx, layer, mounts);
+        if (applied.digest !== diffIds[i]) throw new BerthError(Code.FailedPrecondition, `failed to extract layer ${diffIds[i]}: wrong diff id calculated on extraction "${applied.digest}"`);
+        trace(`applied`);
+        await this.be.commitSnapshot(this.ctx, sn, chainId, key);
+        trace(`committed snapshot`);
+      } catch (e) {
+        await this.be.removeSnapshot({ namespace: this.ctx.namespace, lease: this.ctx.lease }, sn, key).catch(() => undefined);
+        // another pull committed the same chain meanwhile: it is there, as wanted
+        if (isCode(e, Code.AlreadyExists)) continue;
+        throw e;
+      }
+      await this.be.updateLabels(this.ctx, layer.digest, { 'containerd.io/uncompressed': diffIds[i]! });
+      this.progress.state(layer.digest, 'unpacked');
+    }
+    const rootfs = chain.at(-1) ?? '';
+    await this.be.updateLabels(this.ctx, m.config.digest, { [`containerd.io/gc.ref.snapshot.${sn}`]: rootfs });
+    return rootfs;
+  }
+}
