@@ -141,6 +141,8 @@ export class Tasks {
         throw e;
       }
       const t = new ShimTask(info, bundle, (x) => void this.lost(x));
+      const trace = process.env.BERTH_TASKS_TRACE ? (what: string, t0: number) => this.o.log(`trace create ${id} ${what} ${(performance.now() - t0).toFixed(1)} ms`) : undefined;
+      let t0 = performance.now();
       const options = r.options ?? container.runtime?.options ?? null;
       try {
         let address: string;
@@ -150,6 +152,8 @@ export class Tasks {
         } else {
           address = await this.o.host!.start({ id, namespace: ns, bundle, options });
         }
+        trace?.('shim start', t0);
+        t0 = performance.now();
         await t.connect(address);
         const created = await t
           .call<{ pid: number }>('Create', {
@@ -166,6 +170,7 @@ export class Tasks {
           .catch((e) => {
             throw e instanceof BerthError ? e.wrap('failed to create shim task') : e;
           });
+        trace?.('shim create', t0);
         await this.o.store.transact([taskKey(ns, id)], async (tx) => {
           tx.put(taskKey(ns, id), { ...info, created_at: nowTimestamp() } satisfies TaskRecord);
         });

@@ -93,7 +93,7 @@ export async function start(env: ServiceEnv): Promise<Stop> {
   // create keeps a concurrent namespace delete out
   const guard = namespaceGuard(client, env.node, env.config.services, { kinds: async () => [] });
   const bus = await BusServer.start(env.nc, { name: 'tasks', node: env.node, metadata: { plugins: JSON.stringify(plugins) } });
-  bus.serveGrpc(grpcService('containerd.services.tasks.v1.Tasks'), {
+  const handlers: Record<string, (req: any, ctx: StreamContext) => Promise<unknown>> = {
     Create: async (req: any, ctx: CallContext) => {
       const n = ns(ctx);
       return guard.write(n, () => tasks.create(n, req));
@@ -135,7 +135,21 @@ export async function start(env: ServiceEnv): Promise<Stop> {
     },
     Metrics: async (req: any, ctx: CallContext) => tasks.metrics(ns(ctx), req.filters ?? []),
     Wait: async (req: any, ctx: StreamContext) => tasks.wait(ns(ctx), req.container_id, req.exec_id ?? '', ctx.signal),
-  });
+  };
+  // BERTH_TASKS_TRACE=1: each call's time in the log (where a run's latency goes)
+  if (process.env.BERTH_TASKS_TRACE) {
+    for (const [name, h] of Object.entries(handlers)) {
+      handlers[name] = async (req, ctx) => {
+        const t = performance.now();
+        try {
+          return await h(req, ctx);
+        } finally {
+          say(`trace ${name} ${req.container_id ?? ''} ${(performance.now() - t).toFixed(1)} ms`);
+        }
+      };
+    }
+  }
+  bus.serveGrpc(grpcService('containerd.services.tasks.v1.Tasks'), handlers);
   guard.serve(bus);
   return async () => {
     tasks.close();
