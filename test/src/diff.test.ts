@@ -6,10 +6,11 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readSync, readlinkSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { Readable } from 'node:stream';
 import { execFileSync } from 'node:child_process';
 import { llistxattr, lgetxattr, major, minor } from '@berth/native';
-import { tarEnd, tarFile, tarHeader, tarSparseFile, T } from '@berth/diff';
+import { tarEnd, tarFile, tarHeader, tarSparseFile, TarReader, T } from '@berth/diff';
 import { metadata, outcome, unary, writeBlob } from './grpc.js';
 import { ctr, run, shared, startReference, startStack, type Reference, type Stack } from './harness.js';
 
@@ -102,6 +103,84 @@ describe('diff', () => {
     }
     assert.ok(trees[0].length > 10, `a real tree: ${trees[0].length} entries`);
     assert.deepEqual(trees[0], trees[1]);
+  });
+
+  describe('Diff', () => {
+    /** Two trees: `lower`, and `upper` = lower with every kind of change. */
+    function trees(): { lower: string; upper: string } {
+      const lower = mkdtempSync(join(tmp, 'lower-'));
+      const upper = mkdtempSync(join(tmp, 'upper-'));
+      const sh = (dir: string, script: string) => execFileSync('sh', ['-ec', script], { cwd: dir });
+      const base = `mkdir -p etc bin gone/deep same; echo root > etc/passwd; echo x > gone/deep/f; echo keep > same/k; touch -d @1600000000 same/k same etc etc/passwd;
+        echo bin > bin/tool; ln bin/tool bin/tool2; chmod 755 bin/tool; ln -s tool bin/link; mkfifo same/fifo; touch -d @1600000000 bin bin/tool same/fifo; touch -h -d @1600000000 bin/link`;
+      sh(lower, base);
+      sh(upper, `${base}; rm -r gone; echo changed > etc/passwd; chmod 4755 bin/tool; echo new > etc/new; ln -s /etc/passwd etc/abs; mkdir -p opt/app; echo app > opt/app/a; ln opt/app/a opt/app/b; mknod etc/null c 1 3; touch -d @1700000000 etc/passwd etc/new bin/tool opt/app/a`);
+      return { lower, upper };
+    }
+
+    async function entries(sock: string, digest: string): Promise<string[]> {
+      const blob = execFileSync('ctr', ['--address', sock, '-n', ns, 'content', 'get', digest], { maxBuffer: 1 << 26 });
+      const tar = new TarReader(Readable.from([gunzipSync(blob)]));
+      const out: string[] = [];
+      for (let h; (h = await tar.next()); ) {
+        const data: Buffer[] = [];
+        for await (const { chunk } of tar.data()) data.push(Buffer.from(chunk));
+        const wh = h.name.includes('.wh.');
+        out.push(`${h.name} ${h.typeflag} ${h.mode.toString(8)} ${h.uid}:${h.gid} ${h.size} ${wh ? '' : h.mtime} ${h.linkname} ${h.devmajor},${h.devminor} ${[...h.xattrs.keys()]} ${Buffer.concat(data).toString()}`);
+      }
+      return out;
+    }
+
+    test('the layer between two trees: same entries as the reference, labelled, and it rebuilds the upper tree', async () => {
+      const { lower, upper } = trees();
+      const results: { digest: string; size: number; media_type: string; entries: string[] }[] = [];
+      for (const sock of ref ? [stack.sock, ref.sock] : [stack.sock]) {
+        const r = await unary(sock, '/containerd.services.diff.v1.Diff/Diff', {
+          left: [{ type: 'bind', source: lower, options: ['rbind', 'rw'] }],
+          right: [{ type: 'bind', source: upper, options: ['rbind', 'rw'] }],
+          labels: { 'test.label': 'x' },
+        }, metadata(ns));
+        assert.equal(r.diff.media_type, 'application/vnd.oci.image.layer.v1.tar+gzip');
+        const info = await unary(sock, '/containerd.services.content.v1.Content/Info', { digest: r.diff.digest }, metadata(ns));
+        assert.equal(info.info.size, r.diff.size);
+        assert.equal(info.info.labels['test.label'], 'x');
+        const blob = execFileSync('ctr', ['--address', sock, '-n', ns, 'content', 'get', r.diff.digest], { maxBuffer: 1 << 26 });
+        assert.equal(info.info.labels['containerd.io/uncompressed'], 'sha256:' + createHash('sha256').update(gunzipSync(blob)).digest('hex'));
+        results.push({ ...r.diff, entries: await entries(sock, r.diff.digest) });
+      }
+      const ours = results[0].entries;
+      assert.ok(ours.some((e) => e.startsWith('gone/.wh.deep ') === false && e.startsWith('.wh.gone ')), ours.join('\n'));
+      if (results[1]) assert.deepEqual(ours, results[1].entries);
+
+      // applying it onto a copy of the lower tree gives the upper one
+      const copy = mkdtempSync(join(tmp, 'copy-'));
+      execFileSync('cp', ['-a', `${lower}/.`, copy]);
+      await unary(stack.sock, '/containerd.services.diff.v1.Diff/Apply', {
+        diff: { media_type: results[0].media_type, digest: results[0].digest, size: results[0].size },
+        mounts: [{ type: 'bind', source: copy, options: ['rbind', 'rw'] }],
+      }, metadata(ns));
+      // a layer keeps whole seconds (as containerd's); folders' times move as their contents change
+      const strip = (l: string[]) =>
+        l
+          .slice(1)
+          .filter((x) => !/^\S+ d /.test(x))
+          .map((x) => x.replace(/^(\S+ \S+ \S+ \S+ \S+ )(\d+)\d{9} /, '$1$2 '));
+      assert.deepEqual(strip(listing(copy)), strip(listing(upper)));
+    });
+
+    test('an unsupported media type is Unimplemented, as with the reference', async () => {
+      const { lower, upper } = trees();
+      const outs: string[] = [];
+      for (const sock of ref ? [stack.sock, ref.sock] : [stack.sock]) {
+        outs.push(await outcome(unary(sock, '/containerd.services.diff.v1.Diff/Diff', {
+          left: [{ type: 'bind', source: lower, options: ['rbind', 'rw'] }],
+          right: [{ type: 'bind', source: upper, options: ['rbind', 'rw'] }],
+          media_type: 'application/vnd.oci.image.layer.v1.tar+zstd',
+        }, metadata(ns))));
+      }
+      assert.equal(outs[0], '12 unsupported diff media type: application/vnd.oci.image.layer.v1.tar+zstd: not implemented');
+      if (outs[1]) assert.equal(outs[0], outs[1]);
+    });
   });
 
   describe('Apply', () => {

@@ -1,13 +1,16 @@
 // The diff service's logic, without NATS: Apply (a layer blob onto mounts) as containerd's
 // fsApplier with the walking differ's behaviour.
 import { createHash, type Hash } from 'node:crypto';
-import type { Readable } from 'node:stream';
-import { BerthError, failedPrecondition, invalidArgument } from '@berth/errdefs';
+import { BerthError, Code, failedPrecondition, invalidArgument, isCode } from '@berth/errdefs';
 import type { MountSpec } from '@berth/native';
 import { hashFile } from './hasher.js';
 import { applyLayer, type ApplyOptions } from './apply.js';
 import { decompress, diffCompression, noProcessor } from './decompress.js';
-import { overlayPaths, withTempMount } from './mounts.js';
+import { overlayPaths, readonlyMounts, withTempMount } from './mounts.js';
+import { writeDiff } from './changes.js';
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { createGzip } from 'node:zlib';
 import { TarReader } from './tar.js';
 
 export interface Descriptor {
@@ -18,6 +21,32 @@ export interface Descriptor {
 }
 
 export const mediaTypeLayer = 'application/vnd.oci.image.layer.v1.tar';
+export const mediaTypeLayerGzip = 'application/vnd.oci.image.layer.v1.tar+gzip';
+export const uncompressedLabel = 'containerd.io/uncompressed';
+
+/** Where Diff writes its layer: the content store (over the bus in the service). */
+export interface ContentSink {
+  /**
+   * Writes `data` under `ref` (from the start, whatever an earlier writer left) and commits it
+   * with what `finish` says once the data is through. A blob the store already has is no error.
+   */
+  write(ref: string, data: AsyncIterable<Buffer>, finish: () => { digest: string; size: number; labels: Record<string, string> }): Promise<void>;
+  labels(digest: string): Promise<{ size: number; labels: Record<string, string> }>;
+  setLabel(digest: string, key: string, value: string): Promise<void>;
+  abort(ref: string): Promise<void>;
+}
+
+export interface DiffOptions {
+  media_type?: string;
+  ref?: string;
+  labels?: Record<string, string>;
+}
+
+/** containerd's uniqueRef: nanoseconds and 3 random bytes, URL-safe base64. */
+function uniqueRef(): string {
+  const ns = BigInt(Date.now()) * 1_000_000n + process.hrtime.bigint() % 1_000_000n;
+  return `${ns}-${randomBytes(3).toString('base64url')}`;
+}
 
 /**
  * Where a blob's bytes come from: its file on this node (`path`), or the content service's Read
@@ -107,5 +136,53 @@ export class Differ {
       throw failedPrecondition(`content ${desc.digest} does not match its descriptor: read ${got.bytes} bytes with digest ${got.digest}`);
     }
     return { media_type: mediaTypeLayer, digest: `sha256:${uncompressed.digest('hex')}`, size: uCount.n };
+  }
+
+  /**
+   * containerd's walking differ (Compare): `lower` mounted read-write and `upper` read-only on
+   * temporary folders, the changes between them written as a layer (gzip unless the media type
+   * says a plain tar) to content under `ref`, labelled with its uncompressed digest.
+   */
+  async diff(lower: readonly MountSpec[], upper: readonly MountSpec[], opts: DiffOptions, sink: ContentSink): Promise<Descriptor> {
+    const mediaType = opts.media_type || mediaTypeLayerGzip;
+    if (mediaType !== mediaTypeLayer && mediaType !== mediaTypeLayerGzip) {
+      throw new BerthError(Code.Unimplemented, `unsupported diff media type: ${mediaType}: not implemented`);
+    }
+    const compressed = mediaType === mediaTypeLayerGzip;
+    const labels = { ...(opts.labels ?? {}) };
+    const newRef = !opts.ref;
+    const ref = opts.ref || uniqueRef();
+    let written: { digest: string; size: number } | undefined;
+    await withTempMount(lower, (lowerRoot) =>
+      withTempMount(readonlyMounts(upper), async (upperRoot) => {
+        const tarHash = createHash('sha256');
+        const blobHash = createHash('sha256');
+        let size = 0;
+        const tar = tap(writeDiff(lowerRoot, upperRoot), tarHash, { n: 0 });
+        const body: AsyncIterable<Buffer> = compressed ? Readable.from(tar, { objectMode: false }).pipe(createGzip()) : tar;
+        const blob = (async function* () {
+          for await (const c of body) {
+            blobHash.update(c);
+            size += c.length;
+            yield c as Buffer;
+          }
+        })();
+        try {
+          await sink.write(ref, blob, () => {
+            if (compressed) labels[uncompressedLabel] = `sha256:${tarHash.digest('hex')}`;
+            written = { digest: `sha256:${blobHash.digest('hex')}`, size };
+            return { ...written, labels };
+          });
+        } catch (e) {
+          if (isCode(e, Code.AlreadyExists) && written) return; // the store has this layer already
+          if (newRef) await sink.abort(ref).catch(() => {});
+          throw e;
+        }
+      }),
+    );
+    const w = written!;
+    const info = await sink.labels(w.digest);
+    if (!(uncompressedLabel in info.labels) && labels[uncompressedLabel]) await sink.setLabel(w.digest, uncompressedLabel, labels[uncompressedLabel]);
+    return { media_type: mediaType, digest: w.digest, size: info.size };
   }
 }

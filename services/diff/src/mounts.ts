@@ -12,3 +12,18 @@ export function overlayPaths(options: readonly string[]): { upper: string; lower
   }
   return upper ? { upper, lowers } : null;
 }
+
+/**
+ * `mounts` made read-only as containerd's readonlyMounts does: `ro` for most; an overlay loses its
+ * upperdir and workdir, the upperdir becoming its top lowerdir.
+ */
+export function readonlyMounts(mounts: readonly { type: string; source: string; options: string[] }[]): { type: string; source: string; options: string[] }[] {
+  return mounts.map((m) => {
+    if (m.type === 'overlay') {
+      const upper = m.options.find((o) => o.startsWith('upperdir='))?.slice('upperdir='.length);
+      const out = m.options.filter((o) => !o.startsWith('upperdir=') && !o.startsWith('workdir='));
+      return { ...m, options: upper ? out.map((o) => (o.startsWith('lowerdir=') ? `lowerdir=${upper}:${o.slice('lowerdir='.length)}` : o)) : out };
+    }
+    return { ...m, options: [...m.options.filter((o) => o !== 'rw' && o !== 'ro'), 'ro'] };
+  });
+}

@@ -7,7 +7,7 @@ import { blobFile } from '@berth/content';
 import { Code, isCode } from '@berth/errdefs';
 import { log, type ServiceEnv, type Stop } from '@berth/kit';
 import type { MountSpec } from '@berth/native';
-import { Differ, type BlobOpener, type Descriptor } from './local.js';
+import { Differ, type BlobOpener, type ContentSink, type Descriptor } from './local.js';
 
 export const plugins = [
   { type: 'io.containerd.differ.v1', id: 'walking' },
@@ -44,6 +44,64 @@ export function blobOpener(bus: BusClient, node: string, ctx: CallContext): Blob
   };
 }
 
+const writeRequest = codec('containerd.services.content.v1.WriteContentRequest');
+const infoRequest = codec('containerd.services.content.v1.InfoRequest');
+const infoResponse = codec<{ info: { digest: string; size: number; labels: Record<string, string> } }>('containerd.services.content.v1.InfoResponse');
+const updateRequest = codec('containerd.services.content.v1.UpdateRequest');
+const abortRequest = codec('containerd.services.content.v1.AbortRequest');
+
+/** The content store of this node as Diff writes to it: containerd's Write, Info, Update and Abort over the bus. */
+export function contentSink(bus: BusClient, node: string, ctx: CallContext): ContentSink {
+  const subject = (m: string) => rpcSubject(node, 'content', m);
+  return {
+    async write(ref, data, finish) {
+      const ch = await bus.open(subject('Write'), 'bidi', undefined, ctx);
+      // answers are read beside the writes, so neither side waits on a full window
+      const answers = (async () => {
+        for await (const _ of ch);
+      })();
+      answers.catch(() => {});
+      try {
+        await ch.send(writeRequest.encode({ action: 'STAT', ref }));
+        let offset = 0;
+        for await (const chunk of data) {
+          for (let at = 0; at < chunk.length; at += 1 << 20) {
+            const part = chunk.subarray(at, at + (1 << 20));
+            await ch.send(writeRequest.encode({ action: 'WRITE', ref, offset, data: part }));
+            offset += part.length;
+          }
+        }
+        const { digest, size, labels } = finish();
+        await ch.send(writeRequest.encode({ action: 'COMMIT', ref, offset, total: size, expected: digest, labels }));
+        ch.end();
+      } catch (e) {
+        ch.cancel(e);
+        await answers.catch(() => {});
+        throw e;
+      }
+      await answers;
+    },
+    async labels(digest) {
+      const r = infoResponse.decode(await bus.unary(subject('Info'), infoRequest.encode({ digest }), ctx));
+      return { size: r.info.size, labels: r.info.labels ?? {} };
+    },
+    async setLabel(digest, key, value) {
+      await bus.unary(subject('Update'), updateRequest.encode({ info: { digest, labels: { [key]: value } }, update_mask: { paths: [`labels.${key}`] } }), ctx);
+    },
+    async abort(ref) {
+      await bus.unary(subject('Abort'), abortRequest.encode({ ref }), ctx);
+    },
+  };
+}
+
+interface DiffRequest {
+  left: MountSpec[];
+  right: MountSpec[];
+  media_type: string;
+  ref: string;
+  labels: Record<string, string>;
+}
+
 interface ApplyRequest {
   diff: Descriptor | null;
   mounts: MountSpec[];
@@ -61,6 +119,11 @@ export async function start(env: ServiceEnv): Promise<Stop> {
       const applied = await differ.apply(blobOpener(client, env.node, ctx), desc, req.mounts ?? [], ctx.signal);
       if (process.env.BERTH_DIFF_TRACE) log('diff', `diff applied d=${(performance.now() - t0).toFixed(1)}ms digest=${desc.digest} size=${desc.size}`);
       return { applied };
+    },
+    Diff: async (req: DiffRequest, ctx: StreamContext) => {
+      namespaceRequired(ctx);
+      const diff = await differ.diff(req.left ?? [], req.right ?? [], { media_type: req.media_type, ref: req.ref, labels: req.labels }, contentSink(client, env.node, ctx));
+      return { diff };
     },
   });
   return async () => {
