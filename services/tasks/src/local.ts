@@ -454,6 +454,8 @@ export class Tasks {
         continue;
       }
       const t = new ShimTask(r, this.o.bundles.path(r.namespace, r.id), (x) => void this.lost(x));
+      // as containerd's loadShim: the stock shim's log has a reader again
+      if (r.kind === 'stock') t.log = openShimLog(t.bundle, false, (l) => this.o.log(`shim ${r.namespace}/${r.id}: ${l}`));
       this.tasks.set(this.k(r.namespace, r.id), t);
     }
     const orphans = this.o.bundles.list().filter((b) => !known.has(this.k(b.namespace, b.id)));
