@@ -3,9 +3,10 @@
 import { createHash, type Hash } from 'node:crypto';
 import { BerthError, Code, failedPrecondition, invalidArgument, isCode } from '@berth/errdefs';
 import type { MountSpec } from '@berth/native';
-import { hashFile } from './hasher.js';
+import { readBlobFile } from './blobreader.js';
+import { openSync, readSync, closeSync } from 'node:fs';
 import { applyLayer, type ApplyOptions } from './apply.js';
-import { decompress, diffCompression, noProcessor } from './decompress.js';
+import { decompress, detect, diffCompression, noProcessor } from './decompress.js';
 import { overlayPaths, readonlyMounts, withTempMount } from './mounts.js';
 import { writeDiff } from './changes.js';
 import { randomBytes } from 'node:crypto';
@@ -63,6 +64,16 @@ async function* tap(src: AsyncIterable<Buffer>, hash: Hash, count: { n: number }
   }
 }
 
+function readHead(path: string): Buffer {
+  const fd = openSync(path, 'r');
+  try {
+    const b = Buffer.alloc(4);
+    return b.subarray(0, readSync(fd, b, 0, 4, 0));
+  } finally {
+    closeSync(fd);
+  }
+}
+
 function algorithm(digest: string): string {
   const alg = digest.slice(0, digest.indexOf(':'));
   if (alg !== 'sha256' && alg !== 'sha512' && alg !== 'sha384') throw invalidArgument(`unsupported digest algorithm: ${alg}`);
@@ -101,24 +112,35 @@ export class Differ {
       throw noProcessor(desc.media_type);
     }
 
-    // the blob's own digest: from its file on a thread beside this one, else as it streams by
-    const inline = blob.path ? null : createHash(alg);
-    let inlineBytes = 0;
-    const fileDigest = blob.path ? hashFile(blob.path, alg) : null;
-    fileDigest?.catch(() => {});
-    const uncompressed = createHash('sha256');
-    const uCount = { n: 0 };
-    let decompressed: AsyncIterable<Buffer>;
-    try {
-      decompressed = await decompress(raw, desc.media_type, (c) => {
-        inline?.update(c);
-        inlineBytes += c.length;
-      });
-    } catch (e) {
+    // A local file is read, hashed and inflated on a thread beside this one (gzip or plain); a
+    // stream, or zstd, here.
+    let tarStream: AsyncIterable<Buffer>;
+    let digests: () => Promise<{ blob: string; blobBytes: number; tar: string; tarBytes: number }>;
+    const compression = diffCompression(desc.media_type);
+    const head = blob.path && compression !== '' ? detect(await readHead(blob.path)) : 'none';
+    if (blob.path && head !== 'zstd') {
       raw.destroy();
-      throw e;
+      const r = readBlobFile(blob.path, alg, compression !== '');
+      tarStream = r.tar;
+      digests = r.done;
+    } else {
+      const blobHash = createHash(alg);
+      const tarHash = createHash('sha256');
+      let blobBytes = 0;
+      const tarCount = { n: 0 };
+      let decompressed: AsyncIterable<Buffer>;
+      try {
+        decompressed = await decompress(raw, desc.media_type, (c) => {
+          blobHash.update(c);
+          blobBytes += c.length;
+        });
+      } catch (e) {
+        raw.destroy();
+        throw e;
+      }
+      tarStream = tap(decompressed, tarHash, tarCount);
+      digests = async () => ({ blob: `${alg}:${blobHash.digest('hex')}`, blobBytes, tar: `sha256:${tarHash.digest('hex')}`, tarBytes: tarCount.n });
     }
-    const tarStream = tap(decompressed, uncompressed, uCount);
     const tar = new TarReader(tarStream);
     const run = async (root: string, opts: ApplyOptions) => {
       await applyLayer(root, tar, { ...opts, signal, warn: this.warn });
@@ -126,16 +148,21 @@ export class Differ {
     };
 
     const ov = mounts.length === 1 && mounts[0].type === 'overlay' ? overlayPaths(mounts[0].options) : null;
-    if (ov) await run(ov.upper, { overlay: true, parents: ov.lowers });
-    else if (mounts.length === 0) throw invalidArgument('no mounts to apply the layer to');
-    else if (writableBind(mounts)) await run(mounts[0].source, {});
-    else await withTempMount(mounts, (root) => run(root, {}));
-
-    const got = fileDigest ? await fileDigest : { digest: `${alg}:${inline!.digest('hex')}`, bytes: inlineBytes };
-    if (got.digest !== desc.digest) {
-      throw failedPrecondition(`content ${desc.digest} does not match its descriptor: read ${got.bytes} bytes with digest ${got.digest}`);
+    try {
+      if (ov) await run(ov.upper, { overlay: true, parents: ov.lowers });
+      else if (mounts.length === 0) throw invalidArgument('no mounts to apply the layer to');
+      else if (writableBind(mounts)) await run(mounts[0].source, {});
+      else await withTempMount(mounts, (root) => run(root, {}));
+    } finally {
+      // a failed apply stops the reading (and the reading thread's job) where it is
+      await (tarStream as AsyncGenerator<Buffer>).return?.(undefined);
     }
-    return { media_type: mediaTypeLayer, digest: `sha256:${uncompressed.digest('hex')}`, size: uCount.n };
+
+    const d = await digests();
+    if (d.blob !== desc.digest) {
+      throw failedPrecondition(`content ${desc.digest} does not match its descriptor: read ${d.blobBytes} bytes with digest ${d.blob}`);
+    }
+    return { media_type: mediaTypeLayer, digest: d.tar, size: d.tarBytes };
   }
 
   /**

@@ -1,0 +1,76 @@
+// A local blob file read, hashed and inflated on a thread beside this one (blobworker.ts), so the
+// main thread only parses the tar and writes files: on two cores the unpacking path then has one
+// to itself. The tar bytes are moved between threads, not copied, and at most `window` chunks are
+// in flight, so a slow disk holds the reading back rather than memory growing.
+import { Worker } from 'node:worker_threads';
+
+let worker: Worker | null = null;
+let next = 0;
+let busy = 0;
+type Msg = { id: number; chunk?: Uint8Array; end?: boolean; blob?: string; blobBytes?: number; tar?: string; tarBytes?: number; error?: string; code?: string };
+const jobs = new Map<number, (m: Msg) => void>();
+
+function thread(): Worker {
+  if (worker) return worker;
+  const w = new Worker(new URL('./blobworker.js', import.meta.url));
+  w.on('message', (m: Msg) => jobs.get(m.id)?.(m));
+  w.on('error', () => {});
+  w.on('exit', () => {
+    if (worker === w) worker = null;
+    for (const [id, deliver] of jobs) deliver({ id, error: 'blob reading thread exited' });
+  });
+  w.unref(); // after the listeners, which ref it: an idle thread keeps no process alive
+  return (worker = w);
+}
+
+export interface BlobRead {
+  /** the tar stream */
+  tar: AsyncIterable<Buffer>;
+  /** once `tar` is read to its end: the blob's and the tar stream's digests and sizes */
+  done(): Promise<{ blob: string; blobBytes: number; tar: string; tarBytes: number }>;
+}
+
+export function readBlobFile(path: string, alg: string, inflate: boolean, window = 8): BlobRead {
+  const w = thread();
+  const id = ++next;
+  const queue: Msg[] = [];
+  let wake: (() => void) | null = null;
+  let result: Msg | null = null;
+  jobs.set(id, (m) => {
+    queue.push(m);
+    wake?.();
+    wake = null;
+  });
+  if (busy++ === 0) w.ref();
+  const finish = () => {
+    if (!jobs.delete(id)) return;
+    if (--busy === 0) w.unref();
+  };
+  w.postMessage({ id, path, alg, detect: inflate });
+  w.postMessage({ id, credit: window });
+  const tar = (async function* () {
+    try {
+      for (;;) {
+        while (queue.length === 0) await new Promise<void>((r) => (wake = r));
+        const m = queue.shift()!;
+        if (m.error !== undefined) throw Object.assign(new Error(m.error), { code: m.code });
+        if (m.end) {
+          result = m;
+          return;
+        }
+        w.postMessage({ id, credit: 1 });
+        yield Buffer.from(m.chunk!.buffer, m.chunk!.byteOffset, m.chunk!.byteLength);
+      }
+    } finally {
+      if (!result) w.postMessage({ id, stop: true });
+      finish();
+    }
+  })();
+  return {
+    tar,
+    async done() {
+      if (!result) throw new Error('blob not read to its end');
+      return { blob: result.blob!, blobBytes: result.blobBytes!, tar: result.tar!, tarBytes: result.tarBytes! };
+    },
+  };
+}
