@@ -97,6 +97,11 @@ const cases: Case[] = [
     entries: [dir('x'), file('x/in'), sym('x', '../sentinel'), file('x/file', 'overwritten')],
     check: (r) => assert.ok(lstatSync(join(r, 'sentinel/file')).isFile()),
   },
+  {
+    name: 'a folder in use, then a symlink in it to ../../.., then through it',
+    entries: [dir('d'), file('d/f'), sym('d/s', '../../..'), file('d/f2'), file('d/s/sentinel/file', 'overwritten')],
+    check: (r) => assert.ok(lstatSync(join(r, 'sentinel/file')).isFile()),
+  },
   { name: 'whiteout ../.wh.sentinel', entries: [file('../.wh.sentinel', '')], check: () => {} },
   { name: 'whiteout .wh... (the parent)', entries: [dir('d'), file('d/.wh...', '')], error: /invalid whiteout name/ },
   {

@@ -289,9 +289,9 @@ export async function applyLayer(root: string, tar: TarReader, opts: ApplyOption
         parent = r.parent(ppath);
         at = `${fdPath(parent.fd)}/${base}`;
       }
+      // No resolution cached so far went through `at`: it did not exist (whatever was there
+      // was removed above, and that forgot them all), so a new symlink here changes none.
       await createEntry(r, parent, base, at, hdr, tar, ppath);
-      // a new symlink may change where later paths lead
-      if (hdr.typeflag === T.symlink) r.forget();
       if (hdr.typeflag === T.dir) dirs.push(hdr);
       unpacked.add(rel);
     }

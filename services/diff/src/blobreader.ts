@@ -1,6 +1,6 @@
 // A local blob file read, hashed and inflated on a thread beside this one (blobworker.ts), so the
 // main thread only parses the tar and writes files: on two cores the unpacking path then has one
-// to itself. The tar bytes are moved between threads, not copied, and at most `window` chunks are
+// to itself. The tar bytes are moved between threads, not copied, and at most `window` chunks (of 1 MiB) are
 // in flight, so a slow disk holds the reading back rather than memory growing.
 import { Worker } from 'node:worker_threads';
 
@@ -30,7 +30,7 @@ export interface BlobRead {
   done(): Promise<{ blob: string; blobBytes: number; tar: string; tarBytes: number }>;
 }
 
-export function readBlobFile(path: string, alg: string, inflate: boolean, window = 8): BlobRead {
+export function readBlobFile(path: string, alg: string, inflate: boolean, window = 4): BlobRead {
   const w = thread();
   const id = ++next;
   const queue: Msg[] = [];
