@@ -395,17 +395,24 @@ class PullRun {
           let buffered = 0;
           const flush = async () => {
             if (!buffered) return;
-            const data = buf.length === 1 ? buf[0]! : Buffer.concat(buf, buffered);
+            // the chunks as they came, in one call and without copying them together
+            let pending = buf;
+            const n = buffered;
             buf = [];
             buffered = 0;
-            for (let done = 0; done < data.length; ) done += (await fh.write(data, done, data.length - done, offset + done)).bytesWritten;
-            offset += data.length;
+            for (let done = 0; done < n; ) {
+              const w = (await fh.writev(pending, offset + done)).bytesWritten;
+              done += w;
+              // a short write (rare): the rest, from where it stopped
+              if (done < n) pending = [Buffer.concat(pending).subarray(w)];
+            }
+            offset += n;
             this.progress.bytes(desc.digest, offset);
           };
           try {
             for await (const chunk of body) {
               if (offset + buffered + chunk.length > desc.size) throw new BerthError(Code.FailedPrecondition, `failed to fetch ${desc.digest}: registry sent more than its ${desc.size} bytes`);
-              buf.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+              buf.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
               buffered += chunk.length;
               if (buffered >= 1 << 20) {
                 await flush();

@@ -114,7 +114,7 @@ const opts = (creds?: { username: string; password: string }, mirrors: string[] 
   credentials: () => creds,
 });
 
-async function readBody(s: ReadableStream<Uint8Array>): Promise<Buffer> {
+async function readBody(s: AsyncIterable<Uint8Array>): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of s) chunks.push(Buffer.from(c));
   return Buffer.concat(chunks);

@@ -3,6 +3,8 @@
 // anonymous, Basic and Bearer-token auth, mirrors tried before the registry itself, and plain
 // HTTP for the hosts that speak it. Errors are BerthErrors with the code a caller acts on:
 // NotFound (no such image), Unavailable (cannot reach a registry), Unauthenticated (401).
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { BerthError, Code, notFound } from '@berth/errdefs';
 import { basic, parseChallenges, type Credentials } from './auth.js';
 import type { Reference } from './reference.js';
@@ -39,7 +41,7 @@ export interface RegistryOptions {
 
 /** Where a request went and what came back, for callers that resume. */
 export interface BlobResponse {
-  body: ReadableStream<Uint8Array>;
+  body: AsyncIterable<Uint8Array>;
   /** the offset the body starts at: the one asked for (206), or 0 when the server sent it all */
   from: number;
 }
@@ -55,6 +57,60 @@ function errnoOf(e: unknown): string {
   }
   return parts.join(': ') || String((e as Error)?.message ?? e);
 }
+
+/**
+ * A GET whose body is a blob: through node:http(s) rather than fetch, because on this data path
+ * fetch's web streams cost 2-3x the CPU (measured: 120 MiB took 250-550 ms of CPU through fetch,
+ * 115-180 ms through http.get), and a pull unpacks on the same two cores. Redirects are followed
+ * (Authorization only to the same origin), as fetch would.
+ */
+function getStream(url: string, headers: Record<string, string>, signal?: AbortSignal, hops = 0): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const req = (u.protocol === 'https:' ? httpsRequest : httpRequest)(u, { method: 'GET', headers, signal }, (res) => {
+      const loc = res.headers.location;
+      if (loc && [301, 302, 303, 307, 308].includes(res.statusCode ?? 0) && hops < 5) {
+        res.resume();
+        const next = new URL(loc, u);
+        const h = { ...headers };
+        if (next.origin !== u.origin) delete h.authorization;
+        getStream(next.toString(), h, signal, hops + 1).then(resolve, reject);
+        return;
+      }
+      resolve(res);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** The part of a response the client reads, from fetch or from node:http. */
+interface Reply {
+  status: number;
+  ok: boolean;
+  header(name: string): string | null;
+  body: AsyncIterable<Uint8Array> | null;
+  discard(): Promise<void>;
+}
+
+const fromFetch = (res: Response): Reply => ({
+  status: res.status,
+  ok: res.ok,
+  header: (n) => res.headers.get(n),
+  body: res.body,
+  discard: async () => void (await res.body?.cancel().catch(() => undefined)),
+});
+
+const fromNode = (res: IncomingMessage): Reply => ({
+  status: res.statusCode ?? 0,
+  ok: (res.statusCode ?? 0) >= 200 && (res.statusCode ?? 0) < 300,
+  header: (n) => {
+    const v = res.headers[n.toLowerCase()];
+    return v === undefined ? null : Array.isArray(v) ? v.join(', ') : v;
+  },
+  body: res,
+  discard: async () => void res.destroy(),
+});
 
 export class Registry {
   private readonly fetch: typeof fetch;
@@ -77,7 +133,7 @@ export class Registry {
   }
 
   /** One request to each endpoint in turn until one answers other than NotFound/Unavailable. */
-  private async request(path: string, init: RequestInit & { headers: Record<string, string> }, signal?: AbortSignal): Promise<Response> {
+  private async request(path: string, init: RequestInit & { headers: Record<string, string>; stream?: boolean }, signal?: AbortSignal): Promise<Reply> {
     let last: BerthError | undefined;
     for (const base of this.endpoints()) {
       try {
@@ -90,30 +146,31 @@ export class Registry {
     throw last!;
   }
 
-  private async requestAt(base: string, path: string, init: RequestInit & { headers: Record<string, string> }, signal?: AbortSignal): Promise<Response> {
+  private async requestAt(base: string, path: string, init: RequestInit & { headers: Record<string, string>; stream?: boolean }, signal?: AbortSignal): Promise<Reply> {
     const url = `${base}/v2/${this.ref.repository}/${path}`;
     const method = init.method ?? 'GET';
     for (let attempt = 0; ; attempt++) {
       const headers = { ...init.headers };
       const a = this.auth.get(base);
       if (a) headers.authorization = a;
-      let res: Response;
+      let res: Reply;
       try {
-        res = await this.fetch(url, { ...init, headers, signal, redirect: 'follow' });
+        const { stream, ...rest } = init;
+        res = stream ? fromNode(await getStream(url, headers, signal)) : fromFetch(await this.fetch(url, { ...rest, headers, signal, redirect: 'follow' }));
       } catch (e) {
         if (signal?.aborted) throw new BerthError(Code.Canceled, 'context canceled');
         throw new BerthError(Code.Unavailable, `failed to do request: ${method} "${url}": ${errnoOf(e)}`);
       }
       if (res.status === 401 && attempt === 0) {
-        await res.body?.cancel();
-        const header = await this.authorize(base, res.headers.get('www-authenticate'), signal);
+        await res.discard();
+        const header = await this.authorize(base, res.header('www-authenticate'), signal);
         if (header) {
           this.auth.set(base, header);
           continue;
         }
       }
       if (res.ok) return res;
-      await res.body?.cancel().catch(() => undefined);
+      await res.discard();
       const what = `${method} "${url}"`;
       if (res.status === 401) throw new BerthError(Code.Unauthenticated, `pull access denied for ${this.ref.host}/${this.ref.repository}: ${what}: 401 Unauthorized`);
       if (res.status === 403) throw new BerthError(Code.PermissionDenied, `pull access denied for ${this.ref.host}/${this.ref.repository}: ${what}: 403 Forbidden`);
@@ -161,12 +218,14 @@ export class Registry {
   async resolve(signal?: AbortSignal): Promise<Descriptor> {
     const path = `manifests/${this.ref.digest ?? this.ref.tag}`;
     const res = await this.request(path, { method: 'HEAD', headers: { accept } }, signal);
-    const media_type = (res.headers.get('content-type') ?? '').split(';')[0]!.trim();
-    let digest = res.headers.get('docker-content-digest') ?? this.ref.digest ?? '';
-    let size = Number(res.headers.get('content-length') ?? -1);
+    const media_type = (res.header('content-type') ?? '').split(';')[0]!.trim();
+    let digest = res.header('docker-content-digest') ?? this.ref.digest ?? '';
+    let size = Number(res.header('content-length') ?? -1);
     if (!digest || !(size > 0)) {
       const full = await this.request(path, { headers: { accept } }, signal);
-      const body = Buffer.from(await full.arrayBuffer());
+      const chunks: Buffer[] = [];
+      for await (const c of full.body ?? []) chunks.push(Buffer.from(c));
+      const body = Buffer.concat(chunks);
       const { createHash } = await import('node:crypto');
       digest = this.ref.digest ?? `sha256:${createHash('sha256').update(body).digest('hex')}`;
       size = body.length;
@@ -181,7 +240,7 @@ export class Registry {
     const kind = isIndex(desc.media_type) || isManifest(desc.media_type) ? 'manifests' : 'blobs';
     const headers: Record<string, string> = kind === 'manifests' ? { accept: desc.media_type } : {};
     if (offset > 0) headers.range = `bytes=${offset}-`;
-    const res = await this.request(`${kind}/${desc.digest}`, { headers }, signal);
+    const res = await this.request(`${kind}/${desc.digest}`, { headers, stream: kind === 'blobs' }, signal);
     if (!res.body) throw new BerthError(Code.Unavailable, `${desc.digest}: empty response`);
     return { body: res.body, from: res.status === 206 ? offset : 0 };
   }
