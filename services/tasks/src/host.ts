@@ -2,7 +2,7 @@
 // dies), detached in a session of its own so that it outlives the tasks service and `berth up`,
 // and found again on its control socket `<dir>/host.sock` (berth.shim.v1.Host).
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, closeSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, closeSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { service, type Any } from '@berth/api';
@@ -48,7 +48,9 @@ export class ShimHost {
   private async connect(): Promise<TypedClient> {
     let client = await TtrpcClient.connect(this.socket, { timeoutMs: 1000 }).catch(() => undefined);
     if (!client) {
-      this.spawn();
+      // a host of this state that is alive but slow to answer (a loaded machine) is waited
+      // for, never doubled: a second one would take over the socket and orphan the first
+      if (!this.running()) this.spawn();
       for (let i = 0; i < 200 && !client; i++) {
         await sleep(25);
         client = await TtrpcClient.connect(this.socket, { timeoutMs: 1000 }).catch(() => undefined);
@@ -68,6 +70,22 @@ export class ShimHost {
       setTimeout(() => void this.ensure().catch((e) => this.o.log(`shim host: ${(e as Error).message}`)), 200).unref();
     });
     return api;
+  }
+
+  /** Whether a host of this state folder is alive, by its command line (not by a pid file). */
+  private running(): boolean {
+    const want = ['host', '--state', this.o.dir];
+    for (const d of readdirSync('/proc')) {
+      if (!/^\d+$/.test(d)) continue;
+      try {
+        const argv = readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0');
+        const i = argv.indexOf(hostEntry);
+        if (i >= 0 && want.every((w, j) => argv[i + 1 + j] === w)) return true;
+      } catch {
+        // gone meanwhile
+      }
+    }
+    return false;
   }
 
   private spawn(): void {
