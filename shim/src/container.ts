@@ -72,6 +72,8 @@ export interface Registration {
 }
 
 const DEFAULT_RUNC_ROOT = '/run/containerd/runc';
+// BERTH_SHIM_TRACE=1: each call's time in the log, to tell the host's own time from runc's
+const trace = !!process.env.BERTH_SHIM_TRACE;
 
 export class Container {
   readonly server = new TtrpcServer();
@@ -122,7 +124,16 @@ export class Container {
   async serve(): Promise<void> {
     const h: Record<string, TypedHandler> = {};
     for (const name of ['State', 'Create', 'Start', 'Delete', 'Pids', 'Pause', 'Resume', 'Checkpoint', 'Kill', 'Exec', 'ResizePty', 'CloseIO', 'Update', 'Wait', 'Stats', 'Connect', 'Shutdown'] as const) {
-      h[name] = (req) => (this as any)[name](req);
+      h[name] = trace
+        ? async (req) => {
+            const t0 = performance.now();
+            try {
+              return await (this as any)[name](req);
+            } finally {
+              this.host.log(`trace: ${name} ${(performance.now() - t0).toFixed(1)} ms`);
+            }
+          }
+        : (req) => (this as any)[name](req);
     }
     serveService(this.server, TASK, h);
     await this.server.listen(this.reg.socket);

@@ -190,7 +190,7 @@ describe('shim host', { skip: !available && 'needs root, runc and busybox', time
     await t.Shutdown!({ id });
   });
 
-  test('stdout through a FIFO and the exit code passed through; stdin through a FIFO ends at CloseIO', async () => {
+  test('stdout through a FIFO and the exit code passed through; stdin through a FIFO ends when the client closes it or at CloseIO', async () => {
     const id = 'c-exit';
     const bundle = makeBundle(dir, id, { args: ['/bin/sh', '-c', 'echo hello from busybox; exit 7'] });
     const t = await serve(id, bundle);
@@ -203,25 +203,33 @@ describe('shim host', { skip: !available && 'needs root, runc and busybox', time
     assert.equal(await text, 'hello from busybox\n');
     assert.equal((await t.Delete!({ id }, md())).exit_status, 7);
 
-    const id2 = 'c-stdin';
-    const b2 = makeBundle(dir, id2, { args: ['/bin/cat'] });
-    const t2 = await serve(id2, b2);
-    const stdin = mkfifo(join(dir, 'fifo', `${id2}-in`));
-    const out2 = mkfifo(join(dir, 'fifo', `${id2}-out`));
-    // the client's stdin writer, opened before Create as ctr's is
-    const w = openSync(stdin, C.O_RDWR | C.O_NONBLOCK);
-    await t2.Create!({ id: id2, bundle: b2, rootfs: rootMount(dir), stdin, stdout: out2, stderr: out2 }, md());
-    const text2 = readFifo(out2);
-    const waiting2 = t2.Wait!({ id: id2 }, md());
-    await t2.Start!({ id: id2 }, md());
-    writeSync(w, 'typed in\n');
-    closeSync(w);
-    await sleep(200);
-    assert.equal((await t2.State!({ id: id2 }, md())).status, 'RUNNING', 'stdin stays open until CloseIO');
-    await t2.CloseIO!({ id: id2, stdin: true }, md());
-    assert.equal((await waiting2).exit_status, 0);
-    assert.equal(await text2, 'typed in\n');
-    await t2.Delete!({ id: id2 }, md());
+    // stdin: EOF when the client's writer closes (`echo x | ctr run` sends no CloseIO) ...
+    for (const [id2, closeIO] of [['c-stdin-eof', false], ['c-stdin-closeio', true]] as const) {
+      const b2 = makeBundle(dir, id2, { args: ['/bin/cat'] });
+      const t2 = await serve(id2, b2);
+      const stdin = mkfifo(join(dir, 'fifo', `${id2}-in`));
+      const out2 = mkfifo(join(dir, 'fifo', `${id2}-out`));
+      await t2.Create!({ id: id2, bundle: b2, rootfs: rootMount(dir), stdin, stdout: out2, stderr: out2 }, md());
+      const text2 = readFifo(out2);
+      const waiting2 = t2.Wait!({ id: id2 }, md());
+      await t2.Start!({ id: id2 }, md());
+      await sleep(100);
+      assert.equal((await t2.State!({ id: id2 }, md())).status, 'RUNNING', 'no EOF before the client has opened stdin');
+      const w = openSync(stdin, C.O_WRONLY | C.O_NONBLOCK);
+      writeSync(w, 'typed in\n');
+      if (closeIO) {
+        // ... and at CloseIO while the client still holds it open
+        await sleep(200);
+        assert.equal((await t2.State!({ id: id2 }, md())).status, 'RUNNING');
+        await t2.CloseIO!({ id: id2, stdin: true }, md());
+      } else {
+        closeSync(w);
+      }
+      assert.equal((await waiting2).exit_status, 0);
+      assert.equal(await text2, 'typed in\n');
+      if (closeIO) closeSync(w);
+      await t2.Delete!({ id: id2 }, md());
+    }
   });
 
   test('log URIs: file:// and binary:// (ctr --log-uri)', async () => {

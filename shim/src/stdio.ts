@@ -1,8 +1,9 @@
-// A process's stdio. Without a terminal the container gets the client's FIFOs (or the log file)
-// itself, as runc's pass-through fds: no byte goes through this process, so a chatty container
-// costs the host nothing. Opens never block (DESIGN): a FIFO opened O_RDWR has a reader and a
-// writer at once, and from then on O_RDONLY/O_WRONLY opens of it return at once too.
-// With a terminal, the pty master runc sends to the console socket is copied both ways here.
+// A process's stdio. Without a terminal the container gets the client's output FIFOs (or the log
+// file) itself, as runc's pass-through fds: no byte of output goes through this process, so a
+// chatty container costs the host nothing; stdin alone is copied (for its EOF and CloseIO).
+// Opens never block (DESIGN): a FIFO opened O_RDWR has a reader and a writer at once, and from
+// then on O_RDONLY/O_WRONLY opens of it return at once too. With a terminal, the pty master runc
+// sends to the console socket is copied both ways here.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants as C, mkdirSync, openSync, readSync, statSync, unlinkSync, writeSync } from 'node:fs';
@@ -49,8 +50,8 @@ export function makePipe(dir: string): { r: number; w: number } {
 export class ProcessIO {
   /** fds for runc's 0, 1, 2 (pass-through), closed here once runc has started the process */
   readonly runcStdio: [number | 'ignore', number | 'ignore', number | 'ignore'] = ['ignore', 'ignore', 'ignore'];
-  /** held until CloseIO: while a writer exists, the container's stdin does not see EOF */
-  private stdinKeeper: number | null = null;
+  /** the client's stdin FIFO copied into the container's stdin pipe */
+  private stdinCopy: { src: net.Socket; dst: net.Socket } | null = null;
   private handedOver: number[] = [];
   private logger: { kill(): void } | null = null;
   private console: ConsoleCopy | null = null;
@@ -75,13 +76,15 @@ export class ProcessIO {
   private openPassThrough(o: { id: string; namespace: string; tmp: string; reaper: Reaper }): Promise<void> | void {
     const { stdin, stdout, stderr } = this.stdio;
     if (stdin) {
-      const keep = openSync(stdin, C.O_RDWR);
-      try {
-        this.runcStdio[0] = this.hand(openSync(stdin, C.O_RDONLY));
-        this.stdinKeeper = openSync(stdin, C.O_WRONLY | C.O_NONBLOCK);
-      } finally {
-        closeSync(keep);
-      }
+      // Copied, so the container sees EOF when the client's writer closes (as with containerd's
+      // shim; `echo x | ctr run` sends no CloseIO) and at CloseIO, whichever comes first.
+      const pipe = makePipe(o.tmp);
+      this.runcStdio[0] = this.hand(pipe.r);
+      const dst = new net.Socket({ fd: pipe.w, readable: false, writable: true });
+      dst.on('error', () => {}); // EPIPE: the container is gone
+      const src = openInput(stdin);
+      src.pipe(dst);
+      this.stdinCopy = { src, dst };
     }
     const uri = parseUri(stdout);
     if (uri?.protocol === 'file:') {
@@ -145,8 +148,7 @@ export class ProcessIO {
 
   private openForConsole(): void {
     const { stdin, stdout } = this.stdio;
-    // O_RDWR on our side: an early EOF before the client opens its end cannot end the copy
-    if (stdin) this.consoleIn = new net.Socket({ fd: openSync(stdin, C.O_RDWR | C.O_NONBLOCK), readable: true, writable: false });
+    if (stdin) this.consoleIn = openInput(stdin);
     if (stdout) this.consoleOut = new net.Socket({ fd: openSync(stdout, C.O_RDWR | C.O_NONBLOCK), readable: false, writable: true });
     this.consoleIn?.on('error', () => {});
     this.consoleOut?.on('error', () => {});
@@ -170,8 +172,12 @@ export class ProcessIO {
 
   /** CloseIO: the container's stdin reaches EOF (once the client's writer has closed too). */
   closeStdin(): void {
-    if (this.stdinKeeper !== null) closeQuietly(this.stdinKeeper);
-    this.stdinKeeper = null;
+    if (this.stdinCopy) {
+      this.stdinCopy.src.unpipe(this.stdinCopy.dst);
+      this.stdinCopy.src.destroy();
+      this.stdinCopy.dst.end();
+      this.stdinCopy = null;
+    }
     this.consoleIn?.destroy();
     this.consoleIn = null;
   }
@@ -203,6 +209,17 @@ function parseUri(s: string): URL | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * The client's stdin FIFO, read non-blocking. Before the client's writer has opened it, epoll
+ * reports nothing for it (Linux signals a hang-up only once a writer has come and gone), so the
+ * read does not end early; after the writer closes, the copy ends.
+ */
+function openInput(path: string): net.Socket {
+  const s = new net.Socket({ fd: openSync(path, C.O_RDONLY | C.O_NONBLOCK), readable: true, writable: false });
+  s.on('error', () => {});
+  return s;
 }
 
 /**
