@@ -168,6 +168,30 @@ describe('diff', () => {
       assert.deepEqual(strip(listing(copy)), strip(listing(upper)));
     });
 
+    test('ctr snapshots diff of each layer of the layered image gives the reference\'s entries', async (t) => {
+      if (!registryUp || !ref) return t.skip('no registry or reference');
+      const name = `${registry}/library/layered:latest`;
+      for (const sock of [stack.sock, ref.sock]) assert.equal((await ctr(sock, '-n', ns, 'images', 'pull', '--plain-http', name)).code, 0);
+      const keys = (await ctr(stack.sock, '-n', ns, 'snapshots', 'ls')).stdout
+        .split('\n')
+        .slice(1)
+        .filter((l) => l.includes('Committed'))
+        .map((l) => l.split(/\s+/)[0]);
+      assert.ok(keys.length >= 4, keys.join(','));
+      const layer = async (sock: string, key: string) => {
+        const gz = execFileSync('ctr', ['--address', sock, '-n', ns, 'snapshots', 'diff', key], { maxBuffer: 1 << 28 });
+        const tar = new TarReader(Readable.from([gunzipSync(gz)]));
+        const out: string[] = [];
+        for (let h; (h = await tar.next()); ) {
+          const hash = createHash('sha256');
+          for await (const { chunk } of tar.data()) hash.update(chunk);
+          out.push(`${h.name} ${h.typeflag} ${h.mode.toString(8)} ${h.uid}:${h.gid} ${h.size} ${h.name.includes('.wh.') ? '' : h.mtime} ${h.linkname} ${[...h.xattrs.keys()]} ${hash.digest('hex')}`);
+        }
+        return out;
+      };
+      for (const key of keys) assert.deepEqual(await layer(stack.sock, key), await layer(ref.sock, key), key);
+    });
+
     test('an unsupported media type is Unimplemented, as with the reference', async () => {
       const { lower, upper } = trees();
       const outs: string[] = [];
