@@ -1,0 +1,78 @@
+// Differ.apply without NATS: a blob from a stream (the content Read path) and from a file (the
+// reading thread), digests checked both ways, and an overlay upperdir whose whiteouts and opaque
+// folders a real overlay mount then honours.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { gzipSync } from 'node:zlib';
+import { lgetxattr, mountAll, unmountAll } from '@berth/native';
+import { Differ, type BlobOpener } from './local.js';
+import { T } from './tar.js';
+import { tarEnd, tarFile, tarHeader } from './tarwriter.js';
+
+const dir = mkdtempSync('/tmp/berth-differ-test-');
+test.after(() => rmSync(dir, { recursive: true, force: true }));
+
+const tar = Buffer.concat([tarHeader({ name: 'd/', typeflag: T.dir }), tarFile({ name: 'd/f', mode: 0o640 }, Buffer.from('hello\n')), tarEnd()]);
+const gz = gzipSync(tar);
+const sha = (b: Buffer) => 'sha256:' + createHash('sha256').update(b).digest('hex');
+
+const fromStream = (b: Buffer): BlobOpener => async () => ({ stream: Readable.from([b.subarray(0, 10), b.subarray(10)]) });
+function fromFile(b: Buffer): BlobOpener {
+  const p = join(dir, `blob-${sha(b).slice(7, 19)}`);
+  writeFileSync(p, b);
+  return async () => ({ stream: Readable.from([]), path: p });
+}
+
+for (const [how, open] of [
+  ['a stream', fromStream],
+  ['a file', fromFile],
+] as const) {
+  test(`a gzip layer from ${how}: the tree, the tar's digest and size`, async () => {
+    const root = mkdtempSync(join(dir, 'root-'));
+    const d = await new Differ().apply(open(gz), { media_type: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha(gz), size: gz.length }, [{ type: 'bind', source: root, options: ['rbind', 'rw'] }]);
+    assert.deepEqual(d, { media_type: 'application/vnd.oci.image.layer.v1.tar', digest: sha(tar), size: tar.length });
+    assert.equal(lstatSync(join(root, 'd/f')).mode & 0o777, 0o640);
+  });
+
+  test(`a blob from ${how} that does not match its descriptor is FailedPrecondition`, async () => {
+    const root = mkdtempSync(join(dir, 'root-'));
+    const other = gzipSync(Buffer.concat([tarFile({ name: 'x' }, Buffer.from('x')), tarEnd()]));
+    await assert.rejects(
+      new Differ().apply(open(other), { media_type: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha(gz), size: gz.length }, [{ type: 'bind', source: root, options: ['rbind', 'rw'] }]),
+      (e: Error & { code?: number }) => e.code === 9 && /does not match its descriptor/.test(e.message),
+    );
+  });
+}
+
+test('an overlay upperdir gets overlay whiteouts and opaque folders, which the mount honours', async () => {
+  const lower = join(dir, 'lower');
+  const upper = join(dir, 'upper');
+  const work = join(dir, 'work');
+  const merged = join(dir, 'merged');
+  for (const d of [join(lower, 'd'), upper, work, merged]) mkdirSync(d, { recursive: true });
+  writeFileSync(join(lower, 'a'), 'a');
+  writeFileSync(join(lower, 'd', 'x'), 'x');
+  const layer = Buffer.concat([
+    tarFile({ name: '.wh.a', uid: 7, gid: 8 }, Buffer.alloc(0)),
+    tarHeader({ name: 'd/', typeflag: T.dir }),
+    tarFile({ name: 'd/.wh..wh..opq' }, Buffer.alloc(0)),
+    tarFile({ name: 'd/y' }, Buffer.from('y')),
+    tarEnd(),
+  ]);
+  const mount = { type: 'overlay', source: 'overlay', options: [`lowerdir=${lower}`, `upperdir=${upper}`, `workdir=${work}`] };
+  await new Differ().apply(fromStream(layer), { media_type: 'application/vnd.oci.image.layer.v1.tar', digest: sha(layer), size: layer.length }, [mount]);
+  const wh = lstatSync(join(upper, 'a'));
+  assert.ok(wh.isCharacterDevice() && wh.rdev === 0 && wh.uid === 7 && wh.gid === 8);
+  assert.equal(lgetxattr(join(upper, 'd'), 'trusted.overlay.opaque').toString(), 'y');
+  mountAll({ type: 'overlay', source: 'overlay', options: [`lowerdir=${upper}:${lower}`] }, merged);
+  try {
+    assert.ok(!existsSync(join(merged, 'a')));
+    assert.deepEqual(readdirSync(join(merged, 'd')), ['y']);
+  } finally {
+    unmountAll(merged);
+  }
+});
