@@ -1,7 +1,7 @@
 // Starting the real stack and the reference containerd for integration tests, and running the
 // real ctr against either.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect, nkeyAuthenticator, usernamePasswordAuthenticator } from '@nats-io/transport-node';
@@ -93,10 +93,30 @@ export async function startStack(opts: { natsUrl?: string; node?: string; config
     async stop(keep = false) {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
       const code = await exited;
-      if (!keep) rmSync(dir, { recursive: true, force: true });
+      if (!keep) {
+        endShimHosts(join(state, 'shim'));
+        rmSync(dir, { recursive: true, force: true });
+      }
       return code;
     },
   };
+}
+
+/**
+ * Berth's shim host outlives `berth up` by design (it serves running containers); a stack whose
+ * folders go ends the hosts of its state, found by command line.
+ */
+export function endShimHosts(stateDir: string): void {
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const argv = readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0');
+      const i = argv.indexOf('host');
+      if (i > 0 && argv[i - 1]!.endsWith('shim/dist/main.js') && argv[i + 1] === '--state' && argv[i + 2] === stateDir) process.kill(Number(d), 'SIGKILL');
+    } catch {
+      // gone meanwhile
+    }
+  }
 }
 
 /** A NATS connection as a Berth user would make it: with a credential file (see README). */

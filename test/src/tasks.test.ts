@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { metadata, unary } from './grpc.js';
-import { ctr, repo, run, shared, sleep, startStack, until, type Stack } from './harness.js';
+import { ctr, endShimHosts, repo, run, shared, sleep, startStack, until, type Stack } from './harness.js';
 
 const registry = process.env.REGISTRY ?? '127.0.0.1:5000';
 const BB = `${registry}/library/busybox:latest`;
@@ -59,7 +59,7 @@ async function taskPid(sock: string, ns: string, id: string): Promise<number> {
 
 /** Berth's shim host outlives the stack by design: a test ends the one its stack started. */
 async function endShimHost(stack: Stack | undefined): Promise<void> {
-  if (stack) await run('sh', ['-c', `pkill -KILL -f -- "main.js host --state ${join(stack.state, 'shim')} " ; true`]);
+  if (stack) endShimHosts(join(stack.state, 'shim'));
 }
 
 async function status(sock: string, ns: string, id: string): Promise<string> {
