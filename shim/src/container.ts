@@ -348,6 +348,8 @@ export class Container {
     }
     this.host.bind(init.pid, this, init);
     this.persist();
+    // killed between runc create's fork and its return: the exit was reaped before the pid was known
+    const early = this.host.claim(init.pid);
     this.publish('/tasks/create', {
       container_id: this.id,
       bundle: this.bundle,
@@ -356,6 +358,7 @@ export class Container {
       checkpoint: req.checkpoint ?? '',
       pid: init.pid,
     });
+    if (early) this.onExit(init, early.status, early.at);
     return { pid: init.pid };
   }
 
