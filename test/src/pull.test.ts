@@ -12,7 +12,18 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { codec, method } from '@berth/api';
-import { ctr, natsWith, run, shared, sleep, startStack, type Stack } from './harness.js';
+import { execFile } from 'node:child_process';
+import { ctr, natsWith, repo, run, shared, sleep, startStack, type Run, type Stack } from './harness.js';
+
+/** bin/berth's command line (the built CLI), with ctr's environment variables set. */
+function berth(env: Record<string, string>, ...args: string[]): Promise<Run> {
+  const t0 = Date.now();
+  return new Promise((resolve) =>
+    execFile(process.execPath, [join(repo, 'packages/cli/dist/main.js'), ...args], { env: { ...process.env, ...env }, timeout: 120_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr, ms: Date.now() - t0 }),
+    ),
+  );
+}
 
 const registry = process.env.REGISTRY ?? '127.0.0.1:5000';
 const [regHost, regPort] = registry.split(':') as [string, string];
@@ -346,5 +357,33 @@ describe('server-side pull', () => {
       await nc.close();
       await proxy.close();
     }
+  });
+
+  test('berth pull, images, rmi: plain lines off a terminal, bars on one; CONTAINERD_ADDRESS and CONTAINERD_NAMESPACE', async (t) => {
+    if (!registryUp) return t.skip('no local registry');
+    const env = { CONTAINERD_ADDRESS: stack.sock, CONTAINERD_NAMESPACE: 'cli' };
+    const ref = `${registry}/library/layered:latest`;
+    const p = await berth(env, 'pull', '--plain-http', ref);
+    assert.equal(p.code, 0, p.stderr);
+    // every layer's way to unpacked, one line per change of state, then the summary
+    assert.equal((p.stdout.match(/^layer-sha256:[0-9a-f]{64}: unpacked /gm) ?? []).length, 5, p.stdout);
+    assert.match(p.stdout, /^127\.0\.0\.1:5000\/library\/layered:latest: sha256:[0-9a-f]{64}\ndone: \d+\.\d\ds \(/m);
+    assert.equal((await berth(env, 'images', '-q')).stdout, `${ref}\n`);
+    const table = await berth({}, 'images', '-a', stack.sock, '-n', 'cli');
+    assert.match(table.stdout, /^REF\s+TYPE\s+DIGEST\s+CREATED\s+LABELS\n/);
+    assert.match(table.stdout, /layered:latest\s+application\/vnd\.oci\.image\.manifest\.v1\+json\s+sha256:/);
+    assert.match(await lines(stack.sock, 'cli', 'images', 'check'), /layered:latest .*complete \(6\/6\)/);
+    const missing = await berth(env, 'pull', '--plain-http', `${registry}/library/nosuch:1`);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /^berth: failed to resolve reference "127\.0\.0\.1:5000\/library\/nosuch:1": .*not found$/m);
+    // on a terminal: a bar per blob with bytes, speed and ETA (through script(1)'s pty)
+    const tty = await run('script', ['-qec', `${process.execPath} ${join(repo, 'packages/cli/dist/main.js')} pull -a ${stack.sock} -n cli-tty --plain-http ${registry}/library/busybox:latest`, '/dev/null']);
+    assert.equal(tty.code, 0, tty.stdout);
+    assert.match(tty.stdout, /layer-383e31fad586\s+\|[\u2588\u2591]+\| (unpacking|unpacked|downloaded)\s+1\.0 MiB\/1\.0 MiB/);
+    assert.equal((await berth(env, 'rmi', ref)).stdout, `${ref}\n`);
+    assert.equal((await berth(env, 'images', '-q')).stdout, '');
+    const gone = await berth(env, 'rmi', ref);
+    assert.equal(gone.code, 1);
+    assert.match(gone.stderr, /unable to delete .*layered:latest: image ".*layered:latest": not found/);
   });
 });

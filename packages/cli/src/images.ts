@@ -4,7 +4,7 @@
 // ETA) on a terminal; elsewhere it prints plain lines as layers change state.
 import * as grpc from '@grpc/grpc-js';
 import { parseArgs } from 'node:util';
-import cliProgress from 'cli-progress';
+import type cliProgressType from 'cli-progress';
 import { codec, method } from '@berth/api';
 
 const common = {
@@ -67,19 +67,22 @@ const kind = (mt: string) => (/layer|rootfs/.test(mt) ? 'layer' : /index|list/.t
 
 /** Live bars on a terminal: one per blob, with speed and ETA computed from what arrived. */
 class Bars {
-  private readonly multi = new cliProgress.MultiBar(
-    {
-      format: '{name} |{bar}| {status} {bytes} {speed} {eta_text}',
-      barsize: 30,
-      hideCursor: true,
-      clearOnComplete: false,
-      stopOnComplete: false,
-      autopadding: true,
-      forceRedraw: true,
-    },
-    cliProgress.Presets.shades_classic,
-  );
-  private readonly bars = new Map<string, { bar: cliProgress.SingleBar; t0: number; first: number }>();
+  private readonly multi: cliProgressType.MultiBar;
+  constructor(cliProgress: typeof cliProgressType) {
+    this.multi = new cliProgress.MultiBar(
+      {
+        format: '{name} |{bar}| {status} {bytes} {speed} {eta_text}',
+        barsize: 24,
+        hideCursor: true,
+        clearOnComplete: false,
+        stopOnComplete: false,
+        autopadding: true,
+        forceRedraw: true,
+      },
+      cliProgress.Presets.shades_classic,
+    );
+  }
+  private readonly bars = new Map<string, { bar: cliProgressType.SingleBar; t0: number; first: number }>();
 
   update(p: PullProgress): void {
     for (const l of p.layers) {
@@ -163,7 +166,8 @@ export async function pullCommand(args: string[]): Promise<void> {
     max_concurrent_downloads: Number(values['max-concurrent-downloads']),
   };
   const c = client(values.address);
-  const view = process.stdout.isTTY ? new Bars() : new Lines();
+  // the bar library loads only for a terminal: the CLI's start is part of every pull's time
+  const view = process.stdout.isTTY ? new Bars((await import('cli-progress')).default) : new Lines();
   const t0 = Date.now();
   let last: PullProgress | undefined;
   try {
