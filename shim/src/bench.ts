@@ -52,7 +52,7 @@ async function main(): Promise<void> {
   }).start();
   const run = (args: string[]) =>
     new Promise<void>((resolve, reject) => {
-      const c = reaper.track(spawn('runc', ['--root', `/run/containerd/runc/${ns}`, ...args], { stdio: 'ignore' }));
+      const c = reaper.track(spawn('runc', ['--root', join(dir, 'runc-alone', ns), ...args], { stdio: 'ignore' }));
       c.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`runc ${args[0]} ${code}`))));
     });
   const runcAlone: number[] = [];

@@ -51,6 +51,8 @@ interface BundleRecord {
   id: string;
   namespace: string;
   options: RuncOptions;
+  /** runc's --root as used (the binary's `delete` needs it without a host) */
+  runcRoot: string;
   rootfs: Mount[];
   mounted: boolean;
   cgroup: CgroupPaths;
@@ -71,7 +73,6 @@ export interface Registration {
   options?: { type_url: string; value: string } | null;
 }
 
-const DEFAULT_RUNC_ROOT = '/run/containerd/runc';
 // BERTH_SHIM_TRACE=1: each call's time in the log, to tell the host's own time from runc's
 const trace = !!process.env.BERTH_SHIM_TRACE;
 
@@ -113,7 +114,9 @@ export class Container {
     this.runc = new Runc(
       {
         binary: this.options.binary_name || 'runc',
-        root: join(this.options.root || DEFAULT_RUNC_ROOT, this.namespace),
+        // not containerd's /run/containerd/runc: a containerd on the same machine would share it,
+        // and the same namespace/id on both would collide
+        root: join(this.options.root || join(this.host.stateDir, 'runc'), this.namespace),
         log: join(this.bundle, 'log.json'),
         systemdCgroup: !!this.options.systemd_cgroup,
       },
@@ -164,6 +167,7 @@ export class Container {
       id: this.id,
       namespace: this.namespace,
       options: this.options,
+      runcRoot: this.runc.config.root,
       rootfs: this.rootfs,
       mounted: this.mounted,
       cgroup: this.cgroup,

@@ -47,7 +47,7 @@ describe('shim host', { skip: !available && 'needs root, runc and busybox', time
     for (const c of clients) c.close();
     hostClient?.close();
     // the containers first (the host may be gone), then the host
-    const runcRoot = `/run/containerd/runc/${ns}`;
+    const runcRoot = join(state, 'runc', ns);
     if (existsSync(runcRoot)) for (const id of readdirSync(runcRoot)) spawnSync('runc', ['--root', runcRoot, 'delete', '--force', id]);
     rmSync(runcRoot, { recursive: true, force: true });
     for (const p of [hostPid, ...extraHosts]) if (p && alive(p)) process.kill(p, 'SIGKILL');

@@ -58,7 +58,13 @@ async function runHost(flags: Flags): Promise<number> {
   // a bug met in one container's callback must not take the others down with the host
   process.on('uncaughtException', (e) => host.log(`uncaught: ${e.stack ?? e}`));
   process.on('SIGPIPE', () => {});
-  for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => void host.stop());
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(sig, () => {
+      host.log(`${sig}: stopping (containers keep running)`);
+      void host.stop();
+    });
+  }
+  process.on('exit', (code) => host.log(`exit ${code}`));
   await host.start();
   host.log(`serving ${join(state, 'host.sock')} for ${str(flags, 'address')} (pid ${process.pid})`);
   await host.stopped;
@@ -148,10 +154,12 @@ async function binaryDelete(flags: Flags): Promise<number> {
   if (!answer) {
     // no host: what containerd's own shim does, by hand
     let opts: { binary_name?: string; root?: string } = {};
+    let root = join(defaultState(str(flags, 'address')), 'runc', namespace);
     try {
-      opts = JSON.parse(readFileSync(join(bundle, 'berth-shim.json'), 'utf8')).options ?? {};
+      const rec = JSON.parse(readFileSync(join(bundle, 'berth-shim.json'), 'utf8'));
+      opts = rec.options ?? {};
+      root = rec.runcRoot ?? root;
     } catch {}
-    const root = join(opts.root || '/run/containerd/runc', namespace);
     await new Promise<void>((resolve) => {
       const c = spawn(opts.binary_name || 'runc', ['--root', root, 'delete', '--force', id], { stdio: 'ignore' });
       c.on('close', () => resolve());
