@@ -171,15 +171,16 @@ describe('diff', () => {
     test('ctr snapshots diff of each layer of the layered image gives the reference\'s entries', async (t) => {
       if (!registryUp || !ref) return t.skip('no registry or reference');
       const name = `${registry}/library/layered:latest`;
-      for (const sock of [stack.sock, ref.sock]) assert.equal((await ctr(sock, '-n', ns, 'images', 'pull', '--plain-http', name)).code, 0);
-      const keys = (await ctr(stack.sock, '-n', ns, 'snapshots', 'ls')).stdout
+      const sns = `${ns}-snapdiff`; // only the layered image's snapshots, on both
+      for (const sock of [stack.sock, ref.sock]) assert.equal((await ctr(sock, '-n', sns, 'images', 'pull', '--plain-http', name)).code, 0);
+      const keys = (await ctr(stack.sock, '-n', sns, 'snapshots', 'ls')).stdout
         .split('\n')
         .slice(1)
         .filter((l) => l.includes('Committed'))
         .map((l) => l.split(/\s+/)[0]);
       assert.ok(keys.length >= 4, keys.join(','));
       const layer = async (sock: string, key: string) => {
-        const gz = execFileSync('ctr', ['--address', sock, '-n', ns, 'snapshots', 'diff', key], { maxBuffer: 1 << 28 });
+        const gz = execFileSync('ctr', ['--address', sock, '-n', sns, 'snapshots', 'diff', key], { maxBuffer: 1 << 28 });
         const tar = new TarReader(Readable.from([gunzipSync(gz)]));
         const out: string[] = [];
         for (let h; (h = await tar.next()); ) {
