@@ -442,6 +442,7 @@ export class Container {
     if (p.status === 'running' || p.status === 'paused') throw failedPrecondition(`cannot delete a running process ${p.id}`);
     if (!p.isInit) {
       this.execs.delete(p.execId);
+      await p.io?.drain();
       p.io?.close();
       this.persist();
       return { pid: p.pid, exit_status: p.exitStatus, exited_at: p.exitedAt ?? null };

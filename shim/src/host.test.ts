@@ -275,6 +275,27 @@ describe('shim host', { skip: !available && 'needs root, runc and busybox', time
     assert.equal((await waiting).exit_status, 0);
     await t.Delete!({ id }, md());
     assert.equal((await text).trim(), '33 77');
+
+    // an exec with a terminal of its own, resized by its exec id
+    const id2 = 'c-tty-exec';
+    const b2 = makeBundle(dir, id2, { args: ['/bin/sleep', '600'] });
+    const t2 = await serve(id2, b2);
+    await t2.Create!({ id: id2, bundle: b2, rootfs: rootMount(dir) }, md());
+    await t2.Start!({ id: id2 }, md());
+    const spec = JSON.parse(readFileSync(join(b2, 'config.json'), 'utf8')).process;
+    const eout = mkfifo(join(dir, 'fifo', `${id2}-out`));
+    const held = holdFifo(eout);
+    await t2.Exec!({ id: id2, exec_id: 'tx', terminal: true, stdout: eout, spec: { type_url: 'types.containerd.io/opencontainers/runtime-spec/1/Process', value: Buffer.from(JSON.stringify({ ...spec, terminal: true, args: ['/bin/sh', '-c', 'sleep 0.5; stty size'] })) } }, md());
+    const ewait = t2.Wait!({ id: id2, exec_id: 'tx' }, md());
+    await t2.Start!({ id: id2, exec_id: 'tx' }, md());
+    const etext = held.read();
+    await t2.ResizePty!({ id: id2, exec_id: 'tx', width: 60, height: 20 }, md());
+    assert.equal((await ewait).exit_status, 0);
+    await t2.Delete!({ id: id2, exec_id: 'tx' }, md());
+    assert.equal((await etext).trim(), '20 60');
+    await t2.Kill!({ id: id2, signal: 9 }, md());
+    await t2.Wait!({ id: id2 }, md());
+    await t2.Delete!({ id: id2 }, md());
   });
 
   test('an OOM kill: /tasks/oom before /tasks/exit, status 137', async () => {
