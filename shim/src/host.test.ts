@@ -314,6 +314,29 @@ describe('shim host', { skip: !available && 'needs root, runc and busybox', time
     await t.Delete!({ id }, md());
   });
 
+  test('20 containers at once on one host: each its own exit code, output and events', async () => {
+    const ids = Array.from({ length: 20 }, (_, i) => `c-par${i}`);
+    await Promise.all(
+      ids.map(async (id, i) => {
+        const bundle = makeBundle(dir, id, { args: ['/bin/sh', '-c', `echo out-${i}; exit ${i}`] });
+        const t = await serve(id, bundle);
+        const out = mkfifo(join(dir, 'fifo', `${id}-out`));
+        await t.Create!({ id, bundle, rootfs: rootMount(dir), stdout: out, stderr: out }, md());
+        const text = readFifo(out);
+        const waiting = t.Wait!({ id }, md());
+        await t.Start!({ id }, md());
+        assert.equal((await waiting).exit_status, i);
+        assert.equal(await text, `out-${i}\n`);
+        assert.equal((await t.Delete!({ id }, md())).exit_status, i);
+        await t.Shutdown!({ id }, md());
+      }),
+    );
+    await events.waitFor(() => ids.every((id) => events.of(id).some((f) => f.topic === '/tasks/delete')));
+    for (const id of ids) assert.deepEqual(events.of(id).map((f) => f.topic), ['/tasks/create', '/tasks/start', '/tasks/exit', '/tasks/delete']);
+    const info = await host.Info!({});
+    assert.ok(!ids.some((id) => info.containers.includes(`${ns}/${id}`)), 'shut down containers are forgotten');
+  });
+
   test('an event is retried while the events endpoint is down, and delivered in order once it is back', async () => {
     const id = 'c-retry';
     const bundle = makeBundle(dir, id, { args: ['/bin/sh', '-c', 'exit 5'] });
