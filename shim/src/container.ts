@@ -278,6 +278,18 @@ export class Container {
     this.publish('/tasks/exit', { container_id: this.id, id: p.id, pid: p.pid, exit_status: status, exited_at: at });
   }
 
+  private watchCgroup(init: Proc): void {
+    if (this.init !== init || init.status === 'stopped' || init.status === 'deleted') return;
+    try {
+      this.cgroup = cgroupOf(init.pid);
+      this.oomReported = oomKills(this.cgroup);
+      this.watchOom();
+      this.persist();
+    } catch (e) {
+      this.host.log(`cgroup of ${this.id}: ${(e as Error).message}`);
+    }
+  }
+
   private watchOom(): void {
     this.oom = new OomWatch(this.cgroup, () => this.checkOom());
   }
@@ -343,13 +355,9 @@ export class Container {
     this.init = init;
     this.execs.clear();
     rmSync(join(this.bundle, 'exit'), { force: true });
-    try {
-      this.cgroup = cgroupOf(init.pid);
-      this.oomReported = oomKills(this.cgroup);
-      this.watchOom();
-    } catch (e) {
-      this.host.log(`cgroup of ${this.id}: ${(e as Error).message}`);
-    }
+    // the cgroup and its OOM watch after the answer, off the path of the run: the init cannot
+    // run (nor be OOM-killed) before Start, and an exit handled first finds no cgroup to check
+    setImmediate(() => this.watchCgroup(init));
     this.host.bind(init.pid, this, init);
     this.persist();
     // killed between runc create's fork and its return: the exit was reaped before the pid was known
