@@ -99,7 +99,7 @@ export function defaultConfig(): Config {
     services: ['events', 'namespaces', 'content', 'leases', 'images', 'containers', 'snapshot', 'diff', 'tasks', 'gc', 'gateway'],
     events: { max_age: '24h', max_bytes: 1 << 30 },
     content: { sharing_policy: 'shared' },
-    images: { registry_config: '', plain_http: [], mirrors: {}, max_concurrent_downloads: 3 },
+    images: { registry_config: '', plain_http: [], mirrors: {}, max_concurrent_downloads: 2 },
     gc: { pause_threshold: 0.02, deletion_threshold: 0, mutation_threshold: 100, schedule_delay: '0ms', startup_delay: '100ms', interval: '1m', barrier_timeout: '10s' },
     tasks: { runtimes: { 'io.containerd.runc.v2': 'berth', 'io.containerd.runc.v1': 'berth', 'io.containerd.runtime.v1.linux': 'berth' } },
   };
