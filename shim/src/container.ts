@@ -5,7 +5,7 @@ import { closeSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync }
 import { join } from 'node:path';
 import { fromAny, nowTimestamp, service, toAny, type Any, type Timestamp } from '@berth/api';
 import { BerthError, Code, alreadyExists, failedPrecondition, invalidArgument, notFound, unimplemented } from '@berth/errdefs';
-import { Watch, accept, pidfdOpen, recvmsg, setWinsize, unixListen, type Reaper } from '@berth/native';
+import { Watch, accept, pidfdOpen, recvmsg, unixListen, type Reaper } from '@berth/native';
 import { mountAll, unmountAll } from '@berth/snapshot/mount';
 import { TtrpcServer, serveService, type TypedHandler } from '@berth/ttrpc';
 import { OomWatch, cgroupOf, metrics, oomKills, type CgroupPaths } from './cgroup.js';
@@ -560,7 +560,7 @@ export class Container {
   async ResizePty(req: any): Promise<void> {
     const p = this.process(req.id, req.exec_id);
     // as containerd's shim: a process without a terminal ignores it
-    p.io?.pty?.resize(req.height, req.width, setWinsize);
+    p.io?.pty?.resize(req.height, req.width);
   }
 
   async CloseIO(req: any): Promise<void> {

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, constants as C, mkdirSync, openSync, readSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
-import { Watch, S_IF, mknod, type Reaper } from '@berth/native';
+import { Watch, S_IF, mknod, setWinsize, type Reaper } from '@berth/native';
 import { BerthError, Code, invalidArgument } from '@berth/errdefs';
 
 export interface Stdio {
@@ -195,7 +195,7 @@ export class ProcessIO {
     this.consoleOut = null;
   }
 
-  /** Leaves the logger running (it ends at EOF); only an IO that failed to start kills it. */
+  /** An IO whose process failed to start: the binary logger goes too (otherwise it ends at EOF). */
   kill(): void {
     this.logger?.kill();
     this.close();
@@ -320,7 +320,7 @@ export class ConsoleCopy {
     this.input?.resume();
   }
 
-  resize(rows: number, cols: number, setWinsize: (fd: number, r: number, c: number) => void): void {
+  resize(rows: number, cols: number): void {
     if (!this.closed) setWinsize(this.master, rows, cols);
   }
 
