@@ -71,7 +71,7 @@ async function startProxy(opts: ProxyOptions = {}, port = 0): Promise<Proxy> {
         return res.end('{"errors":[{"code":"UNAUTHORIZED"}]}');
       }
     }
-    const up = request({ host: regHost, port: Number(regPort), method: req.method, path: req.url, headers: { ...req.headers, host: registry, authorization: '' } }, (ur) => {
+    const up = request({ host: regHost, port: Number(regPort), method: req.method, path: req.url, headers: { ...req.headers, authorization: '' } /* the client's Host: upload locations point back here */ }, (ur) => {
       res.writeHead(ur.statusCode!, ur.headers);
       const digest = /\/blobs\/(sha256:[0-9a-f]{64})/.exec(req.url!)?.[1];
       let sent = 0;
@@ -156,8 +156,8 @@ interface PullMessage {
 }
 
 /** Transfer.Pull through the socket: every progress message, or the status it failed with. */
-function pull(sock: string, ns: string, req: Record<string, unknown>): Promise<{ messages: PullMessage[]; error?: { code: number; details: string } }> {
-  const m = method('/berth.images.v1.Transfer/Pull');
+function pull(sock: string, ns: string, req: Record<string, unknown>, which = 'Pull'): Promise<{ messages: PullMessage[]; error?: { code: number; details: string } }> {
+  const m = method(`/berth.images.v1.Transfer/${which}`);
   const Req = codec(m.requestType);
   const Res = codec<PullMessage>(m.responseType);
   const c = new grpc.Client(`unix:${sock}`, grpc.credentials.createInsecure());
@@ -385,5 +385,44 @@ describe('server-side pull', () => {
     const gone = await berth(env, 'rmi', ref);
     assert.equal(gone.code, 1);
     assert.match(gone.stderr, /unable to delete .*layered:latest: image ".*layered:latest": not found/);
+  });
+
+  test('push: blobs the repository lacks are mounted from their source repository or uploaded, the tag last; a second push sends nothing', async (t) => {
+    if (!registryUp) return t.skip('no local registry');
+    const src = `${registry}/library/busybox:latest`;
+    assert.equal((await pull(stack.sock, 'push', { ref: src, plain_http: true })).error, undefined);
+    const manifest = await registryManifest('busybox');
+    const cfg = JSON.parse((await ctr(stack.sock, '-n', 'push', 'content', 'get', (await lines(stack.sock, 'push', 'images', 'ls')).match(/busybox:latest\s+\S+\s+(sha256:\S+)/)![1]!)).stdout).config.digest as string;
+    // the config forgets where it came from (so it is uploaded); the layer remembers (so it is mounted)
+    assert.equal((await ctr(stack.sock, '-n', 'push', 'content', 'label', cfg, 'containerd.io/distribution.source.127.0.0.1=')).code, 0);
+    const proxy = await startProxy();
+    const repo = `pushed/bb-${process.pid}`;
+    try {
+      const r = await pull(stack.sock, 'push', { name: src, ref: `${proxy.host}/${repo}:v1`, plain_http: true }, 'Push');
+      assert.equal(r.error, undefined, JSON.stringify(r.error));
+      const final = new Map(r.messages.flatMap((m) => m.layers).map((l) => [l.digest, l.status]));
+      assert.equal(final.get(manifest.layers[0]!.digest), 'mounted');
+      assert.equal(final.get(cfg), 'uploaded');
+      const reqs = proxy.requests.join('\n');
+      assert.match(reqs, new RegExp(`POST /v2/${repo}/blobs/uploads/\\?mount=${manifest.layers[0]!.digest.replace(':', '%3A')}&from=library%2Fbusybox`));
+      assert.match(reqs, new RegExp(`PUT /v2/${repo}/blobs/uploads/\\S+digest=${cfg.replace(':', '%3A')}`));
+      assert.ok(proxy.requests.at(-1)!.startsWith(`PUT /v2/${repo}/manifests/v1`), 'the tag is put last');
+      // what a client pulls from there is the image
+      const c = await ctr(stack.sock, '-n', 'pushcheck', 'images', 'pull', '--plain-http', `${registry}/${repo}:v1`);
+      assert.equal(c.code, 0, c.stderr);
+      assert.match(await lines(stack.sock, 'pushcheck', 'images', 'check'), /complete \(2\/2\)/);
+      // again: the repository has everything, no upload starts
+      const before = proxy.requests.length;
+      const again = await pull(stack.sock, 'push', { name: src, ref: `${proxy.host}/${repo}:v1`, plain_http: true }, 'Push');
+      assert.equal(again.error, undefined);
+      const later = proxy.requests.slice(before);
+      assert.equal(later.filter((q) => q.startsWith('POST') || q.includes('/blobs/uploads/')).length, 0, later.join('\n'));
+      const final2 = new Map(again.messages.flatMap((m) => m.layers).map((l) => [l.digest, l.status]));
+      assert.deepEqual([final2.get(cfg), final2.get(manifest.layers[0]!.digest)], ['exists', 'exists']);
+      const missing = await pull(stack.sock, 'push', { name: 'nosuch:1', ref: `${proxy.host}/${repo}:v2`, plain_http: true }, 'Push');
+      assert.equal(missing.error?.code, grpc.status.NOT_FOUND);
+    } finally {
+      await proxy.close();
+    }
   });
 });

@@ -190,6 +190,57 @@ export async function pullCommand(args: string[]): Promise<void> {
   process.stdout.write(`${last?.name ?? ref}: ${last?.target?.digest ?? ''}\ndone: ${((Date.now() - t0) / 1000).toFixed(2)}s (${human(total)})\n`);
 }
 
+export async function pushCommand(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      ...common,
+      platform: { type: 'string', multiple: true, default: [] },
+      'plain-http': { type: 'boolean', default: false },
+      user: { type: 'string', short: 'u' },
+      'max-concurrent-uploads': { type: 'string', default: '0' },
+    },
+  });
+  const [ref, local] = positionals;
+  if (!ref) throw new CommandError('please provide a remote image reference to push');
+  const u = values.user ?? '';
+  const i = u.indexOf(':');
+  const m = method('/berth.images.v1.Transfer/Push');
+  const Req = codec(m.requestType);
+  const Res = codec<PullProgress>(m.responseType);
+  const req = {
+    name: local ?? ref,
+    ref,
+    platforms: values.platform,
+    plain_http: values['plain-http'],
+    username: i >= 0 ? u.slice(0, i) : u,
+    password: i >= 0 ? u.slice(i + 1) : '',
+    max_concurrent_uploads: Number(values['max-concurrent-uploads']),
+  };
+  const c = client(values.address);
+  const view = process.stdout.isTTY ? new Bars((await import('cli-progress')).default) : new Lines();
+  const t0 = Date.now();
+  let last: PullProgress | undefined;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const call = c.makeServerStreamRequest(m.path, (b: Uint8Array) => Buffer.from(b), (b: Buffer) => b, Req.encode(req), md(values.namespace));
+      process.once('SIGINT', () => call.cancel());
+      call.on('data', (b: Buffer) => {
+        const p = Res.decode(b);
+        if (p.layers.length) view.update(p);
+        last = { ...p, layers: p.layers.length ? p.layers : (last?.layers ?? []) };
+      });
+      call.on('error', (e: grpc.ServiceError) => reject(failed(e)));
+      call.on('end', () => resolve());
+    });
+  } finally {
+    view.stop();
+    c.close();
+  }
+  process.stdout.write(`${last?.name ?? ref}: ${last?.target?.digest ?? ''}\ndone: ${((Date.now() - t0) / 1000).toFixed(2)}s\n`);
+}
+
 interface Image {
   name: string;
   labels: Record<string, string>;

@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util';
 import { configToml, defaultConfig, loadConfig, type Config } from '@berth/kit';
 import { eventsCommand } from './events.js';
-import { imagesCommand, pullCommand, rmiCommand } from './images.js';
+import { imagesCommand, pullCommand, pushCommand, rmiCommand } from './images.js';
 import { gcCommand } from './gc.js';
 import { startStack } from './supervisor.js';
 
@@ -13,6 +13,7 @@ const usage = `usage:
   berth events [--address SOCK] [--since-seq N | --since TIME] [--follow] [--json] [FILTER...]
   berth gc [--address SOCK] [--json]   (a garbage collection now, and its figures)
   berth pull [-a SOCK] [-n NS] [--platform P]... [--all-platforms] [--plain-http] [-u USER:PASS] REF
+  berth push [-a SOCK] [-n NS] [--platform P]... [--plain-http] [-u USER:PASS] REMOTE [LOCAL]
   berth images [-a SOCK] [-n NS] [-q] [FILTER...]
   berth rmi [-a SOCK] [-n NS] REF...
   berth test                 (run by bin/berth: the whole test suite)`;
@@ -68,6 +69,7 @@ try {
   if (cmd === 'up') await up(rest);
   else if (cmd === 'events') await eventsCommand(rest);
   else if (cmd === 'pull') await pullCommand(rest);
+  else if (cmd === 'push') await pushCommand(rest);
   else if (cmd === 'images') await imagesCommand(rest);
   else if (cmd === 'rmi') await rmiCommand(rest);
   else if (cmd === 'gc') await gcCommand(rest);

@@ -3,7 +3,9 @@
 // Commit, Remove), diff (Apply) and leases (Create, Delete).
 import { codec } from '@berth/api';
 import { BusClient, rpcSubject, type CallContext } from '@berth/bus';
-import { ingestFile, type IngestFile } from '@berth/content';
+import { createReadStream } from 'node:fs';
+import { Readable } from 'node:stream';
+import { blobFile, ingestFile, type IngestFile } from '@berth/content';
 import { BerthError, Code, isCode } from '@berth/errdefs';
 import type { Descriptor } from './registry.js';
 
@@ -29,6 +31,8 @@ export interface PullBackends {
   commitSnapshot(ctx: CallContext, snapshotter: string, name: string, key: string): Promise<void>;
   removeSnapshot(ctx: CallContext, snapshotter: string, key: string): Promise<void>;
   apply(ctx: CallContext, desc: Descriptor, mounts: Mount[]): Promise<Descriptor>;
+  /** a blob's bytes: its file on this node, else the content service's Read stream */
+  openBlob(ctx: CallContext, digest: string): Promise<NodeJS.ReadableStream>;
   createLease(ctx: CallContext, labels: Record<string, string>): Promise<string>;
   deleteLease(ctx: CallContext, id: string): Promise<void>;
 }
@@ -49,6 +53,8 @@ const c = {
   leaseCreateReq: codec('containerd.services.leases.v1.CreateRequest'),
   leaseCreateRes: codec('containerd.services.leases.v1.CreateResponse'),
   leaseDeleteReq: codec('containerd.services.leases.v1.DeleteRequest'),
+  readReq: codec('containerd.services.content.v1.ReadContentRequest'),
+  readRes: codec<{ offset: number; data: Uint8Array }>('containerd.services.content.v1.ReadContentResponse'),
 };
 
 const toDesc = (d: Descriptor) => ({ media_type: d.media_type, digest: d.digest, size: d.size, annotations: d.annotations ?? {} });
@@ -124,6 +130,21 @@ export function busBackends(bus: BusClient, node: string): PullBackends {
     },
     async apply(ctx, desc, mounts) {
       return c.applyRes.decode(await call('diff', 'Apply', c.applyReq.encode({ diff: toDesc(desc), mounts }), ctx)).applied;
+    },
+    async openBlob(ctx, digest) {
+      try {
+        const f = await blobFile(bus, node, digest, ctx);
+        return createReadStream(f.path, { highWaterMark: 1 << 20 });
+      } catch (e) {
+        if (!isCode(e, Code.Unavailable) && !isCode(e, Code.Unimplemented)) throw e;
+      }
+      const ch = await bus.open(rpcSubject(node, 'content', 'Read'), 'server', c.readReq.encode({ digest }), ctx);
+      return Readable.from(
+        (async function* () {
+          for await (const m of ch) yield Buffer.from(c.readRes.decode(m).data);
+        })(),
+        { objectMode: false },
+      );
     },
     async createLease(ctx, labels) {
       return c.leaseCreateRes.decode(await call('leases', 'Create', c.leaseCreateReq.encode({ id: '', labels }), ctx)).lease.id;

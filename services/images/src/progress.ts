@@ -1,7 +1,7 @@
 // A pull's progress: every blob it handles with bytes so far, total and state, sent to whoever
 // listens (the Pull stream, a NATS subject) at most every `interval` ms, and at once whenever a
 // blob changes state.
-export type BlobState = 'waiting' | 'downloading' | 'downloaded' | 'exists' | 'unpacking' | 'unpacked' | 'failed';
+export type BlobState = 'waiting' | 'downloading' | 'downloaded' | 'exists' | 'unpacking' | 'unpacked' | 'uploading' | 'uploaded' | 'mounted' | 'failed';
 
 export interface BlobProgress {
   digest: string;
@@ -69,7 +69,7 @@ export class Progress {
     const b = this.blobs.get(digest);
     if (!b) return;
     b.status = status;
-    if (status === 'downloaded' || status === 'exists') b.offset = b.total;
+    if (status === 'downloaded' || status === 'exists' || status === 'uploaded' || status === 'mounted') b.offset = b.total;
     this.flush();
   }
 

@@ -104,7 +104,7 @@ const sleep = (ms: number, signal?: AbortSignal) =>
   });
 
 /** A small semaphore: layers fetched at once. */
-function limiter(n: number) {
+export function limiter(n: number) {
   let active = 0;
   const queue: (() => void)[] = [];
   return async <T>(fn: () => Promise<T>): Promise<T> => {
@@ -124,7 +124,7 @@ interface ManifestDoc {
   layers: Descriptor[];
 }
 
-interface JsonDescriptor {
+export interface JsonDescriptor {
   mediaType?: string;
   digest?: string;
   size?: number;
@@ -134,7 +134,7 @@ interface JsonDescriptor {
 }
 
 /** An OCI JSON descriptor (`mediaType`) as ours; one without digest or size is refused. */
-function fromJson(d: JsonDescriptor | undefined, where: string): Descriptor {
+export function fromJson(d: JsonDescriptor | undefined, where: string): Descriptor {
   if (!d || typeof d.digest !== 'string' || typeof d.size !== 'number' || typeof d.mediaType !== 'string') {
     throw new BerthError(Code.FailedPrecondition, `${where}: invalid descriptor ${JSON.stringify(d)}`);
   }

@@ -84,6 +84,17 @@ function getStream(url: string, headers: Record<string, string>, signal?: AbortS
   });
 }
 
+/** A request with a streamed body (a blob upload), through node:http(s). */
+function sendBody(url: string, method: string, headers: Record<string, string>, body: NodeJS.ReadableStream, signal?: AbortSignal): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const req = (u.protocol === 'https:' ? httpsRequest : httpRequest)(u, { method, headers, signal }, resolve);
+    req.on('error', reject);
+    body.on('error', (e) => req.destroy(e as Error));
+    body.pipe(req);
+  });
+}
+
 /** The part of a response the client reads, from fetch or from node:http. */
 interface Reply {
   status: number;
@@ -146,8 +157,12 @@ export class Registry {
     throw last!;
   }
 
-  private async requestAt(base: string, path: string, init: RequestInit & { headers: Record<string, string>; stream?: boolean }, signal?: AbortSignal): Promise<Reply> {
-    const url = `${base}/v2/${this.ref.repository}/${path}`;
+  private requestAt(base: string, path: string, init: RequestInit & { headers: Record<string, string>; stream?: boolean }, signal?: AbortSignal): Promise<Reply> {
+    return this.send(base, `${base}/v2/${this.ref.repository}/${path}`, init, signal);
+  }
+
+  /** One request to `url` (of endpoint `base`), answering a 401's challenge once. */
+  private async send(base: string, url: string, init: RequestInit & { headers: Record<string, string>; stream?: boolean; upload?: () => NodeJS.ReadableStream }, signal?: AbortSignal): Promise<Reply> {
     const method = init.method ?? 'GET';
     for (let attempt = 0; ; attempt++) {
       const headers = { ...init.headers };
@@ -155,8 +170,12 @@ export class Registry {
       if (a) headers.authorization = a;
       let res: Reply;
       try {
-        const { stream, ...rest } = init;
-        res = stream ? fromNode(await getStream(url, headers, signal)) : fromFetch(await this.fetch(url, { ...rest, headers, signal, redirect: 'follow' }));
+        const { stream, upload, ...rest } = init;
+        res = upload
+          ? fromNode(await sendBody(url, method, headers, upload(), signal))
+          : stream
+            ? fromNode(await getStream(url, headers, signal))
+            : fromFetch(await this.fetch(url, { ...rest, headers, signal, redirect: 'follow' }));
       } catch (e) {
         if (signal?.aborted) throw new BerthError(Code.Canceled, 'context canceled');
         throw new BerthError(Code.Unavailable, `failed to do request: ${method} "${url}": ${errnoOf(e)}`);
@@ -172,9 +191,11 @@ export class Registry {
       if (res.ok) return res;
       await res.discard();
       const what = `${method} "${url}"`;
-      if (res.status === 401) throw new BerthError(Code.Unauthenticated, `pull access denied for ${this.ref.host}/${this.ref.repository}: ${what}: 401 Unauthorized`);
-      if (res.status === 403) throw new BerthError(Code.PermissionDenied, `pull access denied for ${this.ref.host}/${this.ref.repository}: ${what}: 403 Forbidden`);
+      const verb = method === 'GET' || method === 'HEAD' ? 'pull' : 'push';
+      if (res.status === 401) throw new BerthError(Code.Unauthenticated, `${verb} access denied for ${this.ref.host}/${this.ref.repository}: ${what}: 401 Unauthorized`);
+      if (res.status === 403) throw new BerthError(Code.PermissionDenied, `${verb} access denied for ${this.ref.host}/${this.ref.repository}: ${what}: 403 Forbidden`);
       if (res.status === 404) throw notFound(`${this.ref.name}`);
+      if (res.status === 400 || res.status === 405) throw new BerthError(Code.FailedPrecondition, `${what}: registry refused (${res.status})`);
       if (res.status === 416) throw new BerthError(Code.OutOfRange, `${what}: 416 Range Not Satisfiable`);
       if (res.status === 429 || res.status >= 500) throw new BerthError(Code.Unavailable, `${what}: unexpected status ${res.status}`);
       throw new BerthError(Code.Unknown, `${what}: unexpected status ${res.status}`);
@@ -182,6 +203,9 @@ export class Registry {
   }
 
   /** The Authorization header that answers a 401's challenge, or undefined when none can. */
+  /** the token scope asked for when the challenge names none: pushing needs push too */
+  private scope = 'pull';
+
   private async authorize(base: string, header: string | null, signal?: AbortSignal): Promise<string | undefined> {
     const creds = this.opts.credentials(this.ref.host);
     for (const c of parseChallenges(header)) {
@@ -189,7 +213,7 @@ export class Registry {
       if (c.scheme === 'bearer' && c.params.realm) {
         const u = new URL(c.params.realm);
         if (c.params.service) u.searchParams.set('service', c.params.service);
-        u.searchParams.set('scope', c.params.scope || `repository:${this.ref.repository}:pull`);
+        u.searchParams.set('scope', c.params.scope || `repository:${this.ref.repository}:${this.scope}`);
         const headers: Record<string, string> = creds ? { authorization: basic(creds) } : {};
         let res: Response;
         try {
@@ -263,5 +287,52 @@ export class Registry {
       throw new BerthError(Code.FailedPrecondition, `${desc.digest}: registry sent ${n} bytes with digest ${got}, expected ${desc.size} bytes`);
     }
     return data;
+  }
+
+  // Pushing: to the registry itself (mirrors are for reading).
+  private origin(): string {
+    return this.endpoints().at(-1)!;
+  }
+
+  /** Whether the repository has the blob already (HEAD). */
+  async hasBlob(digest: string, signal?: AbortSignal): Promise<boolean> {
+    this.scope = 'pull,push';
+    try {
+      await this.requestAt(this.origin(), `blobs/${digest}`, { method: 'HEAD', headers: {} }, signal);
+      return true;
+    } catch (e) {
+      if (e instanceof BerthError && e.code === Code.NotFound) return false;
+      throw e;
+    }
+  }
+
+  /**
+   * Starts an upload; with `from` (another repository of this registry that has the blob) asks
+   * the registry to mount it instead. Returns 'mounted', or the upload's location.
+   */
+  async startUpload(digest: string, from: string | undefined, signal?: AbortSignal): Promise<'mounted' | string> {
+    this.scope = 'pull,push';
+    const q = from ? `?mount=${encodeURIComponent(digest)}&from=${encodeURIComponent(from)}` : '';
+    const res = await this.requestAt(this.origin(), `blobs/uploads/${q}`, { method: 'POST', headers: { 'content-length': '0' } }, signal);
+    await res.discard();
+    if (res.status === 201) return 'mounted';
+    const loc = res.header('location');
+    if (!loc) throw new BerthError(Code.FailedPrecondition, `${this.ref.name}: registry gave no upload location`);
+    return new URL(loc, this.origin()).toString();
+  }
+
+  /** Finishes an upload with the whole blob in one PUT (the registry checks the digest). */
+  async upload(location: string, desc: Descriptor, body: () => NodeJS.ReadableStream, signal?: AbortSignal): Promise<void> {
+    const u = new URL(location);
+    u.searchParams.set('digest', desc.digest);
+    const res = await this.send(this.origin(), u.toString(), { method: 'PUT', headers: { 'content-type': 'application/octet-stream', 'content-length': String(desc.size) }, upload: body }, signal);
+    await res.discard();
+  }
+
+  /** Puts a manifest or index under `reference` (a digest, or the tag for the root). */
+  async putManifest(reference: string, mediaType: string, data: Buffer, signal?: AbortSignal): Promise<void> {
+    this.scope = 'pull,push';
+    const res = await this.requestAt(this.origin(), `manifests/${reference}`, { method: 'PUT', headers: { 'content-type': mediaType }, body: data }, signal);
+    await res.discard();
   }
 }

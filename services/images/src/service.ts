@@ -8,7 +8,8 @@ import { openStore } from '@berth/store';
 import { loadDockerConfig } from './auth.js';
 import { busBackends } from './backends.js';
 import { Images, type Image } from './local.js';
-import { Puller } from './pull.js';
+import { Puller, type PullerConfig } from './pull.js';
+import { Pusher } from './push.js';
 import { serveTransfer } from './transfer.js';
 
 export const plugins = [
@@ -44,8 +45,17 @@ export async function start(env: ServiceEnv): Promise<Stop> {
   });
   const cfg = env.config.images;
   const auths = loadDockerConfig(cfg.registry_config);
+  const backends = busBackends(client, env.node);
+  const transferConfig: PullerConfig = {
+    registry: {
+      plainHttp: (h) => cfg.plain_http.includes(h),
+      mirrors: (h) => cfg.mirrors[h] ?? [],
+      credentials: (h) => auths.get(h),
+    },
+    maxConcurrentDownloads: cfg.max_concurrent_downloads,
+  };
   const puller = new Puller(
-    busBackends(client, env.node),
+    backends,
     {
       // containerd's client: create, or replace the whole record when the name exists
       async put(n, img) {
@@ -66,16 +76,10 @@ export async function start(env: ServiceEnv): Promise<Stop> {
         }
       },
     },
-    {
-      registry: {
-        plainHttp: (h) => cfg.plain_http.includes(h),
-        mirrors: (h) => cfg.mirrors[h] ?? [],
-        credentials: (h) => auths.get(h),
-      },
-      maxConcurrentDownloads: cfg.max_concurrent_downloads,
-    },
+    transferConfig,
   );
-  serveTransfer(bus, env.nc, env.node, puller);
+  const pusher = new Pusher(backends, { get: (n, name) => images.get(n, name) }, transferConfig);
+  serveTransfer(bus, env.nc, env.node, puller, pusher);
   guard.serve(bus);
   serveCollection(bus, barrier, { references: () => images.gcRecords() });
   return async () => {

@@ -6,6 +6,7 @@ import { namespaceRequired, token, type BusServer, type StreamContext } from '@b
 import { invalidArgument } from '@berth/errdefs';
 import type { NatsConnection } from '@nats-io/nats-core';
 import type { Puller } from './pull.js';
+import type { Pusher } from './push.js';
 import type { ProgressReport } from './progress.js';
 import type { Descriptor } from './registry.js';
 
@@ -30,36 +31,71 @@ export function progressSubject(node: string, pullId: string): string {
 
 const progressCodec = codec('berth.images.v1.PullProgress');
 
-export function serveTransfer(bus: BusServer, nc: NatsConnection, node: string, puller: Puller): void {
+export interface PushRequest {
+  name: string;
+  ref: string;
+  platforms: string[];
+  plain_http: boolean;
+  username: string;
+  password: string;
+  max_concurrent_uploads: number;
+  push_id: string;
+}
+
+/**
+ * A transfer's progress reporter: each report goes on NATS and down the stream, in order, one at
+ * a time; a slow reader skips to the latest. `done` waits for what is on its way.
+ */
+function reporter(nc: NatsConnection, node: string, given: string, send: (m: unknown) => Promise<void>) {
+  const id = given || `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) throw invalidArgument(`transfer id "${id}" must be 1 to 64 of [A-Za-z0-9_-]`);
+  const subject = progressSubject(node, id);
+  const state: { name: string; target: Descriptor | null } = { name: '', target: null };
+  let sending: Promise<void> = Promise.resolve();
+  let latest: Record<string, unknown> | undefined;
+  const emit = (r: ProgressReport) => {
+    const m = { pull_id: id, status: r.status, layers: r.layers, name: state.name, target: state.target, subject };
+    try {
+      nc.publish(subject, progressCodec.encode(m));
+    } catch {
+      // progress on NATS is best effort: the transfer goes on without it
+    }
+    const idle = latest === undefined;
+    latest = m;
+    if (idle)
+      sending = sending.then(async () => {
+        while (latest) {
+          const next = latest;
+          latest = undefined;
+          await send(next).catch(() => undefined);
+        }
+      });
+  };
+  return { state, emit, done: () => sending };
+}
+
+export function serveTransfer(bus: BusServer, nc: NatsConnection, node: string, puller: Puller, pusher: Pusher): void {
   bus.serveGrpc(grpcService('berth.images.v1.Transfer'), {
+    Push: async (req: PushRequest, ctx: StreamContext, send: (m: unknown) => Promise<void>) => {
+      const ns = namespaceRequired(ctx);
+      const rep = reporter(nc, node, req.push_id, send);
+      rep.state.name = req.ref || req.name;
+      const result = await pusher.push(
+        ns,
+        { name: req.name, ref: req.ref, platforms: req.platforms, plainHttp: req.plain_http, username: req.username, password: req.password, maxConcurrentUploads: req.max_concurrent_uploads },
+        rep.emit,
+        ctx.signal,
+      );
+      rep.state.name = result.name;
+      rep.state.target = result.target;
+      rep.emit({ status: 'done', layers: [] });
+      await rep.done();
+    },
     Pull: async (req: PullRequest, ctx: StreamContext, send: (m: unknown) => Promise<void>) => {
       const ns = namespaceRequired(ctx);
-      const pullId = req.pull_id || `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
-      if (!/^[A-Za-z0-9_-]{1,64}$/.test(pullId)) throw invalidArgument(`pull id "${pullId}" must be 1 to 64 of [A-Za-z0-9_-]`);
-      const subject = progressSubject(node, pullId);
-      let name = '';
-      let target: Descriptor | null = null;
-      // progress messages go out in order, one at a time; a slow reader skips to the latest
-      let sending: Promise<void> = Promise.resolve();
-      let latest: Record<string, unknown> | undefined;
-      const emit = (r: ProgressReport) => {
-        const m = { pull_id: pullId, status: r.status, layers: r.layers, name, target, subject };
-        try {
-          nc.publish(subject, progressCodec.encode(m));
-        } catch {
-          // progress on NATS is best effort: the pull goes on without it
-        }
-        const idle = latest === undefined;
-        latest = m;
-        if (idle)
-          sending = sending.then(async () => {
-            while (latest) {
-              const next = latest;
-              latest = undefined;
-              await send(next).catch(() => undefined);
-            }
-          });
-      };
+      const rep = reporter(nc, node, req.pull_id, send);
+      const state = rep.state;
+      const emit = rep.emit;
       const result = await puller.pull(
         ns,
         {
@@ -75,15 +111,15 @@ export function serveTransfer(bus: BusServer, nc: NatsConnection, node: string, 
           maxConcurrentDownloads: req.max_concurrent_downloads,
         },
         (r) => {
-          if (r.status === 'fetching' && !name) name = req.ref;
+          if (r.status === 'fetching' && !state.name) state.name = req.ref;
           emit(r);
         },
         ctx.signal,
       );
-      name = result.name;
-      target = result.target;
+      state.name = result.name;
+      state.target = result.target;
       emit({ status: 'done', layers: [] });
-      await sending;
+      await rep.done();
     },
   });
 }
