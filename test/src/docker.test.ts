@@ -8,7 +8,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ctr, run, shared, sleep, startReference, startStack, until, type Reference, type Run, type Stack } from './harness.js';
 
@@ -164,8 +164,17 @@ function unmountUnder(dir: string): void {
   }
 }
 
+/** A stack whose runc runtimes go to Debian's stock containerd-shim-runc-v2 instead of the shim host. */
+async function stockStack(): Promise<Stack> {
+  const dir = mkdtempSync('/tmp/berth-it-');
+  const config = join(dir, 'stock.toml');
+  writeFileSync(config, '[tasks.runtimes]\n"io.containerd.runc.v2" = "stock"\n');
+  return startStack({ node: 'dk', config, dir });
+}
+
 const targets = [
   { name: 'Berth', start: async () => startStack({ node: 'dk' }) },
+  { name: 'Berth with the stock shim', start: stockStack },
   { name: 'the reference containerd', start: startReference },
 ] as const;
 
@@ -220,6 +229,13 @@ for (const target of targets) {
       const r = await docker.di('hello\nworld\n', 'run', '--rm', '-i', '--network', 'none', BB, 'sh', '-c', 'cat; echo done');
       assert.equal(r.code, 0, r.stderr);
       assert.equal(r.stdout, 'hello\nworld\ndone\n');
+    });
+
+    it('run -t: the container gets a terminal; output and exit code come through it', async () => {
+      const r = await docker.d('run', '--rm', '-t', '--network', 'none', BB, 'sh', '-c', 'tty; echo two; exit 2');
+      assert.equal(r.code, 2, r.stderr);
+      // the terminal's line discipline turns each \n into \r\n
+      assert.match(r.stdout, /^\/dev\/pts\/\d+\r\ntwo\r\n$/);
     });
 
     it('-d, exec, top, pause/unpause, inspect, logs, stop, start, kill; ctr -n moby shows a rootfs-path container', async () => {
