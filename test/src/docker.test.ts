@@ -214,6 +214,15 @@ for (const target of targets) {
         await fn();
       });
 
+    it('pull: Docker keeps the manifest in containerd\'s content store under a lease of the image', async () => {
+      const digest = (await docker.inspect(BB, '{{index .RepoDigests 0}}')).split('@')[1]!;
+      const image = await docker.inspect(BB, '{{.Id}}');
+      const content = await ctr(sock, '-n', 'moby', 'content', 'ls');
+      assert.match(content.stdout, new RegExp(`^${digest}\\s.*containerd\\.io/distribution\\.source\\.${registry.replace(/\./g, '\\.')}=library/busybox`, 'm'));
+      const leases = await ctr(sock, '-n', 'moby', 'leases', 'ls');
+      assert.match(leases.stdout, new RegExp(`^moby-image-${image}\\s`, 'm'));
+    });
+
     it('run --rm passes output and the exit code through, and leaves nothing in ctr -n moby', async () => {
       const r = await docker.d('run', '--rm', '--network', 'none', BB, 'sh', '-c', 'echo out; echo err >&2; exit 3');
       assert.equal(r.code, 3, r.stderr);
