@@ -277,11 +277,14 @@ for (const kind of ['stock', 'berth'] as const) {
       process.kill(pid, 'SIGKILL');
       await run('sh', ['-c', `pkill -KILL -f -- "-namespace ${ns} .*-id b1 " ; true`]);
       await endShimHost(stack);
+      // runc's own state is in /run too: the stock shim's and the shim host's
       await run('runc', ['--root', `/run/containerd/runc/${ns}`, 'delete', '-f', 'b1']);
+      await run('runc', ['--root', join(stack.state, 'shim', 'runc', ns), 'delete', '-f', 'b1']);
       await until(async () => !alive(pid), 5000, 'b1 gone');
       const rootfs = join(stack.state, 'tasks', ns, 'b1', 'rootfs');
       await run('umount', [rootfs]);
       rmSync(join(stack.state, 'tasks'), { recursive: true, force: true });
+      rmSync(join(stack.state, 'shim'), { recursive: true, force: true });
       stack = await startStack({ config: config(tmp, kind), dir: stack.dir });
       await until(async () => /task \S+\/b1: bundle gone \(reboot\?\): reported exited/.test(readFileSync(join(stack.state, 'logs', 'tasks.log'), 'utf8')), 10_000, 'b1 reported exited');
       assert.equal((await C('tasks', 'ls', '-q')).stdout.includes('b1'), false);
