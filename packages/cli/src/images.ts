@@ -241,6 +241,121 @@ export async function pushCommand(args: string[]): Promise<void> {
   process.stdout.write(`${last?.name ?? ref}: ${last?.target?.digest ?? ''}\ndone: ${((Date.now() - t0) / 1000).toFixed(2)}s\n`);
 }
 
+export async function exportCommand(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      ...common,
+      platform: { type: 'string', multiple: true, default: [] },
+      'all-platforms': { type: 'boolean', default: false },
+      'skip-manifest-json': { type: 'boolean', default: false },
+    },
+  });
+  const [file, ...names] = positionals;
+  if (!file || !names.length) throw new CommandError('please provide both an output filename and an image reference to export');
+  const m = method('/berth.images.v1.Transfer/Export');
+  const Req = codec(m.requestType);
+  const Res = codec<{ data: Buffer }>(m.responseType);
+  const { createWriteStream } = await import('node:fs');
+  const out = file === '-' ? process.stdout : createWriteStream(file);
+  const c = client(values.address);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const call = c.makeServerStreamRequest(
+        m.path,
+        (b: Uint8Array) => Buffer.from(b),
+        (b: Buffer) => b,
+        Req.encode({ names, platforms: values.platform, all_platforms: values['all-platforms'], skip_manifest_json: values['skip-manifest-json'] }),
+        md(values.namespace),
+      );
+      call.on('data', (b: Buffer) => {
+        // the file is written at the pace it arrives
+        if (!out.write(Res.decode(b).data)) {
+          call.pause();
+          out.once('drain', () => call.resume());
+        }
+      });
+      call.on('error', (e: grpc.ServiceError) => reject(failed(e)));
+      call.on('end', () => resolve());
+    });
+  } finally {
+    c.close();
+    if (out !== process.stdout) await new Promise<void>((r) => (out as NodeJS.WritableStream).end(() => r()));
+  }
+}
+
+export async function importCommand(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      ...common,
+      'base-name': { type: 'string', default: '' },
+      'index-name': { type: 'boolean', default: false },
+      'no-unpack': { type: 'boolean', default: false },
+      snapshotter: { type: 'string', default: '' },
+      platform: { type: 'string', multiple: true, default: [] },
+      'all-platforms': { type: 'boolean', default: false },
+      label: { type: 'string', multiple: true, default: [] },
+    },
+  });
+  const file = positionals[0];
+  if (!file) throw new CommandError('please provide the tarball to import (- for stdin)');
+  const labels = Object.fromEntries(values.label.map((l) => [l.slice(0, l.indexOf('=') >>> 0), l.slice(l.indexOf('=') + 1)]));
+  const m = method('/berth.images.v1.Transfer/Import');
+  const Req = codec(m.requestType);
+  const Res = codec<PullProgress>(m.responseType);
+  const { createReadStream } = await import('node:fs');
+  const input = file === '-' ? process.stdin : createReadStream(file, { highWaterMark: 1 << 20 });
+  const c = client(values.address);
+  const made: string[] = [];
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const call = c.makeBidiStreamRequest(m.path, (b: Uint8Array) => Buffer.from(b), (b: Buffer) => b, md(values.namespace));
+      call.on('data', (b: Buffer) => {
+        const p = Res.decode(b);
+        if (p.status === 'imported') made.push(`${p.name} ${p.target?.digest ?? ''}`);
+      });
+      call.on('error', (e: grpc.ServiceError) => {
+        input.destroy();
+        reject(failed(e));
+      });
+      call.on('end', () => resolve());
+      let first = true;
+      const options = {
+        base_name: values['base-name'],
+        index_name: values['index-name'],
+        skip_unpack: values['no-unpack'],
+        snapshotter: values.snapshotter,
+        platforms: values.platform,
+        all_platforms: values['all-platforms'],
+        labels,
+      };
+      input.on('data', (chunk: Buffer | string) => {
+        const data = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk);
+        const msg = first ? { ...options, data } : { data };
+        first = false;
+        if (!call.write(Req.encode(msg))) {
+          input.pause();
+          call.once('drain', () => input.resume());
+        }
+      });
+      input.on('end', () => {
+        if (first) call.write(Req.encode(options));
+        call.end();
+      });
+      input.on('error', (e: Error) => {
+        call.cancel();
+        reject(new CommandError(e.message));
+      });
+    });
+  } finally {
+    c.close();
+  }
+  for (const l of made) process.stdout.write(`${l}\n`);
+}
+
 interface Image {
   name: string;
   labels: Record<string, string>;

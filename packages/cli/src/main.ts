@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util';
 import { configToml, defaultConfig, loadConfig, type Config } from '@berth/kit';
 import { eventsCommand } from './events.js';
-import { imagesCommand, pullCommand, pushCommand, rmiCommand } from './images.js';
+import { exportCommand, imagesCommand, importCommand, pullCommand, pushCommand, rmiCommand } from './images.js';
 import { gcCommand } from './gc.js';
 import { startStack } from './supervisor.js';
 
@@ -14,6 +14,8 @@ const usage = `usage:
   berth gc [--address SOCK] [--json]   (a garbage collection now, and its figures)
   berth pull [-a SOCK] [-n NS] [--platform P]... [--all-platforms] [--plain-http] [-u USER:PASS] REF
   berth push [-a SOCK] [-n NS] [--platform P]... [--plain-http] [-u USER:PASS] REMOTE [LOCAL]
+  berth export [-a SOCK] [-n NS] [--platform P]... [--all-platforms] [--skip-manifest-json] FILE|- NAME...
+  berth import [-a SOCK] [-n NS] [--base-name NAME [--index-name]] [--no-unpack] [--platform P]... [--all-platforms] FILE|-
   berth images [-a SOCK] [-n NS] [-q] [FILTER...]
   berth rmi [-a SOCK] [-n NS] REF...
   berth test                 (run by bin/berth: the whole test suite)`;
@@ -70,6 +72,8 @@ try {
   else if (cmd === 'events') await eventsCommand(rest);
   else if (cmd === 'pull') await pullCommand(rest);
   else if (cmd === 'push') await pushCommand(rest);
+  else if (cmd === 'export') await exportCommand(rest);
+  else if (cmd === 'import') await importCommand(rest);
   else if (cmd === 'images') await imagesCommand(rest);
   else if (cmd === 'rmi') await rmiCommand(rest);
   else if (cmd === 'gc') await gcCommand(rest);

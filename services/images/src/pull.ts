@@ -95,7 +95,7 @@ const trace = (what: string) => {
 };
 
 /** Go's time.RFC3339 in UTC, as containerd writes gc.expire. */
-const rfc3339 = (d: Date) => d.toISOString().replace(/\.\d+Z$/, 'Z');
+export const rfc3339 = (d: Date) => d.toISOString().replace(/\.\d+Z$/, 'Z');
 
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve, reject) => {
@@ -438,37 +438,54 @@ class PullRun {
     }
   }
 
-  /** Applies a platform's layers in order, each once it is in; returns the rootfs chain id. */
-  private async unpack(m: ManifestDoc, diffIds: string[]): Promise<string> {
-    const chain = chainIds(diffIds);
-    const sn = this.o.snapshotter;
-    for (let i = 0; i < m.layers.length; i++) {
-      const layer = m.layers[i]!;
-      await this.fetchLayer(layer);
-      const chainId = chain[i]!;
-      if (await this.be.snapshotExists(this.ctx, sn, chainId)) continue;
-      this.progress.state(layer.digest, 'unpacking');
-      const key = extractKey(chainId);
-      trace(`unpack ${layer.digest}`);
-      const mounts = await this.be.prepare(this.ctx, sn, key, i > 0 ? chain[i - 1]! : '');
-      trace(`prepared`);
-      try {
-        const applied = await this.be.apply(this.ctx, layer, mounts);
-        if (applied.digest !== diffIds[i]) throw new BerthError(Code.FailedPrecondition, `failed to extract layer ${diffIds[i]}: wrong diff id calculated on extraction "${applied.digest}"`);
-        trace(`applied`);
-        await this.be.commitSnapshot(this.ctx, sn, chainId, key);
-        trace(`committed snapshot`);
-      } catch (e) {
-        await this.be.removeSnapshot({ namespace: this.ctx.namespace, lease: this.ctx.lease }, sn, key).catch(() => undefined);
-        // another pull committed the same chain meanwhile: it is there, as wanted
-        if (isCode(e, Code.AlreadyExists)) continue;
-        throw e;
-      }
-      await this.be.updateLabels(this.ctx, layer.digest, { 'containerd.io/uncompressed': diffIds[i]! });
-      this.progress.state(layer.digest, 'unpacked');
-    }
-    const rootfs = chain.at(-1) ?? '';
-    await this.be.updateLabels(this.ctx, m.config.digest, { [`containerd.io/gc.ref.snapshot.${sn}`]: rootfs });
-    return rootfs;
+  private unpack(m: ManifestDoc, diffIds: string[]): Promise<string> {
+    return unpackLayers(this.be, this.ctx, this.o.snapshotter, m, diffIds, this.progress, (l) => this.fetchLayer(l));
   }
+}
+
+/**
+ * Applies an image's layers in order, as containerd's Image.Unpack does: a layer whose chain's
+ * snapshot exists is skipped; otherwise `extract-… <chainid>` is prepared on its parent, the
+ * layer applied (its diff id checked), committed as the chain id, and the blob labelled with its
+ * uncompressed digest. `ready` resolves once a layer's blob is in the store. Returns the chain id
+ * of the rootfs (also labelled on the config, so the collector keeps the snapshots).
+ */
+export async function unpackLayers(
+  be: PullBackends,
+  ctx: CallContext,
+  sn: string,
+  m: { config: Descriptor; layers: Descriptor[] },
+  diffIds: string[],
+  progress: Progress,
+  ready: (layer: Descriptor) => Promise<void> = async () => undefined,
+): Promise<string> {
+  const chain = chainIds(diffIds);
+  for (let i = 0; i < m.layers.length; i++) {
+    const layer = m.layers[i]!;
+    await ready(layer);
+    const chainId = chain[i]!;
+    if (await be.snapshotExists(ctx, sn, chainId)) continue;
+    progress.state(layer.digest, 'unpacking');
+    const key = extractKey(chainId);
+    trace(`unpack ${layer.digest}`);
+    const mounts = await be.prepare(ctx, sn, key, i > 0 ? chain[i - 1]! : '');
+    trace(`prepared`);
+    try {
+      const applied = await be.apply(ctx, layer, mounts);
+      if (applied.digest !== diffIds[i]) throw new BerthError(Code.FailedPrecondition, `failed to extract layer ${diffIds[i]}: wrong diff id calculated on extraction "${applied.digest}"`);
+      trace(`applied`);
+      await be.commitSnapshot(ctx, sn, chainId, key);
+      trace(`committed snapshot`);
+    } catch (e) {
+      await be.removeSnapshot({ namespace: ctx.namespace, lease: ctx.lease }, sn, key).catch(() => undefined);
+      // another pull committed the same chain meanwhile: it is there, as wanted
+      if (isCode(e, Code.AlreadyExists)) continue;
+      throw e;
+    }
+    await be.updateLabels(ctx, layer.digest, { 'containerd.io/uncompressed': diffIds[i]! });
+    progress.state(layer.digest, 'unpacked');
+  }
+  const rootfs = chain.at(-1) ?? '';
+  await be.updateLabels(ctx, m.config.digest, { [`containerd.io/gc.ref.snapshot.${sn}`]: rootfs });
+  return rootfs;
 }

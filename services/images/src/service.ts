@@ -10,6 +10,7 @@ import { busBackends } from './backends.js';
 import { Images, type Image } from './local.js';
 import { Puller, type PullerConfig } from './pull.js';
 import { Pusher } from './push.js';
+import { Archiver, Importer } from './archive.js';
 import { serveTransfer } from './transfer.js';
 
 export const plugins = [
@@ -79,7 +80,29 @@ export async function start(env: ServiceEnv): Promise<Stop> {
     transferConfig,
   );
   const pusher = new Pusher(backends, { get: (n, name) => images.get(n, name) }, transferConfig);
-  serveTransfer(bus, env.nc, env.node, puller, pusher);
+  const archiver = new Archiver(backends, { get: (n, name) => images.get(n, name) });
+  const importer = new Importer(backends, {
+    get: (n, name) => images.get(n, name),
+    // containerd's client Import: the target updated, or the record created
+    async putTarget(n, img) {
+      const rec = { name: img.name, labels: img.labels, target: { ...img.target, annotations: img.target.annotations ?? {} }, created_at: null, updated_at: null };
+      for (;;) {
+        try {
+          await images.update(n, rec, ['target']);
+          return;
+        } catch (e) {
+          if (!isCode(e, Code.NotFound)) throw e;
+        }
+        try {
+          await images.create(n, rec);
+          return;
+        } catch (e) {
+          if (!isCode(e, Code.AlreadyExists)) throw e;
+        }
+      }
+    },
+  });
+  serveTransfer(bus, env.nc, env.node, { puller, pusher, archiver, importer });
   guard.serve(bus);
   serveCollection(bus, barrier, { references: () => images.gcRecords() });
   return async () => {

@@ -2,11 +2,12 @@
 // same messages on `berth.progress.<node>.<pull id>`, so any NATS subscriber can watch a pull.
 import { randomBytes } from 'node:crypto';
 import { codec, service as grpcService } from '@berth/api';
-import { namespaceRequired, token, type BusServer, type StreamContext } from '@berth/bus';
+import { namespaceRequired, token, type BidiStream, type BusServer, type StreamContext } from '@berth/bus';
 import { invalidArgument } from '@berth/errdefs';
 import type { NatsConnection } from '@nats-io/nats-core';
 import type { Puller } from './pull.js';
 import type { Pusher } from './push.js';
+import type { Archiver, Importer } from './archive.js';
 import type { ProgressReport } from './progress.js';
 import type { Descriptor } from './registry.js';
 
@@ -74,8 +75,74 @@ function reporter(nc: NatsConnection, node: string, given: string, send: (m: unk
   return { state, emit, done: () => sending };
 }
 
-export function serveTransfer(bus: BusServer, nc: NatsConnection, node: string, puller: Puller, pusher: Pusher): void {
+export interface ExportRequest {
+  names: string[];
+  platforms: string[];
+  all_platforms: boolean;
+  skip_manifest_json: boolean;
+}
+
+export interface ImportRequest {
+  base_name: string;
+  index_name: boolean;
+  skip_unpack: boolean;
+  snapshotter: string;
+  platforms: string[];
+  all_platforms: boolean;
+  labels: Record<string, string>;
+  data: Buffer;
+}
+
+export function serveTransfer(bus: BusServer, nc: NatsConnection, node: string, t: { puller: Puller; pusher: Pusher; archiver: Archiver; importer: Importer }): void {
+  const { puller, pusher, archiver, importer } = t;
   bus.serveGrpc(grpcService('berth.images.v1.Transfer'), {
+    Import: async (ctx: StreamContext, stream: BidiStream<ImportRequest>) => {
+      const ns = namespaceRequired(ctx);
+      const it = stream.recv()[Symbol.asyncIterator]();
+      const first = await it.next();
+      if (first.done) throw invalidArgument('no tarball sent');
+      const opts = first.value;
+      // the tarball: the first message's data, then every later message's
+      const tarball = (async function* () {
+        if (opts.data?.length) yield Buffer.from(opts.data);
+        for (let n = await it.next(); !n.done; n = await it.next()) if (n.value.data?.length) yield Buffer.from(n.value.data);
+      })();
+      const rep = reporter(nc, node, '', (m) => stream.send(m));
+      const imgs = await importer.import(
+        ns,
+        { baseName: opts.base_name, indexName: opts.index_name, skipUnpack: opts.skip_unpack, snapshotter: opts.snapshotter, platforms: opts.platforms, allPlatforms: opts.all_platforms, labels: opts.labels },
+        tarball,
+        rep.emit,
+        ctx.signal,
+      );
+      // the last message names what was made, one per image
+      for (const img of imgs) {
+        rep.state.name = img.name;
+        rep.state.target = img.target;
+        rep.emit({ status: 'imported', layers: [] });
+        await rep.done();
+      }
+      rep.state.name = '';
+      rep.state.target = null;
+      rep.emit({ status: 'done', layers: [] });
+      await rep.done();
+    },
+    Export: async (req: ExportRequest, ctx: StreamContext, send: (m: unknown) => Promise<void>) => {
+      const ns = namespaceRequired(ctx);
+      // the tarball in messages of about 1 MiB
+      let parts: Buffer[] = [];
+      let n = 0;
+      for await (const b of archiver.export(ns, { names: req.names ?? [], platforms: req.platforms, allPlatforms: req.all_platforms, skipManifestJson: req.skip_manifest_json }, ctx.signal)) {
+        parts.push(b);
+        n += b.length;
+        if (n >= 1 << 20) {
+          await send({ data: Buffer.concat(parts, n) });
+          parts = [];
+          n = 0;
+        }
+      }
+      if (n) await send({ data: Buffer.concat(parts, n) });
+    },
     Push: async (req: PushRequest, ctx: StreamContext, send: (m: unknown) => Promise<void>) => {
       const ns = namespaceRequired(ctx);
       const rep = reporter(nc, node, req.push_id, send);
