@@ -24,7 +24,13 @@ export async function startBerth() {
   const natsUrl = /nats-server on (\S+)/.exec(out)[1];
   return {
     sock, natsUrl, dir,
-    stop: async () => { proc.kill('SIGTERM'); await new Promise((r) => proc.once('exit', r)); rmSync(dir, { recursive: true, force: true }); },
+    stop: async () => {
+      proc.kill('SIGTERM');
+      await new Promise((r) => proc.once('exit', r));
+      // the shim host outlives `berth up` by design; a bench's stack takes its own with it
+      try { execFileSync('pkill', ['-KILL', '-f', `shim/dist/main.js host --state ${join(dir, 'state', 'shim')}`]); } catch { /* none left */ }
+      rmSync(dir, { recursive: true, force: true });
+    },
   };
 }
 
