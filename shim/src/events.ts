@@ -2,6 +2,7 @@
 // TTRPC_ADDRESS, namespace in `containerd-namespace-ttrpc`), except that none is ever dropped:
 // each is written to a spool before it is sent, sent in order per container, retried until the
 // endpoint acknowledges it, and only then removed. A restarted host sends what its spool holds.
+import { eventTypes } from '@berth/bus/topics';
 import { mkdirSync, readFileSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { codec, nowTimestamp, toAny, type Any, type Timestamp } from '@berth/api';
@@ -10,19 +11,8 @@ import { TtrpcClient } from '@berth/ttrpc';
 const SERVICE = 'containerd.services.events.ttrpc.v1.Events';
 const forwardRequest = codec('containerd.services.events.ttrpc.v1.ForwardRequest');
 
-/** Topic to the event's message type, as containerd's shim names them (runc.GetTopic). */
-export const topicTypes: Record<string, string> = {
-  '/tasks/create': 'containerd.events.TaskCreate',
-  '/tasks/start': 'containerd.events.TaskStart',
-  '/tasks/exit': 'containerd.events.TaskExit',
-  '/tasks/delete': 'containerd.events.TaskDelete',
-  '/tasks/exec-added': 'containerd.events.TaskExecAdded',
-  '/tasks/exec-started': 'containerd.events.TaskExecStarted',
-  '/tasks/paused': 'containerd.events.TaskPaused',
-  '/tasks/resumed': 'containerd.events.TaskResumed',
-  '/tasks/oom': 'containerd.events.TaskOOM',
-  '/tasks/checkpointed': 'containerd.events.TaskCheckpointed',
-};
+/** Topic to the event's message type: containerd's table, the one every Berth service uses. */
+export const topicTypes: Record<string, string> = eventTypes;
 
 interface Pending {
   seq: number;

@@ -25,6 +25,7 @@
 // Writers keep "reference first": a lease (or an image, a parent, a label) holds a resource
 // before the resource is created or the old reference dropped. So any consistent cut finds
 // every resource in use referenced.
+import { jsonBytes, parseJson } from './json.js';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { codec } from '@berth/api';
@@ -256,23 +257,23 @@ export interface CollectionServe {
 /** Answers the collector's GcEnter, GcSweep and GcRelease on `server` (JSON in and out). */
 export function serveCollection(server: BusServer, barrier: CollectionBarrier, o: CollectionServe): void {
   server.raw(gcEnterMethod, async (data) => {
-    const { epoch = '', ttl_ms = 0 } = parse<{ epoch?: string; ttl_ms?: number }>(data);
+    const { epoch = '', ttl_ms = 0 } = parseJson<{ epoch?: string; ttl_ms?: number }>(data);
     await barrier.enter(epoch, ttl_ms);
     try {
-      return json({ records: await o.references() });
+      return jsonBytes({ records: await o.references() });
     } catch (e) {
       barrier.release(epoch);
       throw e;
     }
   });
   server.raw(gcSweepMethod, async (data) => {
-    const { epoch = '', deadline = 0, sweep = {} } = parse<{ epoch?: string; deadline?: number; sweep?: GcSweep }>(data);
-    if (!o.sweep) return json({ removed: {}, bytes: 0 } satisfies GcSwept);
-    return json(await barrier.sweep(epoch, deadline, (live) => o.sweep!(sweep, live)));
+    const { epoch = '', deadline = 0, sweep = {} } = parseJson<{ epoch?: string; deadline?: number; sweep?: GcSweep }>(data);
+    if (!o.sweep) return jsonBytes({ removed: {}, bytes: 0 } satisfies GcSwept);
+    return jsonBytes(await barrier.sweep(epoch, deadline, (live) => o.sweep!(sweep, live)));
   });
   server.raw(gcReleaseMethod, async (data) => {
-    barrier.release(parse<{ epoch?: string }>(data).epoch ?? '');
-    return json({});
+    barrier.release(parseJson<{ epoch?: string }>(data).epoch ?? '');
+    return jsonBytes({});
   });
 }
 
@@ -316,13 +317,3 @@ export async function gcCollect(client: BusClient, node: string, services: strin
   if (!services.includes('gc')) return;
   await client.unary(rpcSubject(node, 'gc', 'Collect'), codec('berth.gc.v1.CollectRequest').encode({}), {}, { timeout: 120_000 });
 }
-
-function parse<T>(data: Uint8Array): T {
-  try {
-    return JSON.parse(Buffer.from(data).toString('utf8') || '{}') as T;
-  } catch {
-    throw new BerthError(Code.InvalidArgument, 'request must be JSON');
-  }
-}
-
-const json = (v: unknown) => Buffer.from(JSON.stringify(v));

@@ -9,4 +9,5 @@ export * from './usage.js';
 export * from './topics.js';
 export * from './leases.js';
 export * from './outbox.js';
+export * from './json.js';
 export * from './gc.js';

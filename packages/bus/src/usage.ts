@@ -16,6 +16,7 @@
 //
 // A seal expires by itself (a namespaces service that died mid-delete must not block writes
 // forever); since a sealed namespace is forgotten, the write after it ensures the namespace.
+import { jsonBytes, parseJson } from './json.js';
 import { BerthError, Code } from '@berth/errdefs';
 import type { BusClient } from './client.js';
 import type { BusServer } from './server.js';
@@ -111,13 +112,13 @@ export class NamespaceGuard {
   /** Answers the namespaces service's usage and release calls on `server`. */
   serve(server: BusServer): void {
     server.raw(usageMethod, async (data, ctx) => {
-      const { seal } = parse<{ seal?: boolean }>(data);
+      const { seal } = parseJson<{ seal?: boolean }>(data);
       const ns = ctx.namespace ?? '';
-      return json({ kinds: seal ? await this.seal(ns) : await this.o.kinds(ns) });
+      return jsonBytes({ kinds: seal ? await this.seal(ns) : await this.o.kinds(ns) });
     });
     server.raw(releaseMethod, async (data, ctx) => {
-      await this.release(ctx.namespace ?? '', parse<{ deleted?: boolean }>(data).deleted === true);
-      return json({});
+      await this.release(ctx.namespace ?? '', parseJson<{ deleted?: boolean }>(data).deleted === true);
+      return jsonBytes({});
     });
   }
 }
@@ -148,8 +149,8 @@ export async function sealNamespace(client: BusClient, node: string, services: s
   const answers = await Promise.all(
     asked.map(async (s) => {
       try {
-        const res = await client.unary(rpcSubject(node, s, usageMethod), json({ seal: true }), { namespace }, { timeout: 10_000 });
-        return parse<{ kinds: string[] }>(res).kinds;
+        const res = await client.unary(rpcSubject(node, s, usageMethod), jsonBytes({ seal: true }), { namespace }, { timeout: 10_000 });
+        return parseJson<{ kinds: string[] }>(res).kinds;
       } catch (e) {
         if (e instanceof BerthError && e.code === Code.Unavailable) {
           throw new BerthError(Code.Unavailable, `namespace "${namespace}": cannot tell whether it is empty: ${s} service not running`);
@@ -165,7 +166,7 @@ export async function sealNamespace(client: BusClient, node: string, services: s
 export async function releaseNamespace(client: BusClient, node: string, services: string[], namespace: string, deleted: boolean): Promise<void> {
   const asked = namespacedServices.filter((s) => services.includes(s));
   await Promise.all(
-    asked.map((s) => client.unary(rpcSubject(node, s, releaseMethod), json({ deleted }), { namespace }, { timeout: 10_000 }).catch(() => undefined)),
+    asked.map((s) => client.unary(rpcSubject(node, s, releaseMethod), jsonBytes({ deleted }), { namespace }, { timeout: 10_000 }).catch(() => undefined)),
   );
 }
 
@@ -176,13 +177,3 @@ export function serveNamespaceEnsure(server: BusServer, ensure: (namespace: stri
     return new Uint8Array();
   });
 }
-
-function parse<T>(data: Uint8Array): T {
-  try {
-    return JSON.parse(Buffer.from(data).toString('utf8') || '{}') as T;
-  } catch {
-    throw new BerthError(Code.InvalidArgument, 'request must be JSON');
-  }
-}
-
-const json = (v: unknown) => Buffer.from(JSON.stringify(v));

@@ -3,8 +3,7 @@
 // the namespace-usage answer ("blobs") that lets namespace deletion refuse like containerd.
 import { join } from 'node:path';
 import { service as grpcService } from '@berth/api';
-import { BusClient, BusServer, collectionBarrier, leaseRefs, namespaceGuard, Outbox, serveCollection, type BidiStream, type CallContext, type StreamContext } from '@berth/bus';
-import { invalidArgument } from '@berth/errdefs';
+import { BusClient, BusServer, collectionBarrier, jsonBytes, leaseRefs, namespaceGuard, Outbox, parseJson, serveCollection, type BidiStream, type CallContext, type StreamContext } from '@berth/bus';
 import type { ServiceEnv, Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
 import { ContentApi } from './api.js';
@@ -54,12 +53,12 @@ export async function start(env: ServiceEnv, opts: ContentOptions = {}): Promise
     Abort: (req, ctx: CallContext) => api.abort(req, ctx),
   });
   // JSON in and out: for other Berth services on this node, not part of containerd's API
-  bus.raw(blobPathMethod, async (data, ctx) => json(await content.blobPath(ctx, parse<{ digest?: string }>(data).digest ?? '')), { json: 'true' });
+  bus.raw(blobPathMethod, async (data, ctx) => jsonBytes(await content.blobPath(ctx, parseJson<{ digest?: string }>(data).digest ?? '')), { json: 'true' });
   bus.raw(
     ingestFileMethod,
     async (data, ctx) => {
-      const r = parse<{ ref?: string; total?: number; expected?: string }>(data);
-      return json(await content.ingestFile(ctx, r.ref ?? '', Number(r.total ?? 0), r.expected ?? ''));
+      const r = parseJson<{ ref?: string; total?: number; expected?: string }>(data);
+      return jsonBytes(await content.ingestFile(ctx, r.ref ?? '', Number(r.total ?? 0), r.expected ?? ''));
     },
     { json: 'true' },
   );
@@ -72,13 +71,3 @@ export async function start(env: ServiceEnv, opts: ContentOptions = {}): Promise
     await db.close();
   };
 }
-
-function parse<T>(data: Uint8Array): T {
-  try {
-    return JSON.parse(Buffer.from(data).toString('utf8') || '{}') as T;
-  } catch {
-    throw invalidArgument('request must be JSON');
-  }
-}
-
-const json = (v: unknown) => Buffer.from(JSON.stringify(v));
