@@ -281,7 +281,9 @@ class PullRun {
   /** A manifest, index or config: fetched whole, stored with its labels; its bytes returned. */
   private async small(desc: Descriptor, children: (data: Buffer) => Descriptor[]): Promise<Buffer> {
     this.progress.add(desc.digest, desc.media_type, desc.size);
+    trace(`small ${desc.digest}`);
     const existing = await this.be.info(this.ctx, desc.digest);
+    trace(`info`);
     let data: Buffer;
     if (existing) {
       // in the store already: read it from the registry anyway only if we need its children
@@ -293,6 +295,7 @@ class PullRun {
       return data;
     }
     data = await this.reg.readAll(desc, this.ctx.signal);
+    trace(`read`);
     const labels = { ...childLabels(children(data)), ...(await this.sourceLabel(desc.digest, {})) };
     if (!(await this.be.writeBlob(this.ctx, refKey(desc), desc, data, labels))) await this.be.updateLabels(this.ctx, desc.digest, labels);
     this.progress.state(desc.digest, 'downloaded');
@@ -313,6 +316,9 @@ class PullRun {
       const raw = JSON.parse(data.toString('utf8')) as { config?: JsonDescriptor; layers?: JsonDescriptor[] };
       if (!raw.config || !Array.isArray(raw.layers)) throw new BerthError(Code.FailedPrecondition, `manifest ${desc.digest}: no config or layers`);
       doc = { config: fromJson(raw.config, `manifest ${desc.digest}`), layers: raw.layers.map((l) => fromJson(l, `manifest ${desc.digest}`)) };
+      // the layers start now, while the manifest and config are stored: they are the long part
+      // (a lone manifest for another platform fails the pull a moment later, which stops them)
+      for (const l of doc.layers) this.fetchLayer(l);
       return [doc.config, ...doc.layers];
     });
     const config = JSON.parse((await this.small(doc.config, () => [])).toString('utf8')) as {
@@ -326,7 +332,6 @@ class PullRun {
     if (!platform && !this.o.all && !matches(this.o.wanted, p)) return;
     const diffIds = config.rootfs?.diff_ids ?? [];
     if (diffIds.length !== doc.layers.length) throw new BerthError(Code.FailedPrecondition, `manifest ${desc.digest}: ${doc.layers.length} layers but ${diffIds.length} diff ids`);
-    for (const l of doc.layers) this.fetchLayer(l);
     this.toUnpack.push({ platform: p ? formatPlatform(p) : '', manifest: doc, diffIds });
   }
 
@@ -343,6 +348,7 @@ class PullRun {
 
   private async fetchBlob(desc: Descriptor): Promise<void> {
     this.ctx.signal?.throwIfAborted();
+    trace(`fetch ${desc.digest}`);
     const ref = refKey(desc);
     let ingest;
     try {
