@@ -219,9 +219,13 @@ export class Content {
     const ns = this.namespace(ctx);
     const lease = ctx.lease;
     if (expected && (await this.store.blob(ns, expected))) {
-      // the client skips what the namespace has: under a lease, the lease must hold it now
-      if (lease) await this.opts.leases?.add(ns, lease, { type: 'content', id: expected });
-      throw alreadyExists(`content ${expected}`);
+      // The client skips what the namespace has, so under a lease the lease must hold it now. A
+      // collection may have swept the record between the look and the lease's reference (that
+      // write waits out its barrier), so look again once the lease holds it: still there, it
+      // stays; gone, it is written like any other.
+      if (!lease) throw alreadyExists(`content ${expected}`);
+      await this.opts.leases?.add(ns, lease, { type: 'content', id: expected });
+      if (await this.store.blob(ns, expected)) throw alreadyExists(`content ${expected}`);
     }
     // the lease's reference first: the ingest is never unreferenced (and a missing lease refuses the write)
     if (lease) await this.opts.leases?.add(ns, lease, { type: 'ingests', id: ref });
