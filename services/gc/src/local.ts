@@ -69,7 +69,9 @@ export class Collector {
         sweepers
           .filter(([s]) => asked.includes(s))
           .map(([s, part]) => [s, part(m.sweep)] as const)
-          .filter(([, part]) => !isEmpty(part))
+          // content's sweep also removes the blob files no namespace has once they are past their
+          // grace: asked only when records went, files unrecorded while young would stay for good
+          .filter(([s, part]) => s === 'content' || !isEmpty(part))
           .map(async ([s, part]) => (await this.call(s, gcSweepMethod, { epoch, deadline, sweep: part }, Math.max(1000, deadline - Date.now() + 1000))) as GcSwept),
       );
       const errors: string[] = [];
