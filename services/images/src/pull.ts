@@ -153,6 +153,8 @@ export interface PullerConfig {
 }
 
 export class Puller {
+  private readonly inflight = new Map<string, Promise<void>>();
+
   constructor(
     private readonly be: PullBackends,
     private readonly images: ImageWriter,
@@ -186,6 +188,7 @@ export class Puller {
         unpack: !o.skipUnpack,
         limit: limiter(Math.max(1, o.maxConcurrentDownloads || this.cfg.maxConcurrentDownloads)),
         retryWindowMs: this.cfg.retryWindowMs ?? 30_000,
+        inflight: this.inflight,
       }, abort);
       trace('lease');
       const result = await run.run();
@@ -207,6 +210,11 @@ export class Puller {
 }
 
 interface RunOptions {
+  /**
+   * blobs being written by any pull of this process, by namespace and digest: a second pull of
+   * the same blob waits for the first instead of appending to the same ingest file
+   */
+  inflight: Map<string, Promise<void>>;
   wanted: Platform[];
   all: boolean;
   snapshotter: string;
@@ -347,6 +355,26 @@ class PullRun {
   }
 
   private async fetchBlob(desc: Descriptor): Promise<void> {
+    const key = `${this.ctx.namespace}\0${desc.digest}`;
+    for (let other; (other = this.o.inflight.get(key)); ) {
+      // the other pull's outcome is its own: this one looks at the store afterwards
+      await other.catch(() => undefined);
+      this.ctx.signal?.throwIfAborted();
+    }
+    const mine = this.fetchBlobNow(desc);
+    const settled = mine.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.o.inflight.set(key, settled);
+    try {
+      await mine;
+    } finally {
+      if (this.o.inflight.get(key) === settled) this.o.inflight.delete(key);
+    }
+  }
+
+  private async fetchBlobNow(desc: Descriptor): Promise<void> {
     this.ctx.signal?.throwIfAborted();
     trace(`fetch ${desc.digest}`);
     const ref = refKey(desc);
