@@ -70,8 +70,25 @@ async function pump(ch: Channel, call: grpc.ServerWritableStream<Buffer, Buffer>
   }
 }
 
+// BERTH_GATEWAY_TRACE=1: one log line per forwarded call (method, ms from arrival to answer or
+// stream end, bytes each way), to see where a client's time goes
+const tracing = !!process.env.BERTH_GATEWAY_TRACE;
+function trace(m: MethodInfo, t0: number, inBytes: number, outBytes: number, err?: unknown): void {
+  const e = err === undefined ? '' : ` code=${toBerthError(err).code}`;
+  console.log(`trace ${m.path} ${(performance.now() - t0).toFixed(2)} ms in=${inBytes} out=${outBytes}${e}`);
+}
+
 export function forwarder(bus: BusClient, m: MethodInfo, subject: string): grpc.UntypedHandleCall {
   if (!m.requestStream && !m.responseStream) {
+    if (tracing) {
+      return ((call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+        const t0 = performance.now();
+        bus.unary(subject, call.request, cancellable(call)).then(
+          (r) => (trace(m, t0, call.request.length, r.length), cb(null, asBuffer(r))),
+          (e) => (trace(m, t0, call.request.length, 0, e), cb(status(e))),
+        );
+      }) as grpc.handleUnaryCall<Buffer, Buffer>;
+    }
     return ((call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
       bus.unary(subject, call.request, cancellable(call)).then(
         (r) => cb(null, asBuffer(r)),
@@ -81,14 +98,18 @@ export function forwarder(bus: BusClient, m: MethodInfo, subject: string): grpc.
   }
   if (!m.requestStream) {
     return (async (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
+      const t0 = performance.now();
       let ch: Channel;
       try {
         ch = await bus.open(subject, 'server', call.request, cancellable(call));
       } catch (err) {
+        if (tracing) trace(m, t0, call.request.length, 0, err);
         call.emit('error', status(err));
         return;
       }
+      if (tracing) console.log(`trace ${m.path} open ${(performance.now() - t0).toFixed(2)} ms`);
       await pump(ch, call);
+      if (tracing) trace(m, t0, call.request.length, -1);
     }) as grpc.handleServerStreamingCall<Buffer, Buffer>;
   }
   // client streaming is carried as bidi (containerd 1.6 has none, but the bus would take it)
