@@ -3,6 +3,7 @@
 // and `work` (a link to `<root>/work/<namespace>/<id>`, the runtime's persistent folder). Berth
 // adds `berth.json`: what the tasks service needs to find the shim again after a restart.
 import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { validateIdentifier } from '@berth/identifiers';
 import { unmountAll } from '@berth/snapshot';
@@ -108,21 +109,28 @@ export class Bundles {
       // never recursive: were anything still mounted, its files must not go
       rmdirSync(rootfs);
     }
-    atomicRemove(path);
-    if (work) atomicRemove(work);
+    // the bundle's files go after the call has answered (their unlinks were a few ms of the
+    // event loop per Delete); once renamed it is no live bundle, and a start removes leftovers
+    const gone = atomicRemove(path);
+    if (work) await atomicRemove(work);
+    void gone.catch(() => undefined);
   }
 }
 
-/** Renamed out of the way first, so a half-removed bundle is never taken for a live one. */
-function atomicRemove(path: string): void {
-  const hidden = join(dirname(path), `.${path.slice(dirname(path).length + 1)}`);
+/**
+ * Renamed out of the way first (at once), so a half-removed bundle is never taken for a live one
+ * and the id can be used again; the returned promise settles when the files are gone.
+ */
+function atomicRemove(path: string): Promise<void> {
+  // unique: a delete of the same id may still be removing the last one's files
+  const hidden = join(dirname(path), `.${path.slice(dirname(path).length + 1)}.${process.hrtime.bigint().toString(36)}`);
   try {
     renameSync(path, hidden);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return Promise.resolve();
     throw e;
   }
-  rmSync(hidden, { recursive: true, force: true });
+  return rm(hidden, { recursive: true, force: true });
 }
 
 /** The spec as the client wrote it; a spec without a root gets containerd's `rootfs`. */
