@@ -1,11 +1,9 @@
 // berth: the command line. `berth up` runs the local stack in the foreground;
 // `berth config default` prints the default configuration.
+// Each command loads only what it uses: a `berth pull` should not pay for the supervisor's
+// modules (about 0.3 s of a short command's start on this machine).
 import { parseArgs } from 'node:util';
-import { configToml, defaultConfig, loadConfig, type Config } from '@berth/kit';
-import { eventsCommand } from './events.js';
-import { exportCommand, imagesCommand, importCommand, pullCommand, pushCommand, rmiCommand } from './images.js';
-import { gcCommand } from './gc.js';
-import { startStack } from './supervisor.js';
+import type { Config } from '@berth/kit';
 
 const usage = `usage:
   berth up [--config FILE] [--root DIR] [--state DIR] [--address SOCK] [--node ID] [--nats-url URL | --nats-port N]
@@ -43,6 +41,8 @@ async function up(args: string[]): Promise<void> {
   if (values.root) over.root = values.root;
   if (values.state) over.state = values.state;
   if (values.node) over.node = values.node;
+  const { loadConfig } = await import('@berth/kit');
+  const { startStack } = await import('./supervisor.js');
   const cfg = loadConfig(values.config, over);
   if (values.address) cfg.grpc.address = values.address;
   if (values['nats-url']) cfg.nats.url = values['nats-url'];
@@ -69,15 +69,18 @@ async function up(args: string[]): Promise<void> {
 const [cmd, ...rest] = process.argv.slice(2);
 try {
   if (cmd === 'up') await up(rest);
-  else if (cmd === 'events') await eventsCommand(rest);
-  else if (cmd === 'pull') await pullCommand(rest);
-  else if (cmd === 'push') await pushCommand(rest);
-  else if (cmd === 'export') await exportCommand(rest);
-  else if (cmd === 'import') await importCommand(rest);
-  else if (cmd === 'images') await imagesCommand(rest);
-  else if (cmd === 'rmi') await rmiCommand(rest);
-  else if (cmd === 'gc') await gcCommand(rest);
-  else if (cmd === 'config' && rest[0] === 'default') process.stdout.write(configToml(defaultConfig()));
+  else if (cmd === 'events') await (await import('./events.js')).eventsCommand(rest);
+  else if (cmd === 'pull') await (await import('./images.js')).pullCommand(rest);
+  else if (cmd === 'push') await (await import('./images.js')).pushCommand(rest);
+  else if (cmd === 'export') await (await import('./images.js')).exportCommand(rest);
+  else if (cmd === 'import') await (await import('./images.js')).importCommand(rest);
+  else if (cmd === 'images') await (await import('./images.js')).imagesCommand(rest);
+  else if (cmd === 'rmi') await (await import('./images.js')).rmiCommand(rest);
+  else if (cmd === 'gc') await (await import('./gc.js')).gcCommand(rest);
+  else if (cmd === 'config' && rest[0] === 'default') {
+    const { configToml, defaultConfig } = await import('@berth/kit');
+    process.stdout.write(configToml(defaultConfig()));
+  }
   else {
     console.error(usage);
     process.exit(2);
