@@ -494,11 +494,16 @@ export async function unpackLayers(
   ready: (layer: Descriptor) => Promise<void> = async () => undefined,
 ): Promise<string> {
   const chain = chainIds(diffIds);
+  // which snapshots exist, asked all at once up front rather than one round trip per layer on the
+  // unpack's critical path (one made meanwhile by another pull shows as AlreadyExists at commit)
+  const exists = await Promise.all(chain.map((id) => be.snapshotExists(ctx, sn, id)));
+  // label updates go on beside the next layer's unpack; all are awaited before the end
+  const labelling: Promise<void>[] = [];
   for (let i = 0; i < m.layers.length; i++) {
     const layer = m.layers[i]!;
     await ready(layer);
     const chainId = chain[i]!;
-    if (await be.snapshotExists(ctx, sn, chainId)) continue;
+    if (exists[i]) continue;
     progress.state(layer.digest, 'unpacking');
     const key = extractKey(chainId);
     trace(`unpack ${layer.digest}`);
@@ -516,9 +521,12 @@ export async function unpackLayers(
       if (isCode(e, Code.AlreadyExists)) continue;
       throw e;
     }
-    await be.updateLabels(ctx, layer.digest, { 'containerd.io/uncompressed': diffIds[i]! });
+    const labelled = be.updateLabels(ctx, layer.digest, { 'containerd.io/uncompressed': diffIds[i]! });
+    labelled.catch(() => undefined);
+    labelling.push(labelled);
     progress.state(layer.digest, 'unpacked');
   }
+  await Promise.all(labelling);
   const rootfs = chain.at(-1) ?? '';
   await be.updateLabels(ctx, m.config.digest, { [`containerd.io/gc.ref.snapshot.${sn}`]: rootfs });
   return rootfs;
