@@ -48,14 +48,24 @@ export function callContext(call: { metadata: grpc.Metadata; getDeadline(): grpc
 }
 
 /**
+ * The reason every client cancel gives. grpc-js reports each closed stream as cancelled, the
+ * finished ones too, so an error made per cancel cost a stack capture on every call.
+ */
+const clientCanceled = new BerthError(Code.Canceled, 'context canceled');
+
+type Cancellable = { metadata: grpc.Metadata; getDeadline(): grpc.Deadline; once(ev: 'cancelled', f: () => void): unknown; removeListener(ev: 'cancelled', f: () => void): unknown };
+
+/**
  * The call's context with a signal that fires when the gRPC client cancels (or its connection
  * goes): the bus then cancels the call at the service too. Listening starts before the call
- * goes out, so a cancel during a stream's handshake is not missed.
+ * goes out, so a cancel during a stream's handshake is not missed; `done` stops listening once
+ * the call is answered.
  */
-function cancellable(call: { metadata: grpc.Metadata; getDeadline(): grpc.Deadline; once(ev: 'cancelled', f: () => void): unknown }): CallContext {
+function cancellable(call: Cancellable): { ctx: CallContext; done(): void } {
   const ac = new AbortController();
-  call.once('cancelled', () => ac.abort(new BerthError(Code.Canceled, 'context canceled')));
-  return { ...callContext(call), signal: ac.signal };
+  const onCancel = () => ac.abort(clientCanceled);
+  call.once('cancelled', onCancel);
+  return { ctx: { ...callContext(call), signal: ac.signal }, done: () => void call.removeListener('cancelled', onCancel) };
 }
 
 /** Writes the channel's messages to the gRPC call, waiting when the client reads slowly. */
@@ -83,42 +93,49 @@ export function forwarder(bus: BusClient, m: MethodInfo, subject: string): grpc.
     if (tracing) {
       return ((call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
         const t0 = performance.now();
-        bus.unary(subject, call.request, cancellable(call)).then(
-          (r) => (trace(m, t0, call.request.length, r.length), cb(null, asBuffer(r))),
-          (e) => (trace(m, t0, call.request.length, 0, e), cb(status(e))),
+        const c = cancellable(call);
+        bus.unary(subject, call.request, c.ctx).then(
+          (r) => (c.done(), trace(m, t0, call.request.length, r.length), cb(null, asBuffer(r))),
+          (e) => (c.done(), trace(m, t0, call.request.length, 0, e), cb(status(e))),
         );
       }) as grpc.handleUnaryCall<Buffer, Buffer>;
     }
     return ((call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
-      bus.unary(subject, call.request, cancellable(call)).then(
-        (r) => cb(null, asBuffer(r)),
-        (e) => cb(status(e)),
+      const c = cancellable(call);
+      bus.unary(subject, call.request, c.ctx).then(
+        (r) => (c.done(), cb(null, asBuffer(r))),
+        (e) => (c.done(), cb(status(e))),
       );
     }) as grpc.handleUnaryCall<Buffer, Buffer>;
   }
   if (!m.requestStream) {
     return (async (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
       const t0 = performance.now();
+      const c = cancellable(call);
       let ch: Channel;
       try {
-        ch = await bus.open(subject, 'server', call.request, cancellable(call));
+        ch = await bus.open(subject, 'server', call.request, c.ctx);
       } catch (err) {
+        c.done();
         if (tracing) trace(m, t0, call.request.length, 0, err);
         call.emit('error', status(err));
         return;
       }
       if (tracing) console.log(`trace ${m.path} open ${(performance.now() - t0).toFixed(2)} ms`);
       await pump(ch, call);
+      c.done();
       if (tracing) trace(m, t0, call.request.length, -1);
     }) as grpc.handleServerStreamingCall<Buffer, Buffer>;
   }
   // client streaming is carried as bidi (containerd 1.6 has none, but the bus would take it)
   return (async (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
     call.pause();
+    const c = cancellable(call);
     let ch: Channel;
     try {
-      ch = await bus.open(subject, 'bidi', undefined, cancellable(call));
+      ch = await bus.open(subject, 'bidi', undefined, c.ctx);
     } catch (err) {
+      c.done();
       call.emit('error', status(err));
       return;
     }
@@ -132,5 +149,6 @@ export function forwarder(bus: BusClient, m: MethodInfo, subject: string): grpc.
     call.on('end', () => ch.end());
     call.resume();
     await pump(ch, call);
+    c.done();
   }) as grpc.handleBidiStreamingCall<Buffer, Buffer>;
 }
