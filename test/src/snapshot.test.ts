@@ -38,14 +38,20 @@ describe('snapshots: ctr against Berth and the reference containerd', () => {
   before(async () => {
     // the fault-injection hook (@berth/bus faultPoint): armed only by writing this file
     process.env.BERTH_FAULTS_FILE = faults;
-    [stack, ref] = await Promise.all([startStack(), startReference()]);
+    // The collector as the reference runs it: after deletions only (no timer, no mutation trigger),
+    // so what ctr makes without a lease lives exactly as long on both sides (see the steps' labels)
+    writeFileSync(gcConfig, '[gc]\ninterval = "24h"\nmutation_threshold = 1000000\n');
+    [stack, ref] = await Promise.all([startStack({ config: gcConfig }), startReference()]);
   });
 
   after(async () => {
+    rmSync(gcConfig, { force: true });
     rmSync(faults, { force: true });
     await stack?.stop();
     await ref?.stop();
   });
+
+  const gcConfig = join(tmpdir(), `berth-snapshot-test-${process.pid}.toml`);
 
   const steps: string[][] = [
     ['plugins', 'ls', 'type==io.containerd.snapshotter.v1,id==overlayfs'],
@@ -112,6 +118,9 @@ describe('snapshots: ctr against Berth and the reference containerd', () => {
       for (const args of steps) {
         const r = await ctr(sock, '-n', 'default', ...args);
         outputs[i]!.push(`$ ctr ${args.join(' ')}\nexit ${r.code}\n${sortLabelLine(normalise(r.stdout + r.stderr, roots))}`);
+        // a removal triggers a collection on both sides; containerd's has run before ctr's next
+        // command starts, Berth's runs in its own process: wait for it, so the next step sees the same
+        if (sock === stack.sock && args.includes('rm')) await unary(sock, '/berth.gc.v1.GC/Collect', {});
       }
     }
     const [ours, theirs] = outputs;
