@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ctr, natsWith, run, shared, sleep, startReference, startStack, until, type Reference, type Run, type Stack } from './harness.js';
+import { contentSet, ctr, natsWith, run, shared, sleep, startReference, startStack, until, type Reference, type Run, type Stack } from './harness.js';
 import { metadata, unary, writeBlob, type GrpcError } from './grpc.js';
 
 const registry = process.env.REGISTRY ?? '127.0.0.1:5000';
@@ -16,19 +16,6 @@ const img = (name: string) => `${registry}/library/${name}:latest`;
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const collect = (sock: string) => unary(sock, '/berth.gc.v1.GC/Collect', {});
 const L = (m: string) => `/containerd.services.leases.v1.Leases/${m}`;
-
-/** content ls as a set: digest, size, labels in key order. */
-function contentSet(r: Run): string[] {
-  return r.stdout
-    .split('\n')
-    .slice(1)
-    .filter(Boolean)
-    .map((l) => {
-      const f = l.split('\t').filter(Boolean);
-      return `${f[0]} ${f[1]} ${(f[3] ?? '').split(',').sort().join(',')}`;
-    })
-    .sort();
-}
 
 /** snapshots ls as a set: key, parent, kind. */
 const snapshotSet = (r: Run) =>

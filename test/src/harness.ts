@@ -147,6 +147,19 @@ export async function startReference(): Promise<Reference | undefined> {
   };
 }
 
+/** `ctr content ls` as a set: digest, size and labels in key order (ctr prints labels unordered). */
+export function contentSet(r: Run): string[] {
+  return r.stdout
+    .split('\n')
+    .slice(1)
+    .filter(Boolean)
+    .map((l) => {
+      const f = l.split('\t').filter(Boolean);
+      return `${f[0]} ${f[1]} ${(f[3] ?? '').split(',').sort().join(',')}`;
+    })
+    .sort();
+}
+
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Polls `fn` until it returns true; resolves with the ms it took, rejects after `limit`. */

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { ctr, run, shared, startReference, startStack, type Reference, type Run, type Stack } from './harness.js';
+import { contentSet, ctr, run, shared, startReference, startStack, type Reference, type Run, type Stack } from './harness.js';
 
 const registry = process.env.REGISTRY ?? '127.0.0.1:5000';
 const img = (name: string) => `${registry}/library/${name}:latest`;
@@ -25,19 +25,6 @@ function stable(r: Run): string {
     .join('\n')
     .trim();
   return `exit ${r.code}\n${out}`;
-}
-
-/** content ls as a set: digest, size and labels in key order (ctr prints them unordered). */
-function contentSet(r: Run): string[] {
-  return r.stdout
-    .split('\n')
-    .slice(1)
-    .filter(Boolean)
-    .map((l) => {
-      const f = l.split('\t').filter(Boolean);
-      return `${f[0]} ${f[1]} ${(f[3] ?? '').split(',').sort().join(',')}`;
-    })
-    .sort();
 }
 
 describe('ctr images and containers agree with containerd', () => {

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { codec, method } from '@berth/api';
 import { execFile } from 'node:child_process';
-import { ctr, natsWith, repo, run, shared, sleep, startStack, type Run, type Stack } from './harness.js';
+import { contentSet, ctr, natsWith, repo, run, shared, sleep, startStack, type Run, type Stack } from './harness.js';
 
 /** bin/berth's command line (the built CLI), with ctr's environment variables set. */
 function berth(env: Record<string, string>, ...args: string[]): Promise<Run> {
@@ -178,20 +178,6 @@ function pull(sock: string, ns: string, req: Record<string, unknown>, which = 'P
   });
 }
 
-/** content ls as a set: digest, size and labels in key order. */
-async function contentSet(sock: string, ns: string): Promise<string[]> {
-  const r = await ctr(sock, '-n', ns, 'content', 'ls');
-  return r.stdout
-    .split('\n')
-    .slice(1)
-    .filter(Boolean)
-    .map((l) => {
-      const f = l.split('\t').filter(Boolean);
-      return `${f[0]} ${f[1]} ${(f[3] ?? '').split(',').sort().join(',')}`;
-    })
-    .sort();
-}
-
 /** A manifest as the registry serves it (OCI types). */
 async function registryManifest(name: string): Promise<{ layers: { digest: string; size: number }[] }> {
   const r = await fetch(`http://${registry}/v2/library/${name}/manifests/latest`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } });
@@ -315,7 +301,7 @@ describe('server-side pull', () => {
       const c = await ctr(stack.sock, '-n', 'by-ctr', 'images', 'pull', '--plain-http', ...ctrArgs);
       assert.equal(c.code, 0, c.stderr);
     }
-    assert.deepEqual(await contentSet(stack.sock, 'by-berth'), await contentSet(stack.sock, 'by-ctr'));
+    assert.deepEqual(contentSet(await ctr(stack.sock, '-n', 'by-berth', 'content', 'ls')), contentSet(await ctr(stack.sock, '-n', 'by-ctr', 'content', 'ls')));
     assert.equal(await lines(stack.sock, 'by-berth', 'snapshots', 'ls'), await lines(stack.sock, 'by-ctr', 'snapshots', 'ls'));
     const check = await lines(stack.sock, 'by-berth', 'images', 'check');
     assert.equal(check, await lines(stack.sock, 'by-ctr', 'images', 'check'));

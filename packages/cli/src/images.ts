@@ -130,6 +130,37 @@ class Lines {
   stop(): void {}
 }
 
+/**
+ * Runs a Transfer call that streams progress (pull, push): bars per layer on a terminal, plain
+ * lines otherwise; Ctrl-C cancels it. Resolves with the last progress, with its layers.
+ */
+async function followProgress(path: string, req: Record<string, unknown>, address: string, namespace: string): Promise<PullProgress | undefined> {
+  const m = method(path);
+  const Req = codec(m.requestType);
+  const Res = codec<PullProgress>(m.responseType);
+  const c = client(address);
+  // the bar library loads only for a terminal: the CLI's start is part of every pull's time
+  const view = process.stdout.isTTY ? new Bars((await import('cli-progress')).default) : new Lines();
+  let last: PullProgress | undefined;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const call = c.makeServerStreamRequest(m.path, (b: Uint8Array) => Buffer.from(b), (b: Buffer) => b, Req.encode(req), md(namespace));
+      process.once('SIGINT', () => call.cancel());
+      call.on('data', (b: Buffer) => {
+        const p = Res.decode(b);
+        if (p.layers.length) view.update(p);
+        last = { ...p, layers: p.layers.length ? p.layers : (last?.layers ?? []) };
+      });
+      call.on('error', (e: grpc.ServiceError) => reject(failed(e)));
+      call.on('end', () => resolve());
+    });
+  } finally {
+    view.stop();
+    c.close();
+  }
+  return last;
+}
+
 export async function pullCommand(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args,
@@ -150,9 +181,6 @@ export async function pullCommand(args: string[]): Promise<void> {
   if (!ref) throw new CommandError('please provide an image reference to pull');
   const [username = '', password = ''] = values.user ? [values.user.slice(0, values.user.indexOf(':') >>> 0), values.user.slice(values.user.indexOf(':') + 1)] : [];
   const labels = Object.fromEntries(values.label.map((l) => [l.slice(0, l.indexOf('=') >>> 0), l.slice(l.indexOf('=') + 1)]));
-  const m = method('/berth.images.v1.Transfer/Pull');
-  const Req = codec(m.requestType);
-  const Res = codec<PullProgress>(m.responseType);
   const req = {
     ref,
     platforms: values.platform,
@@ -165,27 +193,8 @@ export async function pullCommand(args: string[]): Promise<void> {
     password,
     max_concurrent_downloads: Number(values['max-concurrent-downloads']),
   };
-  const c = client(values.address);
-  // the bar library loads only for a terminal: the CLI's start is part of every pull's time
-  const view = process.stdout.isTTY ? new Bars((await import('cli-progress')).default) : new Lines();
   const t0 = Date.now();
-  let last: PullProgress | undefined;
-  try {
-    await new Promise<void>((resolve, reject) => {
-      const call = c.makeServerStreamRequest(m.path, (b: Uint8Array) => Buffer.from(b), (b: Buffer) => b, Req.encode(req), md(values.namespace));
-      process.once('SIGINT', () => call.cancel());
-      call.on('data', (b: Buffer) => {
-        const p = Res.decode(b);
-        if (p.layers.length) view.update(p);
-        last = { ...p, layers: p.layers.length ? p.layers : (last?.layers ?? []) };
-      });
-      call.on('error', (e: grpc.ServiceError) => reject(failed(e)));
-      call.on('end', () => resolve());
-    });
-  } finally {
-    view.stop();
-    c.close();
-  }
+  const last = await followProgress('/berth.images.v1.Transfer/Pull', req, values.address, values.namespace);
   const total = last?.layers.reduce((n, l) => n + l.total, 0) ?? 0;
   process.stdout.write(`${last?.name ?? ref}: ${last?.target?.digest ?? ''}\ndone: ${((Date.now() - t0) / 1000).toFixed(2)}s (${human(total)})\n`);
 }
@@ -206,9 +215,6 @@ export async function pushCommand(args: string[]): Promise<void> {
   if (!ref) throw new CommandError('please provide a remote image reference to push');
   const u = values.user ?? '';
   const i = u.indexOf(':');
-  const m = method('/berth.images.v1.Transfer/Push');
-  const Req = codec(m.requestType);
-  const Res = codec<PullProgress>(m.responseType);
   const req = {
     name: local ?? ref,
     ref,
@@ -218,26 +224,8 @@ export async function pushCommand(args: string[]): Promise<void> {
     password: i >= 0 ? u.slice(i + 1) : '',
     max_concurrent_uploads: Number(values['max-concurrent-uploads']),
   };
-  const c = client(values.address);
-  const view = process.stdout.isTTY ? new Bars((await import('cli-progress')).default) : new Lines();
   const t0 = Date.now();
-  let last: PullProgress | undefined;
-  try {
-    await new Promise<void>((resolve, reject) => {
-      const call = c.makeServerStreamRequest(m.path, (b: Uint8Array) => Buffer.from(b), (b: Buffer) => b, Req.encode(req), md(values.namespace));
-      process.once('SIGINT', () => call.cancel());
-      call.on('data', (b: Buffer) => {
-        const p = Res.decode(b);
-        if (p.layers.length) view.update(p);
-        last = { ...p, layers: p.layers.length ? p.layers : (last?.layers ?? []) };
-      });
-      call.on('error', (e: grpc.ServiceError) => reject(failed(e)));
-      call.on('end', () => resolve());
-    });
-  } finally {
-    view.stop();
-    c.close();
-  }
+  const last = await followProgress('/berth.images.v1.Transfer/Push', req, values.address, values.namespace);
   process.stdout.write(`${last?.name ?? ref}: ${last?.target?.digest ?? ''}\ndone: ${((Date.now() - t0) / 1000).toFixed(2)}s\n`);
 }
 
