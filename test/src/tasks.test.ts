@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { metadata, unary } from './grpc.js';
-import { ctr, endShimHosts, repo, run, shared, sleep, startStack, until, type Stack } from './harness.js';
+import { ctr, endShimHosts, repo, run, shared, sleep, startStack, until, type Run, type Stack } from './harness.js';
 
 const registry = process.env.REGISTRY ?? '127.0.0.1:5000';
 const BB = `${registry}/library/busybox:latest`;
@@ -67,6 +67,19 @@ async function status(sock: string, ns: string, id: string): Promise<string> {
   return ls.stdout.split('\n').find((l) => l.split(/\s+/)[0] === id)?.split(/\s+/)[2] ?? '';
 }
 
+
+/** Kills and removes what a test left running, then the stack, its shim host and its folder. */
+async function teardown(C: (...args: string[]) => Promise<Run>, stack: Stack | undefined, tmp: string): Promise<void> {
+  for (const t of (await C('tasks', 'ls', '-q')).stdout.split('\n').filter(Boolean)) {
+    await C('tasks', 'kill', '-a', '-s', 'KILL', t);
+    await sleep(200);
+    await C('tasks', 'rm', '-f', t);
+  }
+  await stack?.stop();
+  await endShimHost(stack);
+  rmSync(tmp, { recursive: true, force: true });
+}
+
 for (const kind of ['stock', 'berth'] as const) {
   describe(`tasks with the ${kind} shim`, { skip: (!runnable && 'needs root and runc') || (kind === 'berth' && !hostBuilt && 'shim/ is not built'), timeout: 300_000 }, () => {
     let stack: Stack;
@@ -87,16 +100,7 @@ for (const kind of ['stock', 'berth'] as const) {
         }
       }
     });
-    after(async () => {
-      for (const t of (await C('tasks', 'ls', '-q')).stdout.split('\n').filter(Boolean)) {
-        await C('tasks', 'kill', '-a', '-s', 'KILL', t);
-        await sleep(200);
-        await C('tasks', 'rm', '-f', t);
-      }
-      await stack?.stop();
-      await endShimHost(stack);
-      rmSync(tmp, { recursive: true, force: true });
-    });
+    after(() => teardown(C, stack, tmp));
 
     test('run --rm: stdout, and the exit code passed through', async (t) => {
       if (!registryUp) return t.skip('no local registry');
@@ -212,16 +216,7 @@ for (const kind of ['stock', 'berth'] as const) {
       registryUp = (await reg).code === 0;
       if (registryUp) assert.equal((await C('images', 'pull', '--plain-http', BB)).code, 0);
     });
-    after(async () => {
-      for (const t of (await C('tasks', 'ls', '-q')).stdout.split('\n').filter(Boolean)) {
-        await C('tasks', 'kill', '-a', '-s', 'KILL', t);
-        await sleep(200);
-        await C('tasks', 'rm', '-f', t);
-      }
-      await stack?.stop();
-      await endShimHost(stack);
-      rmSync(tmp, { recursive: true, force: true });
-    });
+    after(() => teardown(C, stack, tmp));
 
     test('the 4 running answer exec, metrics, kill and wait afterwards; the exit meanwhile is reported once, with its status', async (t) => {
       if (!registryUp) return t.skip('no local registry');
