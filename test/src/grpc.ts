@@ -54,3 +54,8 @@ export function writeBlob(sock: string, md: grpc.Metadata, ref: string, data: Bu
     call.end();
   }).finally(() => c.close());
 }
+
+/** Runs a garbage collection on a Berth stack and resolves once it is done. */
+export function collect(sock: string): Promise<unknown> {
+  return unary(sock, '/berth.gc.v1.GC/Collect', {});
+}

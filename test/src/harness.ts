@@ -1,7 +1,7 @@
 // Starting the real stack and the reference containerd for integration tests, and running the
 // real ctr against either.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, writeFileSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect, nkeyAuthenticator, usernamePasswordAuthenticator } from '@nats-io/transport-node';
@@ -158,6 +158,17 @@ export function contentSet(r: Run): string[] {
       return `${f[0]} ${f[1]} ${(f[3] ?? '').split(',').sort().join(',')}`;
     })
     .sort();
+}
+
+/**
+ * A config file that runs Berth's collector as the reference containerd runs it: after deletions
+ * only (no timer, no mutation trigger). Tests that compare unleased content or snapshots with the
+ * reference start their stack with it and await each removal's collection (`collect` in grpc.ts).
+ */
+export function referenceLikeGc(dir: string): string {
+  const file = join(dir, 'gc-like-reference.toml');
+  writeFileSync(file, '[gc]\ninterval = "24h"\nmutation_threshold = 1000000\n');
+  return file;
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
