@@ -165,9 +165,11 @@ export function contentSet(r: Run): string[] {
  * only (no timer, no mutation trigger). Tests that compare unleased content or snapshots with the
  * reference start their stack with it and await each removal's collection (`collect` in grpc.ts).
  */
-export function referenceLikeGc(dir: string): string {
+export function referenceLikeGc(dir: string, opts: { afterDeletions?: boolean } = {}): string {
   const file = join(dir, 'gc-like-reference.toml');
-  writeFileSync(file, '[gc]\ninterval = "24h"\nmutation_threshold = 1000000\n');
+  // afterDeletions false: no automatic collection at all (for tests whose removals run concurrently)
+  const deletions = opts.afterDeletions === false ? 'deletion_threshold = 1000000\n' : '';
+  writeFileSync(file, `[gc]\ninterval = "24h"\nmutation_threshold = 1000000\n${deletions}`);
   return file;
 }
 
