@@ -101,7 +101,7 @@ describe('content', () => {
     await both(['content', 'ingest', 'ref-2'], blob);
     await both(['content', 'get', 'sha256:' + '0'.repeat(64)]);
     await both(['content', 'active']);
-    await both(['content', 'rm', digest]);
+    await both(['content', 'rm', digest], undefined, () => ''); // exit codes must agree; what rm prints depends on whether a collection came first
     await both(['content', 'ls', '-q'], undefined, (r) => String(r.stdout.includes(digest)));
   });
 
