@@ -8,6 +8,10 @@
 // than waiting for a reply or a frame that may never come.
 import { createInbox, type Msg, type NatsConnection, type Subscription } from '@nats-io/nats-core';
 import { BerthError, Code } from '@berth/errdefs';
+import { presizePayloads } from './payloads.js';
+
+// every process that talks on the bus gathers large frames in buffers of their size (payloads.ts)
+presizePayloads();
 
 type FrameHandler = (err: Error | null, msg: Msg) => void;
 
