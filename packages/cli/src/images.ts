@@ -6,34 +6,7 @@ import * as grpc from '@grpc/grpc-js';
 import { parseArgs } from 'node:util';
 import type cliProgressType from 'cli-progress';
 import { codec, method } from '@berth/api';
-
-const common = {
-  address: { type: 'string', short: 'a', default: process.env.CONTAINERD_ADDRESS || '/run/berth/berth.sock' },
-  namespace: { type: 'string', short: 'n', default: process.env.CONTAINERD_NAMESPACE || 'default' },
-} as const;
-
-function client(address: string): grpc.Client {
-  return new grpc.Client(`unix:${address}`, grpc.credentials.createInsecure());
-}
-
-const md = (ns: string) => {
-  const m = new grpc.Metadata();
-  m.set('containerd-namespace', ns);
-  return m;
-};
-
-/** A gRPC failure as ctr words it: `ctr: <message>` and exit 1. */
-export class CommandError extends Error {}
-const failed = (e: grpc.ServiceError) => new CommandError(e.details || e.message);
-
-function unary<T>(c: grpc.Client, path: string, req: Record<string, unknown>, ns: string): Promise<T> {
-  const m = method(path);
-  const Req = codec(m.requestType);
-  const Res = codec(m.responseType);
-  return new Promise((resolve, reject) =>
-    c.makeUnaryRequest(path, (b: Uint8Array) => Buffer.from(b), (b: Buffer) => Res.decode(b) as T, Req.encode(req), md(ns), (err, res) => (err ? reject(failed(err)) : resolve(res!))),
-  );
-}
+import { client, common, CommandError, failed, md, unary } from './grpc.js';
 
 export function human(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -116,6 +89,7 @@ class Bars {
 
 /** Plain lines: a blob's state changes, and its bytes at most once a second. */
 class Lines {
+  constructor(private readonly out: NodeJS.WritableStream) {}
   private readonly seen = new Map<string, { status: string; at: number }>();
   update(p: PullProgress): void {
     for (const l of p.layers) {
@@ -123,7 +97,7 @@ class Lines {
       const now = Date.now();
       if (!s || s.status !== l.status || (l.status === 'downloading' && now - s.at >= 1000)) {
         this.seen.set(l.digest, { status: l.status, at: now });
-        process.stdout.write(`${kind(l.media_type)}-${l.digest}: ${l.status} ${human(l.offset)}/${human(l.total)}\n`);
+        this.out.write(`${kind(l.media_type)}-${l.digest}: ${l.status} ${human(l.offset)}/${human(l.total)}\n`);
       }
     }
   }
@@ -132,15 +106,16 @@ class Lines {
 
 /**
  * Runs a Transfer call that streams progress (pull, push): bars per layer on a terminal, plain
- * lines otherwise; Ctrl-C cancels it. Resolves with the last progress, with its layers.
+ * lines otherwise, on `out` (`berth run` keeps its stdout for the container's); Ctrl-C cancels it.
+ * Resolves with the last progress, with its layers.
  */
-async function followProgress(path: string, req: Record<string, unknown>, address: string, namespace: string): Promise<PullProgress | undefined> {
+export async function followProgress(path: string, req: Record<string, unknown>, address: string, namespace: string, out: NodeJS.WriteStream = process.stdout): Promise<PullProgress | undefined> {
   const m = method(path);
   const Req = codec(m.requestType);
   const Res = codec<PullProgress>(m.responseType);
   const c = client(address);
   // the bar library loads only for a terminal: the CLI's start is part of every pull's time
-  const view = process.stdout.isTTY ? new Bars((await import('cli-progress')).default) : new Lines();
+  const view = out.isTTY ? new Bars((await import('cli-progress')).default) : new Lines(out);
   let last: PullProgress | undefined;
   try {
     await new Promise<void>((resolve, reject) => {

@@ -16,6 +16,12 @@ const usage = `usage:
   berth import [-a SOCK] [-n NS] [--base-name NAME [--index-name]] [--no-unpack] [--platform P]... [--all-platforms] FILE|-
   berth images [-a SOCK] [-n NS] [-q] [FILTER...]
   berth rmi [-a SOCK] [-n NS] REF...
+  berth run [-d] [-t] [-i] [--rm] [--name NAME] [-e K=V]... [-w DIR] [-u USER] [--entrypoint CMD] [--address SOCK] [-n NS] IMAGE [CMD...]
+  berth ps [-a] [-q] [--address SOCK] [-n NS]   (container commands: docker's flags, so --address only)
+  berth exec [-i] [-t] [-e K=V]... [-w DIR] [-u UID[:GID]] CONTAINER CMD...
+  berth logs [-f] CONTAINER
+  berth stop [-t SECONDS] CONTAINER...
+  berth rm [-f] CONTAINER...
   berth test                 (run by bin/berth: the whole test suite)`;
 
 function say(msg: string): void {
@@ -76,6 +82,13 @@ try {
   else if (cmd === 'import') await (await import('./images.js')).importCommand(rest);
   else if (cmd === 'images') await (await import('./images.js')).imagesCommand(rest);
   else if (cmd === 'rmi') await (await import('./images.js')).rmiCommand(rest);
+  else if (cmd === 'run') process.exit(await (await import('./containers/run.js')).runCommand(rest));
+  else if (cmd === 'exec') process.exit(await (await import('./containers/exec.js')).execCommand(rest));
+  else if (cmd === 'ps') await (await import('./containers/ps.js')).psCommand(rest);
+  else if (cmd === 'logs') await (await import('./containers/logs.js')).logsCommand(rest);
+  else if (cmd === 'stop') await (await import('./containers/stop.js')).stopCommand(rest);
+  else if (cmd === 'rm') await (await import('./containers/rm.js')).rmCommand(rest);
+  else if (cmd === 'rm-on-exit') await (await import('./containers/rm.js')).rmOnExitCommand(rest);
   else if (cmd === 'gc') await (await import('./gc.js')).gcCommand(rest);
   else if (cmd === 'config' && rest[0] === 'default') {
     const { configToml, defaultConfig } = await import('@berth/kit');
@@ -87,5 +100,6 @@ try {
   }
 } catch (err) {
   console.error(`berth: ${(err as Error).message}`);
-  process.exit(1);
+  // docker's statuses where a command has them (run: 125 for its own failures, 126/127 to start)
+  process.exit((err as { status?: number }).status ?? 1);
 }

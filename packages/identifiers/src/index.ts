@@ -20,3 +20,4 @@ export function validateLabel(key: string, value: string): void {
   }
 }
 export * from './digest.js';
+export * from './reference.js';

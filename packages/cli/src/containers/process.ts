@@ -1,0 +1,71 @@
+// Running one attached process (a container's init or an exec) to its end: stdio through FIFOs,
+// a raw terminal with its size forwarded, signals forwarded when there is no terminal, and the
+// exit status. Failures to start are worded with docker's exit statuses (125, 126, 127).
+import { constants } from 'node:os';
+import type * as grpc from '@grpc/grpc-js';
+import { CommandError, unary } from '../grpc.js';
+import { Fifos } from './stdio.js';
+import { waitTask } from './lifecycle.js';
+
+/** docker's statuses for a process that could not start: 127 not found, 126 not runnable. */
+export function startFailure(e: unknown): CommandError {
+  const msg = (e as Error).message;
+  const status = /no such file|not found/i.test(msg) ? 127 : /permission denied|exec format/i.test(msg) ? 126 : 125;
+  return new CommandError(msg, status);
+}
+
+export interface Attach {
+  c: grpc.Client;
+  ns: string;
+  id: string;
+  execId: string;
+  fifos: Fifos;
+  interactive: boolean;
+  tty: boolean;
+  /** Tasks.Start (or Exec's start) */
+  start: () => Promise<unknown>;
+}
+
+/** Starts the created process, copies its stdio and resolves with its exit status. */
+export async function runAttached(a: Attach): Promise<number> {
+  const { c, ns, id, execId } = a;
+  const waited = waitTask(c, ns, id, execId);
+  waited.catch(() => {});
+  const stdin = a.interactive ? process.stdin : null;
+  a.fifos.attach(process.stdout, process.stderr, stdin, () => {
+    unary(c, '/containerd.services.tasks.v1.Tasks/CloseIO', { container_id: id, exec_id: execId, stdin: true }, ns).catch(() => {});
+  });
+  const raw = a.tty && a.interactive && process.stdin.isTTY;
+  if (raw) process.stdin.setRawMode(true);
+  const cleanups: Array<() => void> = [];
+  try {
+    try {
+      await a.start();
+    } catch (e) {
+      throw startFailure(e);
+    }
+    a.fifos.releaseHeld();
+    if (a.tty && process.stdout.isTTY) {
+      const resize = () =>
+        unary(c, '/containerd.services.tasks.v1.Tasks/ResizePty', { container_id: id, exec_id: execId, width: process.stdout.columns, height: process.stdout.rows }, ns).catch(() => {});
+      void resize();
+      process.stdout.on('resize', resize);
+      cleanups.push(() => process.stdout.off('resize', resize));
+    } else if (!a.tty) {
+      // docker's --sig-proxy: the signals this command gets go to the process
+      for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'] as const) {
+        const h = () => void unary(c, '/containerd.services.tasks.v1.Tasks/Kill', { container_id: id, exec_id: execId, signal: constants.signals[sig], all: false }, ns).catch(() => {});
+        process.on(sig, h);
+        cleanups.push(() => process.off(sig, h));
+      }
+    }
+    return await waited;
+  } finally {
+    for (const f of cleanups) f();
+    if (raw) process.stdin.setRawMode(false);
+    if (stdin) {
+      stdin.unpipe();
+      process.stdin.pause();
+    }
+  }
+}
