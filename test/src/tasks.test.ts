@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { metadata, unary } from './grpc.js';
+import { metadata, outcome, unary } from './grpc.js';
 import { ctr, endShimHosts, repo, run, shared, sleep, startStack, until, type Run, type Stack } from './harness.js';
 
 const registry = process.env.REGISTRY ?? '127.0.0.1:5000';
@@ -182,6 +182,29 @@ for (const kind of ['stock', 'berth'] as const) {
       await until(async () => (await status(stack.sock, ns, 'dup')) === 'STOPPED', 5000, 'dup STOPPED');
       assert.equal((await C('tasks', 'rm', 'dup')).code, 0);
       await C('containers', 'rm', 'dup', 'c-no-task');
+    });
+
+    test("a task whose container is deleted through the API answers the container's NotFound, as containerd's", async (t) => {
+      if (!registryUp) return t.skip('no local registry');
+      const md = metadata(ns);
+      const api = (svc: string, m: string, req: Record<string, unknown>) => outcome(unary(stack.sock, `/containerd.services.${svc}/${m}`, req, md));
+      assert.equal((await C('run', '-d', BB, 'gone1', 'sleep', '300')).code, 0);
+      // the task was looked at (so its container is known) before the container goes
+      assert.equal(await api('tasks.v1.Tasks', 'Get', { container_id: 'gone1' }), 'ok');
+      assert.equal(await api('containers.v1.Containers', 'Delete', { id: 'gone1' }), 'ok');
+      const notFound = `5 container "gone1" in namespace "${ns}": not found`;
+      assert.equal(await api('tasks.v1.Tasks', 'Get', { container_id: 'gone1' }), notFound);
+      assert.equal(await api('tasks.v1.Tasks', 'Kill', { container_id: 'gone1', signal: 9 }), notFound);
+      assert.equal(await api('tasks.v1.Tasks', 'Delete', { container_id: 'gone1' }), notFound);
+      // a container of that id again: its task is reachable through it
+      const spec = { type_url: 'types.containerd.io/opencontainers/runtime-spec/1/Spec', value: Buffer.from('{}') };
+      assert.equal(await api('containers.v1.Containers', 'Create', { container: { id: 'gone1', runtime: { name: 'io.containerd.runc.v2' }, spec } }), 'ok');
+      assert.equal(await api('tasks.v1.Tasks', 'Kill', { container_id: 'gone1', signal: 9 }), 'ok');
+      await until(async () => (await status(stack.sock, ns, 'gone1')) === 'STOPPED', 5000, 'gone1 STOPPED');
+      assert.equal(await api('tasks.v1.Tasks', 'Delete', { container_id: 'gone1' }), 'ok');
+      assert.equal(await api('containers.v1.Containers', 'Delete', { id: 'gone1' }), 'ok');
+      assert.equal(await api('tasks.v1.Tasks', 'Get', { container_id: 'gone1' }), notFound);
+      await C('snapshots', 'rm', 'gone1');
     });
 
     test("the runc options' BinaryName: another OCI runtime per container (a runc wrapper that leaves a trace)", async (t) => {

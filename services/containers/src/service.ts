@@ -1,6 +1,6 @@
 // The containers service on the bus: containerd's Containers API over the plain library.
 import { nowTimestamp, service as grpcService } from '@berth/api';
-import { BusClient, BusServer, collectionBarrier, namespaceGuard, namespaceRequired, Outbox, serveCollection, type CallContext } from '@berth/bus';
+import { BusClient, BusServer, collectionBarrier, namespaceGuard, namespaceRequired, Outbox, rpcSubject, serveCollection, type CallContext } from '@berth/bus';
 import type { ServiceEnv, Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
 import { Containers, type Container } from './local.js';
@@ -16,7 +16,18 @@ export async function start(env: ServiceEnv): Promise<Stop> {
   const db = await openStore(env.root);
   const outbox = await new Outbox(db, env.nc, { service: 'containers', node: env.node }).start();
   let containers!: Containers;
-  const guard = namespaceGuard(new BusClient(env.nc), env.node, env.config.services, {
+  // The tasks service knows a live task's container without asking (one lookup per task, not
+  // one per call): it hears of a delete before the delete answers. When it cannot be reached it
+  // is not running, or cut off from NATS, and then it forgets what it knew by itself.
+  const client = new BusClient(env.nc);
+  const tasksHear = env.config.services.includes('tasks')
+    ? (namespace: string, id: string) =>
+        client.unary(rpcSubject(env.node, 'tasks', 'ContainerDeleted'), Buffer.from(id), { namespace }, { timeout: 10_000 }).then(
+          () => undefined,
+          () => undefined,
+        )
+    : async () => undefined;
+  const guard = namespaceGuard(client, env.node, env.config.services, {
     kinds: async (n) => ((await containers.hasAny(n)) ? ['containers'] : []),
     deleted: (n) => containers.forget(n),
   });
@@ -36,7 +47,9 @@ export async function start(env: ServiceEnv): Promise<Stop> {
       container: await containers.update(ns(ctx), req.container, req.update_mask?.paths ?? []),
     }),
     Delete: async (req: { id: string }, ctx: CallContext) => {
-      await containers.delete(ns(ctx), req.id);
+      const n = ns(ctx);
+      await containers.delete(n, req.id);
+      await tasksHear(n, req.id);
       return {};
     },
   });

@@ -91,7 +91,9 @@ export class ShimHost {
   private spawn(): void {
     mkdirSync(this.o.dir, { recursive: true, mode: 0o711 });
     const out = openSync(join(this.o.dir, 'host.log'), 'a');
-    const args = [hostEntry, 'host', '--state', this.o.dir, '--address', this.o.address, '--ttrpc-address', this.o.ttrpcAddress, '--node', this.o.node];
+    // BERTH_NODE_ARGS (profiling flags, as the supervisor gives every service) reach the host too
+    const node = (process.env.BERTH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const args = [...node, hostEntry, 'host', '--state', this.o.dir, '--address', this.o.address, '--ttrpc-address', this.o.ttrpcAddress, '--node', this.o.node];
     // detached: a session of its own (setsid), no parent-death signal, no pipes to us
     const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', out, out] });
     child.unref();

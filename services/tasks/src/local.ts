@@ -80,6 +80,9 @@ const taskKey = (ns: string, id: string) => key('task', ns, id);
 const exitKey = (ns: string, id: string, pid: number) => key('exit', ns, id, String(pid));
 const seenKey = (ns: string, id: string, topic: string, ts: string) => key('seen', ns, id, topic, ts);
 
+/** containers remembered as existing at most (a forgotten one is looked up again) */
+const maxKnown = 10_000;
+
 const taskNotFound = (id: string) => new BerthError(Code.NotFound, `task ${id} not found`);
 /** a shim that is gone answers like containerd's ErrNotFound on State */
 const gone = (e: unknown) => isCode(e, Code.Unavailable) || isCode(e, Code.NotFound);
@@ -91,6 +94,10 @@ function tsKey(t: Timestamp | null | undefined): string {
 export class Tasks {
   private readonly tasks = new Map<string, ShimTask>();
   private readonly creating = new Set<string>();
+  /** containers known to exist (see get), oldest first */
+  private readonly known = new Map<string, true>();
+  /** container deletes heard so far: a lookup that overlapped one does not mark its container known */
+  private deletions = 0;
   private stopping = false;
 
   constructor(private readonly o: TasksOptions) {}
@@ -99,21 +106,56 @@ export class Tasks {
     return `${ns}\u0000${id}`;
   }
 
-  /** containerd's getTask: the container first (its NotFound), then its task. */
+  /**
+   * containerd's getTask: the container first (its NotFound), then its task. A container found
+   * once is known to exist until the containers service says it was deleted (containerDeleted,
+   * before that Delete answers): so calls on a task, and the NotFound of a task already deleted,
+   * ask the containers service nothing, and every call after a container's delete still meets
+   * the container's NotFound.
+   */
   private async get(ns: string, id: string): Promise<ShimTask> {
-    await this.o.peers.container(ns, id);
+    await this.containerExists(ns, id);
     const t = this.tasks.get(this.k(ns, id));
     if (!t) throw taskNotFound(id);
     return t;
   }
 
+  private async containerExists(ns: string, id: string): Promise<void> {
+    const k = this.k(ns, id);
+    if (this.known.has(k)) return;
+    const epoch = this.deletions;
+    await this.o.peers.container(ns, id);
+    this.saw(k, epoch);
+  }
+
+  /** A container found: known from now on, unless a container delete came in since the lookup began. */
+  private saw(k: string, epoch: number): void {
+    if (epoch !== this.deletions) return;
+    this.known.delete(k); // (re)inserted last: the oldest go first
+    this.known.set(k, true);
+    if (this.known.size > maxKnown) this.known.delete(this.known.keys().next().value!);
+  }
+
+  /** The containers service deleted a container. */
+  containerDeleted(ns: string, id: string): void {
+    this.deletions++;
+    this.known.delete(this.k(ns, id));
+  }
+
+  /** A container delete may have gone unheard (cut off from NATS): every container is looked up again. */
+  containersUnknown(): void {
+    this.deletions++;
+    this.known.clear();
+  }
+
   /**
    * A call that only reads a task (Get, Wait): its shim is asked while the container is looked
-   * up, one round trip less on the path of every run. The container's NotFound still wins, as
-   * containerd's getTask gives it first; `abort` then ends the shim call.
+   * up, one round trip less when the container is not known yet. The container's NotFound still
+   * wins, as containerd's getTask gives it first; `abort` then ends the shim call.
    */
   private async reading<T>(ns: string, id: string, fn: (t: ShimTask) => Promise<T>, abort?: AbortController): Promise<T> {
-    const container = this.o.peers.container(ns, id);
+    if (this.known.has(this.k(ns, id))) return fn(await this.get(ns, id));
+    const container = this.containerExists(ns, id);
     const t = this.tasks.get(this.k(ns, id));
     if (!t) {
       await container;
@@ -139,6 +181,7 @@ export class Tasks {
 
   async create(ns: string, r: CreateRequest): Promise<{ container_id: string; pid: number }> {
     const id = r.container_id;
+    const epoch = this.deletions;
     const container = await this.o.peers.container(ns, id);
     if (r.checkpoint) {
       if (r.checkpoint.media_type !== 'application/vnd.containerd.container.criu.checkpoint.criu.tar') {
@@ -197,6 +240,7 @@ export class Tasks {
         await this.o.store.transact([taskKey(ns, id)], async (tx) => {
           tx.put(taskKey(ns, id), { ...info, created_at: nowTimestamp() } satisfies TaskRecord);
         });
+        this.saw(k, epoch);
         this.tasks.set(k, t);
         return { container_id: id, pid: created.pid };
       } catch (e) {
@@ -242,11 +286,17 @@ export class Tasks {
         throw e;
       }
     }
-    await t.call('Shutdown', { id, now: false }, { timeoutMs: 3000 }).catch(() => undefined);
-    t.close();
-    this.tasks.delete(this.k(ns, id));
-    await this.o.bundles.remove(ns, id).catch((e) => this.o.log(`remove bundle ${ns}/${id}: ${(e as Error).message}`));
-    await this.o.store.transact([taskKey(ns, id)], async (tx) => tx.del(taskKey(ns, id)));
+    // independent of each other: the shim lets go of the container while its bundle and record go
+    try {
+      await Promise.all([
+        t.call('Shutdown', { id, now: false }, { timeoutMs: 3000 }).catch(() => undefined),
+        this.o.bundles.remove(ns, id).catch((e) => this.o.log(`remove bundle ${ns}/${id}: ${(e as Error).message}`)),
+        this.o.store.transact([taskKey(ns, id)], async (tx) => tx.del(taskKey(ns, id))),
+      ]);
+    } finally {
+      t.close();
+      this.tasks.delete(this.k(ns, id));
+    }
     if (shimErr) throw shimErr;
     return { pid: res!.pid, exit_status: res!.exit_status, exited_at: res!.exited_at };
   }

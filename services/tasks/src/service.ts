@@ -150,6 +150,16 @@ export async function start(env: ServiceEnv): Promise<Stop> {
     }
   }
   bus.serveGrpc(grpcService('containerd.services.tasks.v1.Tasks'), handlers);
+  // the containers service says so before its Delete answers (services/containers/src/service.ts)
+  // (the body: the container's id)
+  bus.raw('ContainerDeleted', async (data, ctx) => {
+    tasks.containerDeleted(ns(ctx), Buffer.from(data).toString('utf8'));
+    return new Uint8Array();
+  });
+  // a notice missed while cut off from NATS: every task's container is looked up again
+  void (async () => {
+    for await (const s of env.nc.status()) if (s.type === 'disconnect' || s.type === 'reconnect') tasks.containersUnknown();
+  })().catch(() => undefined);
   guard.serve(bus);
   return async () => {
     tasks.close();
