@@ -49,8 +49,11 @@ export interface Stack {
   stop(keep?: boolean): Promise<number | null>;
 }
 
-/** `berth up` in temp dirs, as a user runs it; resolves once it printed `berth: ready`. */
-export async function startStack(opts: { natsUrl?: string; node?: string; config?: string; dir?: string } = {}): Promise<Stack> {
+/**
+ * `berth up` in temp dirs, as a user runs it; resolves once it printed `berth: ready`. `env`: more
+ * environment for every process of the stack (e.g. BERTH_NODE_ARGS, BERTH_DEBUG_HEAP).
+ */
+export async function startStack(opts: { natsUrl?: string; node?: string; config?: string; dir?: string; env?: Record<string, string> } = {}): Promise<Stack> {
   const dir = opts.dir ?? mkdtempSync('/tmp/berth-it-');
   const state = join(dir, 'state');
   const root = join(dir, 'root');
@@ -58,6 +61,7 @@ export async function startStack(opts: { natsUrl?: string; node?: string; config
   const config = opts.config ? ['--config', opts.config] : [];
   const proc = spawn(process.execPath, [join(repo, 'packages/cli/dist/main.js'), 'up', ...config, '--root', root, '--state', state, ...nats, '--node', opts.node ?? 'it-node'], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...opts.env },
   });
   let out = '';
   proc.stdout!.on('data', (b) => (out += b));

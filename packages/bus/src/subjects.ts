@@ -34,3 +34,12 @@ export function parseEventSubject(subject: string): { namespace: string; topic: 
   if (parts.length < 4 || parts[0] !== 'berth' || parts[1] !== 'events') throw new Error(`not an event subject: ${subject}`);
   return { namespace: untoken(parts[2]!), topic: '/' + parts.slice(3).map(untoken).join('/') };
 }
+
+/**
+ * `$SRV.HEAP.berth-<process>.<node>`: a process's heap after a full collection, answered only where
+ * BERTH_DEBUG_HEAP=1 (packages/kit/src/heap.ts). In the micro service API's space of the process:
+ * every process may subscribe there and only the gateway's NATS user may publish.
+ */
+export function heapSubject(node: string, name: string): string {
+  return `$SRV.HEAP.berth-${name}.${token(node)}`;
+}

@@ -7,6 +7,7 @@ import { connect, credsAuthenticator, nkeyAuthenticator, usernamePasswordAuthent
 import type { ConnectionOptions, NatsConnection } from '@nats-io/nats-core';
 import { dialHost, inboxPrefix, readCredential } from '@berth/natsd';
 import { processConfig, serviceRoot, type Config } from './config.js';
+import { serveHeap } from './heap.js';
 
 export interface ServiceEnv {
   name: string;
@@ -76,6 +77,7 @@ export async function runService(name: string, start: (env: ServiceEnv) => Promi
     console.error(`${name}: failed to start:`, err);
     process.exit(1);
   }
+  serveHeap(nc, name, config.node);
   let stopping = false;
   const shutdown = async (signal: string, limit = 10_000) => {
     if (stopping) return;
