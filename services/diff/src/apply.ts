@@ -21,12 +21,25 @@ export interface ApplyOptions {
   overlay?: boolean;
   /** The lowerdirs beneath that upperdir, top first: attributes of folders created on the way, files hardlinks lead to. */
   parents?: string[];
+  /**
+   * The lowerdirs are still being written (a pull applying a layer beside its parent's): an entry
+   * whose result would depend on them (a folder made on the way, a hardlink to a lower file)
+   * fails with LowersPending instead, so the caller applies the layer again once they are done.
+   */
+  lowersPending?: boolean;
   signal?: AbortSignal;
   /** warnings containerd logs (ignored xattrs, ...) */
   warn?: (msg: string) => void;
 }
 
 export class ApplyError extends Error {}
+
+/** The layer needs its lowerdirs, which are not complete yet (ApplyOptions.lowersPending). */
+export class LowersPending extends Error {
+  constructor(what: string) {
+    super(`layer needs its parent layers for ${what}, and they are still being applied`);
+  }
+}
 
 const WH = '.wh.';
 const OPAQUE = '.wh..wh..opq';
@@ -89,7 +102,7 @@ class Root {
   /** parent folders by the archive's parent path; emptied whenever something is removed or a symlink made */
   private readonly parents = new Map<string, Parent>();
 
-  constructor(root: string, private readonly lowers: string[], private readonly warn: (m: string) => void) {
+  constructor(root: string, private readonly lowers: string[], private readonly warn: (m: string) => void, private readonly lowersPending = false) {
     this.path = realpathSync.native(root);
     this.fd = openRoot(this.path);
   }
@@ -169,6 +182,8 @@ class Root {
       } catch (e) {
         if (code(e) !== 'ENOENT') throw e;
         const at = `${fdPath(fd)}/${parts[i]}`;
+        // its attributes come from the lower layers (checked before anything is made)
+        this.needLowers(`folder ${sub}`);
         try {
           mkdirSync(at, 0o755);
           chmodSync(at, 0o755);
@@ -203,6 +218,7 @@ class Root {
    * up before linking, so do the same (contents, owner, mode, xattrs, times) in the upperdir.
    */
   copyUp(ppath: string, base: string): boolean {
+    this.needLowers(`link target ${ppath}${base}`);
     for (const lower of this.lowers) {
       const src = `${resolveInRoot(lower, ppath)}/${base}`;
       const st = lstatOrNull(src, true);
@@ -220,6 +236,11 @@ class Root {
       return true;
     }
     return false;
+  }
+
+  /** A step whose result depends on the lower layers: refused while they are pending. */
+  needLowers(what: string): void {
+    if (this.lowersPending && this.lowers.length) throw new LowersPending(what);
   }
 
   warnings(m: string): void {
@@ -255,7 +276,7 @@ function removeAll(at: string): void {
  * figure). Throws on the first entry that cannot be applied; what was applied before stays.
  */
 export async function applyLayer(root: string, tar: TarReader, opts: ApplyOptions = {}): Promise<number> {
-  const r = new Root(root, opts.parents ?? [], opts.warn ?? (() => {}));
+  const r = new Root(root, opts.parents ?? [], opts.warn ?? (() => {}), opts.lowersPending);
   const dirs: TarHeader[] = [];
   const unpacked = new Set<string>();
   let size = 0;
@@ -320,6 +341,9 @@ function whiteout(r: Root, parent: Parent, base: string, hdr: TarHeader, overlay
   const dirAt = `${fdPath(parent.fd)}/.`;
   if (base === OPAQUE) {
     if (overlay) {
+      // on the upperdir itself it is the one change a pending apply could not undo by emptying
+      // the folder (Differ.apply does that when it gives up on a layer): it waits, too
+      if (parent.rel === '') r.needLowers('an opaque root');
       lsetxattr(dirAt, 'trusted.overlay.opaque', Buffer.from('y'));
       return;
     }

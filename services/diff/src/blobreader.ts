@@ -23,6 +23,11 @@ function thread(): Worker {
   return (worker = w);
 }
 
+/** Starts the reading thread ahead of the first read (it stays unreferenced while idle). */
+export function warmUp(): void {
+  thread();
+}
+
 export interface BlobRead {
   /** the tar stream */
   tar: AsyncIterable<Buffer>;

@@ -76,3 +76,33 @@ test('an overlay upperdir gets overlay whiteouts and opaque folders, which the m
     unmountAll(merged);
   }
 });
+
+test('lowers pending: a layer that needs them is Aborted with its upperdir left empty, and applies again once they are in', async () => {
+  const lower = mkdtempSync(join(dir, 'plower-'));
+  mkdirSync(join(lower, 'p'), { mode: 0o700 });
+  writeFileSync(join(lower, 'p', 'f'), 'lower');
+  const overlay = (upper: string) => [{ type: 'overlay', source: 'overlay', options: [`lowerdir=${lower}`, `upperdir=${upper}`, `workdir=${join(dir, 'pwork')}`] }];
+  const plain = (b: Buffer) => ({ media_type: 'application/vnd.oci.image.layer.v1.tar', digest: sha(b), size: b.length });
+  // complete in itself: applied while the lowers are pending, as without
+  const whole = Buffer.concat([tarHeader({ name: 'q/', typeflag: T.dir, mode: 0o750 }), tarFile({ name: 'q/g' }, Buffer.from('g')), tarFile({ name: '.wh.x' }, Buffer.alloc(0)), tarEnd()]);
+  const up1 = mkdtempSync(join(dir, 'pup-'));
+  await new Differ().apply(fromStream(whole), plain(whole), overlay(up1), undefined, true);
+  assert.deepEqual(readdirSync(up1).sort(), ['q', 'x']);
+  assert.equal(lstatSync(join(up1, 'q')).mode & 0o777, 0o750);
+  // a folder made on the way (its attributes are the lower's), after an entry that was applied
+  for (const layer of [
+    Buffer.concat([tarFile({ name: 'a' }, Buffer.from('a')), tarFile({ name: 'p/new' }, Buffer.from('n')), tarEnd()]),
+    Buffer.concat([tarFile({ name: 'a' }, Buffer.from('a')), tarFile({ name: 'l', typeflag: T.link, linkname: 'p/f' }, Buffer.alloc(0)), tarEnd()]),
+    Buffer.concat([tarFile({ name: 'a' }, Buffer.from('a')), tarFile({ name: '.wh..wh..opq' }, Buffer.alloc(0)), tarEnd()]),
+  ]) {
+    const upper = mkdtempSync(join(dir, 'pup-'));
+    await assert.rejects(new Differ().apply(fromStream(layer), plain(layer), overlay(upper), undefined, true), (e: Error & { code?: number }) => e.code === 10);
+    assert.deepEqual(readdirSync(upper), []);
+    await new Differ().apply(fromStream(layer), plain(layer), overlay(upper));
+    assert.ok(existsSync(join(upper, 'a')));
+  }
+  const upper = mkdtempSync(join(dir, 'pup-'));
+  const layer = Buffer.concat([tarFile({ name: 'p/new' }, Buffer.from('n')), tarEnd()]);
+  await new Differ().apply(fromStream(layer), plain(layer), overlay(upper));
+  assert.equal(lstatSync(join(upper, 'p')).mode & 0o777, 0o700);
+});

@@ -5,7 +5,9 @@ import { BerthError, Code, failedPrecondition, invalidArgument, isCode } from '@
 import type { MountSpec } from '@berth/native';
 import { readBlobFile } from './blobreader.js';
 import { openSync, readSync, closeSync } from 'node:fs';
-import { applyLayer, type ApplyOptions } from './apply.js';
+import { readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { applyLayer, LowersPending, type ApplyOptions } from './apply.js';
 import { decompress, detect, diffCompression, noProcessor } from './decompress.js';
 import { overlayPaths, readonlyMounts, withTempMount } from './mounts.js';
 import { writeDiff } from './changes.js';
@@ -90,6 +92,14 @@ function writableBind(mounts: readonly MountSpec[]): boolean {
   return !mounts[0].options.some((o) => o === 'ro' || o === 'remount');
 }
 
+/** The ApplyRequest payload by which a pull says the overlay's lowerdirs are still being applied. */
+export const lowersPendingPayload = 'berth.io/lowers-pending';
+
+/** Removes everything inside `dir` (not following symlinks), keeping `dir` itself. */
+async function emptyFolder(dir: string): Promise<void> {
+  for (const n of await readdir(dir)) await rm(join(dir, n), { recursive: true, force: true });
+}
+
 export class Differ {
   constructor(
     private readonly warn: (msg: string) => void = () => {},
@@ -98,9 +108,10 @@ export class Differ {
   /**
    * Applies the layer `desc` onto `mounts` and returns the uncompressed layer's descriptor. The
    * blob streams through decompression and the tar reader; its digest is checked against `desc`
-   * once read to the end.
+   * once read to the end. With `lowersPending` (an overlay whose lowerdirs are still being
+   * applied) a layer that would read them fails with Aborted, and nothing else changes.
    */
-  async apply(open: BlobOpener, desc: Descriptor, mounts: readonly MountSpec[], signal?: AbortSignal): Promise<Descriptor> {
+  async apply(open: BlobOpener, desc: Descriptor, mounts: readonly MountSpec[], signal?: AbortSignal, lowersPending = false): Promise<Descriptor> {
     if (!desc?.digest) throw invalidArgument('descriptor digest is required');
     const alg = algorithm(desc.digest);
     const blob = await open(desc.digest).catch((e: unknown) => {
@@ -149,10 +160,18 @@ export class Differ {
 
     const ov = mounts.length === 1 && mounts[0].type === 'overlay' ? overlayPaths(mounts[0].options) : null;
     try {
-      if (ov) await run(ov.upper, { overlay: true, parents: ov.lowers });
+      if (ov) await run(ov.upper, { overlay: true, parents: ov.lowers, lowersPending });
       else if (mounts.length === 0) throw invalidArgument('no mounts to apply the layer to');
       else if (writableBind(mounts)) await run(mounts[0].source, {});
       else await withTempMount(mounts, (root) => run(root, {}));
+    } catch (e) {
+      if (e instanceof LowersPending && ov) {
+        // the upperdir back as it was made (empty), so the layer can be applied to it again
+        // once its parents are in; nothing of this attempt stays
+        await emptyFolder(ov.upper);
+        throw new BerthError(Code.Aborted, e.message);
+      }
+      throw e;
     } finally {
       // a failed apply stops the reading (and the reading thread's job) where it is
       await (tarStream as AsyncGenerator<Buffer>).return?.(undefined);

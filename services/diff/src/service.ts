@@ -7,7 +7,8 @@ import { blobFile } from '@berth/content';
 import { Code, isCode } from '@berth/errdefs';
 import { log, type ServiceEnv, type Stop } from '@berth/kit';
 import type { MountSpec } from '@berth/native';
-import { Differ, type BlobOpener, type ContentSink, type Descriptor } from './local.js';
+import { Differ, lowersPendingPayload, type BlobOpener, type ContentSink, type Descriptor } from './local.js';
+import { warmUp } from './blobreader.js';
 
 export const plugins = [
   { type: 'io.containerd.differ.v1', id: 'walking' },
@@ -105,18 +106,21 @@ interface DiffRequest {
 interface ApplyRequest {
   diff: Descriptor | null;
   mounts: MountSpec[];
+  payloads?: Record<string, unknown>;
 }
 
 export async function start(env: ServiceEnv): Promise<Stop> {
   const client = new BusClient(env.nc);
   const differ = new Differ((m) => log('diff', m));
+  // the reading thread starts now rather than on the first Apply, which is on a pull's critical path
+  warmUp();
   const bus = await BusServer.start(env.nc, { name: 'diff', node: env.node, metadata: { plugins: JSON.stringify(plugins) } });
   bus.serveGrpc(grpcService('containerd.services.diff.v1.Diff'), {
     Apply: async (req: ApplyRequest, ctx: StreamContext) => {
       namespaceRequired(ctx);
       const desc = req.diff ?? { media_type: '', digest: '', size: 0 };
       const t0 = performance.now();
-      const applied = await differ.apply(blobOpener(client, env.node, ctx), desc, req.mounts ?? [], ctx.signal);
+      const applied = await differ.apply(blobOpener(client, env.node, ctx), desc, req.mounts ?? [], ctx.signal, !!req.payloads?.[lowersPendingPayload]);
       if (process.env.BERTH_DIFF_TRACE) log('diff', `diff applied d=${(performance.now() - t0).toFixed(1)}ms digest=${desc.digest} size=${desc.size}`);
       return { applied };
     },

@@ -8,6 +8,10 @@ import { Readable } from 'node:stream';
 import { blobFile, ingestFile, type IngestFile } from '@berth/content';
 import { BerthError, Code, isCode } from '@berth/errdefs';
 import type { Descriptor } from './registry.js';
+import { lowersPendingPayload } from '@berth/diff';
+
+// the snapshot service's prepareOnPendingMethod (services/snapshot/src/service.ts)
+const prepareOnPendingMethod = 'PrepareOnPending';
 
 export interface Mount {
   type: string;
@@ -28,9 +32,15 @@ export interface PullBackends {
   abort(ctx: CallContext, ref: string): Promise<void>;
   snapshotExists(ctx: CallContext, snapshotter: string, key: string): Promise<boolean>;
   prepare(ctx: CallContext, snapshotter: string, key: string, parent: string): Promise<Mount[]>;
+  /**
+   * Prepares `key` on `parent` before `parent` is committed, stacked on the active snapshot
+   * `pending` that becomes it (the snapshot service's PrepareOnPending, Berth's own).
+   */
+  prepareOnPending(ctx: CallContext, snapshotter: string, key: string, parent: string, pending: string): Promise<Mount[]>;
   commitSnapshot(ctx: CallContext, snapshotter: string, name: string, key: string): Promise<void>;
   removeSnapshot(ctx: CallContext, snapshotter: string, key: string): Promise<void>;
-  apply(ctx: CallContext, desc: Descriptor, mounts: Mount[]): Promise<Descriptor>;
+  /** `lowersPending`: the mounts' lowerdirs are still being applied (a layer that needs them fails with Aborted) */
+  apply(ctx: CallContext, desc: Descriptor, mounts: Mount[], lowersPending?: boolean): Promise<Descriptor>;
   /** a blob's bytes: its file on this node, else the content service's Read stream */
   openBlob(ctx: CallContext, digest: string): Promise<NodeJS.ReadableStream>;
   createLease(ctx: CallContext, labels: Record<string, string>): Promise<string>;
@@ -122,14 +132,19 @@ export function busBackends(bus: BusClient, node: string): PullBackends {
     async prepare(ctx, snapshotter, key, parent) {
       return c.prepareRes.decode(await call('snapshot', 'Prepare', c.prepareReq.encode({ snapshotter, key, parent }), ctx)).mounts;
     },
+    async prepareOnPending(ctx, snapshotter, key, parent, pending) {
+      const res = await call('snapshot', prepareOnPendingMethod, Buffer.from(JSON.stringify({ snapshotter, key, parent, pending })), ctx);
+      return (JSON.parse(Buffer.from(res).toString('utf8')) as { mounts: Mount[] }).mounts;
+    },
     async commitSnapshot(ctx, snapshotter, name, key) {
       await call('snapshot', 'Commit', c.commitReq.encode({ snapshotter, name, key }), ctx);
     },
     async removeSnapshot(ctx, snapshotter, key) {
       await call('snapshot', 'Remove', c.removeReq.encode({ snapshotter, key }), ctx);
     },
-    async apply(ctx, desc, mounts) {
-      return c.applyRes.decode(await call('diff', 'Apply', c.applyReq.encode({ diff: toDesc(desc), mounts }), ctx)).applied;
+    async apply(ctx, desc, mounts, lowersPending) {
+      const payloads = lowersPending ? { [lowersPendingPayload]: { type_url: lowersPendingPayload, value: new Uint8Array() } } : {};
+      return c.applyRes.decode(await call('diff', 'Apply', c.applyReq.encode({ diff: toDesc(desc), mounts, payloads }), ctx)).applied;
     },
     async openBlob(ctx, digest) {
       try {

@@ -348,7 +348,7 @@ class PullRun {
     let f = this.fetches.get(desc.digest);
     if (!f) {
       this.progress.add(desc.digest, desc.media_type, desc.size);
-      f = this.track(this.o.limit(() => this.fetchBlob(desc)));
+      f = this.track(this.fetchBlob(desc));
       this.fetches.set(desc.digest, f);
     }
     return f;
@@ -375,21 +375,29 @@ class PullRun {
   }
 
   private async fetchBlobNow(desc: Descriptor): Promise<void> {
-    this.ctx.signal?.throwIfAborted();
-    trace(`fetch ${desc.digest}`);
     const ref = refKey(desc);
-    let ingest;
-    try {
-      ingest = await this.be.ingest(this.ctx, ref, desc);
-    } catch (e) {
-      if (!isCode(e, Code.AlreadyExists)) throw e;
+    // a download slot is held while the bytes come, not while content checks them (the commit
+    // rehashes the blob): the next layer's download starts meanwhile. Slots go in layer order.
+    const fetched = await this.o.limit(async () => {
+      this.ctx.signal?.throwIfAborted();
+      trace(`fetch ${desc.digest}`);
+      let ingest;
+      try {
+        ingest = await this.be.ingest(this.ctx, ref, desc);
+      } catch (e) {
+        if (!isCode(e, Code.AlreadyExists)) throw e;
+        return false;
+      }
+      trace(`ingest ${desc.digest}`);
+      if (!ingest.shared) await this.download(desc, ingest.path, ingest.offset);
+      trace(`downloaded ${desc.digest}`);
+      return true;
+    });
+    if (!fetched) {
       await this.be.updateLabels(this.ctx, desc.digest, await this.sourceLabel(desc.digest));
       this.progress.state(desc.digest, 'exists');
       return;
     }
-    trace(`ingest ${desc.digest}`);
-    if (!ingest.shared) await this.download(desc, ingest.path, ingest.offset);
-    trace(`downloaded ${desc.digest}`);
     const labels = await this.sourceLabel(desc.digest, {});
     try {
       await this.be.commit(this.ctx, ref, desc, labels);
@@ -477,12 +485,30 @@ class PullRun {
   }
 }
 
+/** A promise with its resolve, and whether it has settled. */
+function deferred<T = void>() {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const d = { done: false, promise: new Promise<T>((res, rej) => ((resolve = res), (reject = rej))), resolve: (v: T) => ((d.done = true), resolve(v)), reject: (e: unknown) => ((d.done = true), reject(e)) };
+  d.promise.catch(() => undefined);
+  return d;
+}
+
+/** Another pull committed a chain snapshot meanwhile: the layers stacked on ours are redone in order. */
+class RedoInOrder extends Error {}
+
 /**
- * Applies an image's layers in order, as containerd's Image.Unpack does: a layer whose chain's
- * snapshot exists is skipped; otherwise `extract-… <chainid>` is prepared on its parent, the
- * layer applied (its diff id checked), committed as the chain id, and the blob labelled with its
- * uncompressed digest. `ready` resolves once a layer's blob is in the store. Returns the chain id
- * of the rootfs (also labelled on the config, so the collector keeps the snapshots).
+ * Unpacks an image's layers as containerd's Image.Unpack does, with the same result: a layer whose
+ * chain's snapshot exists is skipped; otherwise `extract-… <chainid>` is prepared on its parent,
+ * the layer applied (its diff id checked), committed as the chain id, and the blob labelled with
+ * its uncompressed digest. `ready` resolves once a layer's blob is in the store. Returns the chain
+ * id of the rootfs (also labelled on the config, so the collector keeps the snapshots).
+ *
+ * On overlayfs the layers are applied beside each other, each as soon as its blob is in: a
+ * layer's snapshot is prepared on its parent's active one before that is committed (the snapshot
+ * service's PrepareOnPending), and applied with its lowers marked pending; a layer that needs
+ * them (a folder made on the way, a hardlink to a lower file) is applied again, in place, once
+ * they are committed. Only the commits go in order, each after its parent's.
  */
 export async function unpackLayers(
   be: PullBackends,
@@ -497,22 +523,57 @@ export async function unpackLayers(
   // which snapshots exist, asked all at once up front rather than one round trip per layer on the
   // unpack's critical path (one made meanwhile by another pull shows as AlreadyExists at commit)
   const exists = await Promise.all(chain.map((id) => be.snapshotExists(ctx, sn, id)));
-  // label updates go on beside the next layer's unpack; all are awaited before the end
+  // label updates go on beside the other layers' unpacks; all are awaited before the end
   const labelling: Promise<void>[] = [];
-  for (let i = 0; i < m.layers.length; i++) {
-    const layer = m.layers[i]!;
+  const unpacked = (i: number) => {
+    const labelled = be.updateLabels(ctx, m.layers[i]!.digest, { 'containerd.io/uncompressed': diffIds[i]! });
+    labelled.catch(() => undefined);
+    labelling.push(labelled);
+    progress.state(m.layers[i]!.digest, 'unpacked');
+  };
+  // the ones that exist are a bottom part of the stack (anything else: one by one, as before)
+  const have = exists.findIndex((e) => !e);
+  const besides = sn === 'overlayfs' && have >= 0 && exists.slice(have).every((e) => !e) && m.layers.length - have > 1;
+  let done = false;
+  if (besides) {
+    try {
+      await unpackBeside(be, ctx, sn, m.layers, diffIds, chain, have, progress, ready, unpacked);
+      done = true;
+    } catch (e) {
+      if (!(e instanceof RedoInOrder)) throw e;
+    }
+  }
+  if (!done) await unpackInOrder(be, ctx, sn, m.layers, diffIds, chain, progress, ready, unpacked);
+  await Promise.all(labelling);
+  const rootfs = chain.at(-1) ?? '';
+  await be.updateLabels(ctx, m.config.digest, { [`containerd.io/gc.ref.snapshot.${sn}`]: rootfs });
+  return rootfs;
+}
+
+/** One layer after the other, each on its committed parent. */
+async function unpackInOrder(
+  be: PullBackends,
+  ctx: CallContext,
+  sn: string,
+  layers: Descriptor[],
+  diffIds: string[],
+  chain: string[],
+  progress: Progress,
+  ready: (layer: Descriptor) => Promise<void>,
+  unpacked: (i: number) => void,
+): Promise<void> {
+  for (let i = 0; i < layers.length; i++) {
+    const layer = layers[i]!;
     await ready(layer);
     const chainId = chain[i]!;
-    if (exists[i]) continue;
+    if (await be.snapshotExists(ctx, sn, chainId)) continue;
     progress.state(layer.digest, 'unpacking');
     const key = extractKey(chainId);
     trace(`unpack ${layer.digest}`);
     const mounts = await be.prepare(ctx, sn, key, i > 0 ? chain[i - 1]! : '');
-    trace(`prepared`);
     try {
       const applied = await be.apply(ctx, layer, mounts);
-      if (applied.digest !== diffIds[i]) throw new BerthError(Code.FailedPrecondition, `failed to extract layer ${diffIds[i]}: wrong diff id calculated on extraction "${applied.digest}"`);
-      trace(`applied`);
+      if (applied.digest !== diffIds[i]) throw wrongDiffId(diffIds[i]!, applied.digest);
       await be.commitSnapshot(ctx, sn, chainId, key);
       trace(`committed snapshot`);
     } catch (e) {
@@ -521,13 +582,95 @@ export async function unpackLayers(
       if (isCode(e, Code.AlreadyExists)) continue;
       throw e;
     }
-    const labelled = be.updateLabels(ctx, layer.digest, { 'containerd.io/uncompressed': diffIds[i]! });
-    labelled.catch(() => undefined);
-    labelling.push(labelled);
-    progress.state(layer.digest, 'unpacked');
+    unpacked(i);
   }
-  await Promise.all(labelling);
-  const rootfs = chain.at(-1) ?? '';
-  await be.updateLabels(ctx, m.config.digest, { [`containerd.io/gc.ref.snapshot.${sn}`]: rootfs });
-  return rootfs;
+}
+
+const wrongDiffId = (want: string, got: string) => new BerthError(Code.FailedPrecondition, `failed to extract layer ${want}: wrong diff id calculated on extraction "${got}"`);
+
+/** Layers `from`… (none of whose snapshots exist) applied beside each other; see unpackLayers. */
+async function unpackBeside(
+  be: PullBackends,
+  ctx: CallContext,
+  sn: string,
+  layers: Descriptor[],
+  diffIds: string[],
+  chain: string[],
+  from: number,
+  progress: Progress,
+  ready: (layer: Descriptor) => Promise<void>,
+  unpacked: (i: number) => void,
+): Promise<void> {
+  // the first failure stops the other layers' steps; what they made is removed after
+  const stop = new AbortController();
+  const lctx: CallContext = { ...ctx, signal: ctx.signal ? AbortSignal.any([ctx.signal, stop.signal]) : stop.signal };
+  const n = layers.length;
+  const keys: string[] = [];
+  const prepared = layers.map(() => deferred<Awaited<ReturnType<PullBackends['prepare']>>>());
+  const committed = layers.map(() => deferred());
+  const ours = layers.map(() => false); // committed by this unpack
+  for (let i = 0; i < from; i++) committed[i]!.resolve();
+  // the snapshots, made in order at the start (each on the one before, still active), while the
+  // blobs come in
+  const making = (async () => {
+    for (let i = from; i < n; i++) {
+      lctx.signal!.throwIfAborted();
+      const key = extractKey(chain[i]!);
+      keys[i] = key;
+      const mounts = i === from ? await be.prepare(lctx, sn, key, i > 0 ? chain[i - 1]! : '') : await be.prepareOnPending(lctx, sn, key, chain[i - 1]!, keys[i - 1]!);
+      prepared[i]!.resolve(mounts);
+    }
+  })();
+  making.catch((e) => {
+    for (const p of prepared) if (!p.done) p.reject(e);
+  });
+  const one = async (i: number) => {
+    const layer = layers[i]!;
+    const mounts = await prepared[i]!.promise;
+    await ready(layer);
+    lctx.signal!.throwIfAborted();
+    progress.state(layer.digest, 'unpacking');
+    trace(`unpack ${layer.digest}`);
+    let applied;
+    try {
+      applied = await be.apply(lctx, layer, mounts, i > from && !ours[i - 1]);
+    } catch (e) {
+      if (!isCode(e, Code.Aborted) || lctx.signal!.aborted) throw e;
+      // it needs its parents' files: again, in place, once they are all in
+      trace(`again ${layer.digest}`);
+      await committed[i - 1]!.promise;
+      applied = await be.apply(lctx, layer, mounts);
+    }
+    if (applied.digest !== diffIds[i]) throw wrongDiffId(diffIds[i]!, applied.digest);
+    trace(`applied ${layer.digest}`);
+    if (i > 0) await committed[i - 1]!.promise;
+    try {
+      await be.commitSnapshot(lctx, sn, chain[i]!, keys[i]!);
+    } catch (e) {
+      // another pull committed this chain: the layers above stand on our copy of it
+      if (isCode(e, Code.AlreadyExists)) throw new RedoInOrder();
+      throw e;
+    }
+    trace(`committed snapshot ${i}`);
+    ours[i] = true;
+    committed[i]!.resolve();
+    unpacked(i);
+  };
+  const runs = [];
+  for (let i = from; i < n; i++) {
+    const r = one(i);
+    r.catch((e) => {
+      stop.abort(e);
+      committed[i]!.reject(e);
+    });
+    runs.push(r);
+  }
+  const outcome = await Promise.allSettled([making, ...runs]);
+  const failed = outcome.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+  if (!failed) return;
+  // what is not committed goes, top first; the first failure is the answer (an abort's reason)
+  for (let i = n - 1; i >= from; i--) {
+    if (keys[i] && !ours[i]) await be.removeSnapshot({ namespace: ctx.namespace, lease: ctx.lease }, sn, keys[i]!).catch(() => undefined);
+  }
+  throw stop.signal.aborted ? stop.signal.reason : failed.reason;
 }

@@ -170,6 +170,30 @@ describe('overlayfs snapshotter', () => {
       rmSync(target, { recursive: true });
     }
   });
+
+  test('prepareOnPending: a snapshot on an active one that is then committed as the named parent', async () => {
+    const { sn } = s;
+    const pctx = { namespace: 'pending' };
+    const up = (m: { options: string[] }[]) => m[0]!.options.find((o) => o.startsWith('upperdir='))?.slice(9) ?? (m[0] as unknown as { source: string }).source;
+    const m0 = await sn.prepare(pctx, 'k0', '');
+    const m1 = await sn.prepareOnPending(pctx, 'k1', 'p0', 'k0');
+    const m2 = await sn.prepareOnPending(pctx, 'k2', 'p1', 'k1');
+    assert.equal((await sn.stat(pctx, 'k1')).parent, 'p0');
+    assert.equal((await sn.stat(pctx, 'k2')).parent, 'p1');
+    // stacked on the active snapshots' directories, which their commits keep
+    assert.ok(m2[0]!.options.includes(`lowerdir=${up(m1)}:${up(m0)}`));
+    await assert.rejects(sn.prepareOnPending(pctx, 'k3', 'p9', 'nope'), code(Code.NotFound));
+    await sn.commit(pctx, 'p0', 'k0');
+    await sn.commit(pctx, 'p1', 'k1');
+    await sn.commit(pctx, 'p2', 'k2');
+    assert.deepEqual((await sn.list(pctx)).map((i) => [i.name, i.parent, i.kind]), [['p0', '', 'COMMITTED'], ['p1', 'p0', 'COMMITTED'], ['p2', 'p1', 'COMMITTED']]);
+    assert.deepEqual(await sn.view(pctx, 'v', 'p2'), [{ type: 'overlay', source: 'overlay', options: [...(existsSync('/sys/module/overlay/parameters/index') ? ['index=off'] : []), `lowerdir=${up(m2)}:${up(m1)}:${up(m0)}`] }]);
+    // committed parent: an ordinary prepare; a committed "pending" one is refused
+    assert.equal((await sn.prepareOnPending(pctx, 'k4', 'p2', 'k2')).length, 1);
+    await sn.commit(pctx, 'p4', 'k4');
+    await assert.rejects(sn.prepareOnPending(pctx, 'k5', 'p5', 'p4'), code(Code.FailedPrecondition));
+    await assert.rejects(sn.remove(pctx, 'p0'), code(Code.FailedPrecondition, /child/));
+  });
 });
 
 describe('native snapshotter', () => {

@@ -163,7 +163,20 @@ export class Snapshotter {
     return this.create(ctx, 'VIEW', key, parent, labels);
   }
 
-  private async create(ctx: Ctx, kind: Kind, name: string, parent: string, given: Labels): Promise<MountSpec[]> {
+  /**
+   * Berth's own pull, not containerd's API: prepares `key` on `parent` before `parent` exists,
+   * while the active snapshot `pending` is still to be committed as it. The new snapshot stacks
+   * on `pending`'s directory (kept across its commit), so a layer is applied beside its parent's;
+   * its record names `parent` from the start, as a Prepare after that commit would. The caller
+   * commits `pending` as `parent` before it commits `key`, and removes `key` if that fails.
+   * When `parent` is committed already this is an ordinary Prepare.
+   */
+  prepareOnPending(ctx: Ctx, key: string, parent: string, pending: string, labels: Labels = {}): Promise<MountSpec[]> {
+    if (!parent || !pending) throw invalidArgument('a parent and the active snapshot that becomes it are required');
+    return this.create(ctx, 'ACTIVE', key, parent, labels, pending);
+  }
+
+  private async create(ctx: Ctx, kind: Kind, name: string, parent: string, given: Labels, pending?: string): Promise<MountSpec[]> {
     const ns = namespaceRequired(ctx);
     validateLabels(given);
     const labels = dropEmpty(given);
@@ -173,7 +186,13 @@ export class Snapshotter {
       const check = async (get: <T>(k: string) => Promise<T | undefined>): Promise<SnapRecord | undefined> => {
         if (await get(this.recKey(ns, name))) throw alreadyExists(`snapshot "${name}"`);
         if (!parent) return undefined;
-        const p = await get<SnapRecord>(this.recKey(ns, parent));
+        let p = await get<SnapRecord>(this.recKey(ns, parent));
+        if (!p && pending) {
+          p = await get<SnapRecord>(this.recKey(ns, pending));
+          if (!p) throw notFound(`snapshot ${pending} does not exist`);
+          if (p.kind !== 'ACTIVE') throw failedPrecondition(`snapshot "${p.bkey}" is not active`);
+          return p;
+        }
         if (!p) throw notFound(`parent snapshot ${parent} does not exist`);
         if (p.kind !== 'COMMITTED') throw invalidArgument(`failed to create snapshot: parent "${p.bkey}" is not committed snapshot`);
         return p;
@@ -198,9 +217,10 @@ export class Snapshotter {
           throw e;
         }
         faultPoint('snapshot-prepare-placed');
-        const parentKey = parent ? [this.recKey(ns, parent)] : [];
+        const parentKey = [...(parent ? [this.recKey(ns, parent)] : []), ...(pending ? [this.recKey(ns, pending)] : [])];
         const rec = await this.db.transact([this.recKey(ns, name), ...parentKey, this.seqKey(ns)], async (tx) => {
-          await check((k) => tx.get(k)); // again, now that the records are ours
+          // again, now that the records are ours (the same parent directory: the pending one may have been committed meanwhile)
+          if ((await check((k) => tx.get(k)))?.id !== p?.id) throw notFound(`parent snapshot ${parent} does not exist`);
           const t = this.now();
           const rec: SnapRecord = { id, bkey: `${ns}/${await this.nextSeq(tx, ns)}/${name}`, kind, parent, chain, labels, created: t, updated: t };
           tx.put(this.recKey(ns, name), rec);

@@ -2,7 +2,7 @@
 // snapshotters, the namespace-usage answer, and lease references for what is made under a lease.
 import { join } from 'node:path';
 import { nowTimestamp, service as grpcService } from '@berth/api';
-import { BusClient, BusServer, collectionBarrier, leaseRefs, namespaceGuard, Outbox, serveCollection, type CallContext, type StreamContext } from '@berth/bus';
+import { BusClient, BusServer, collectionBarrier, jsonBytes, parseJson, leaseRefs, namespaceGuard, Outbox, serveCollection, type CallContext, type StreamContext } from '@berth/bus';
 import type { ServiceEnv, Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
 import { Native, Overlay } from './drivers.js';
@@ -20,6 +20,9 @@ export function plugins(root: string) {
     { type: 'io.containerd.grpc.v1', id: 'snapshots', requires: ['io.containerd.service.v1'] },
   ];
 }
+
+/** The bus method of Snapshotter.prepareOnPending (JSON: snapshotter, key, parent, pending, labels → mounts). */
+export const prepareOnPendingMethod = 'PrepareOnPending';
 
 // the List stream sends infos in blocks of this many, as containerd does
 const listBlock = 100;
@@ -75,6 +78,15 @@ export async function start(env: ServiceEnv): Promise<Stop> {
       return {};
     },
   });
+  // JSON in and out: Berth's own pull on this node (images), not part of containerd's API
+  bus.raw(
+    prepareOnPendingMethod,
+    async (data, ctx) => {
+      const r = parseJson<Req & { pending?: string }>(data);
+      return jsonBytes({ mounts: await sn(r).prepareOnPending(ctx, r.key ?? '', r.parent ?? '', r.pending ?? '', r.labels ?? {}) });
+    },
+    { json: 'true' },
+  );
   guard.serve(bus);
   serveCollection(bus, barrier, {
     references: async () => ({ snapshots: (await Promise.all(all.all().map((s) => s.gcRecords()))).flat() }),
