@@ -2,12 +2,9 @@
 // as metadata, containerd's codecs, and a failed call turned into the CLI's error.
 import * as grpc from '@grpc/grpc-js';
 import { codec, method } from '@berth/api';
+import { CommandError, common } from './flags.js';
 
-/** ctr's flags and environment, shared by every command that talks to the stack. */
-export const common = {
-  address: { type: 'string', short: 'a', default: process.env.CONTAINERD_ADDRESS || '/run/berth/berth.sock' },
-  namespace: { type: 'string', short: 'n', default: process.env.CONTAINERD_NAMESPACE || 'default' },
-} as const;
+export { CommandError, common };
 
 /** The same for docker's commands, whose `-a` means something else (`ps -a`: all). */
 export const containerCommon = {
@@ -24,20 +21,6 @@ export function md(ns: string, lease?: string): grpc.Metadata {
   m.set('containerd-namespace', ns);
   if (lease) m.set('containerd-lease', lease);
   return m;
-}
-
-/**
- * A failure the CLI reports as `berth: <message>`; `status` is the exit status (1 unless a
- * command, like docker's run, words its failures with other codes).
- */
-export class CommandError extends Error {
-  constructor(
-    message: string,
-    readonly status = 1,
-    readonly code?: grpc.status,
-  ) {
-    super(message);
-  }
 }
 
 export const failed = (e: grpc.ServiceError) => new CommandError(e.details || e.message, 1, e.code);

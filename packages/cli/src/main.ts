@@ -76,7 +76,7 @@ const [cmd, ...rest] = process.argv.slice(2);
 try {
   if (cmd === 'up') await up(rest);
   else if (cmd === 'events') await (await import('./events.js')).eventsCommand(rest);
-  else if (cmd === 'pull') await (await import('./images.js')).pullCommand(rest);
+  else if (cmd === 'pull') await (await import('./pull.js')).pullCommand(rest);
   else if (cmd === 'push') await (await import('./images.js')).pushCommand(rest);
   else if (cmd === 'export') await (await import('./images.js')).exportCommand(rest);
   else if (cmd === 'import') await (await import('./images.js')).importCommand(rest);
