@@ -34,6 +34,13 @@ export async function startBerth() {
   };
 }
 
+/** A NATS connection to a Berth stack as one of its users (`gateway`, `events`, `subscriber`...). */
+export async function natsAs(berth, user) {
+  const { connect, nkeyAuthenticator } = await import('@nats-io/transport-node');
+  const c = JSON.parse(readFileSync(join(berth.dir, 'root', 'nats', 'creds', `${user}.json`), 'utf8'));
+  return connect({ servers: berth.natsUrl, authenticator: nkeyAuthenticator(new TextEncoder().encode(c.nkey_seed)), inboxPrefix: c.inbox_prefix || `_INBOX.${c.user}` });
+}
+
 export function startReference() {
   if (!existsSync(refScript)) return undefined;
   const dir = mkdtempSync('/tmp/berth-bref-');

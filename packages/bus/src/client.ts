@@ -8,9 +8,25 @@ import { Channel, clampLiveness, type ChannelOptions } from './channel.js';
 import { contextHeaders, H, type CallContext } from './headers.js';
 import { errorFrom, noResponders, publishFailure, tooLarge } from './status.js';
 
+/**
+ * A cheaper way than an AbortSignal to cancel a call (the gateway forwards thousands a second):
+ * called once the request is out with the function that cancels it; returns what stops listening.
+ */
+export type OnCancel = (abort: (reason?: unknown) => void) => () => void;
+
 export interface CallOptions {
   /** ms to wait for the reply when the context has no deadline */
   timeout?: number;
+  onCancel?: OnCancel;
+}
+
+interface Pending {
+  subject: string;
+  liveness: number;
+  lastHeard: number;
+  /** when the default timeout ends the call (Infinity: a timer of its own does) */
+  expires: number;
+  fail(e: BerthError): void;
 }
 
 export type StreamKind = 'server' | 'bidi';
@@ -63,60 +79,106 @@ export class BusClient {
    * runs the service sends a beat every `liveness` ms, so a service that died mid-call is
    * noticed after three silent beats (Unavailable) instead of at the deadline. When the
    * connection drops the call fails at once (the reply may be lost); when `ctx.signal` aborts
-   * it fails at once with Canceled and the service is told to abort the call.
+   * (or `opts.onCancel`'s abort is called) it fails at once with Canceled and the service is
+   * told to abort the call.
    */
   async unary(subject: string, payload: Uint8Array, ctx: CallContext = {}, opts: CallOptions = {}): Promise<Uint8Array> {
     this.checkConnected(subject);
-    const msg = await this.request(subject, payload, contextHeaders(ctx), this.timeoutFor(ctx, opts), ctx.signal);
+    const exact = ctx.deadline !== undefined || opts.timeout !== undefined;
+    const msg = await this.request(subject, payload, contextHeaders(ctx), this.timeoutFor(ctx, opts), exact, ctx.signal, opts.onCancel);
     const err = errorFrom(msg);
     if (err) throw err;
     return msg.data;
   }
 
-  /** The reply message (which may carry an error status), or a failure to get one. */
-  private request(subject: string, payload: Uint8Array, h: MsgHdrs, timeout: number, signal?: AbortSignal): Promise<Msg> {
+  /** calls waiting for a reply, watched by one timer for silence and for the default timeout */
+  private readonly pending = new Set<Pending>();
+  private sweeper?: NodeJS.Timeout;
+  private sweepEvery = 0;
+
+  private watch(p: Pending): void {
+    this.pending.add(p);
+    if (this.sweeper && this.sweepEvery <= p.liveness) return;
+    clearInterval(this.sweeper);
+    this.sweepEvery = p.liveness;
+    this.sweeper = setInterval(() => this.sweep(), p.liveness);
+    this.sweeper.unref();
+  }
+
+  private unwatch(p: Pending): void {
+    this.pending.delete(p);
+    if (this.pending.size === 0 && this.sweeper) {
+      clearInterval(this.sweeper);
+      this.sweeper = undefined;
+    }
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const p of this.pending) {
+      if (now >= p.expires) p.fail(new BerthError(Code.DeadlineExceeded, `${p.subject}: context deadline exceeded`));
+      else if (now - p.lastHeard > 3 * p.liveness) p.fail(new BerthError(Code.Unavailable, `${p.subject}: the service went away during the call`));
+    }
+  }
+
+  /**
+   * The reply message (which may carry an error status), or a failure to get one. Silence and a
+   * caller's default timeout are watched by one shared timer (checked every liveness beat); a
+   * deadline the caller set gets a timer of its own, so it fires when it is due.
+   */
+  private request(subject: string, payload: Uint8Array, h: MsgHdrs, timeout: number, exact: boolean, signal?: AbortSignal, onCancel?: OnCancel): Promise<Msg> {
     if (signal?.aborted) return Promise.reject(canceled(subject, signal));
     const max = this.nc.info?.max_payload;
     if (max !== undefined && payload.length > max) return Promise.reject(tooLarge(subject, payload.length, max));
     const mux = streamMux(this.nc);
     const liveness = clampLiveness(this.liveness, 1000)!;
     return new Promise<Msg>((resolve, reject) => {
-      let lastHeard = Date.now();
+      let overall: NodeJS.Timeout | undefined;
+      let unlisten: (() => void) | undefined;
+      let finished = false;
       const done = (f: () => void) => {
-        clearTimeout(overall);
-        clearInterval(watch);
+        if (finished) return;
+        finished = true;
+        if (overall) clearTimeout(overall);
+        this.unwatch(p);
         signal?.removeEventListener('abort', onAbort);
+        unlisten?.();
         mux.unregister(inbox);
         f();
       };
+      const p: Pending = { subject, liveness, lastHeard: Date.now(), expires: exact ? Infinity : Date.now() + timeout, fail: (e) => done(() => reject(e)) };
       const inbox = mux.register((err, msg) => {
         if (err) return done(() => reject(err instanceof BerthError ? new BerthError(err.code, `${subject}: ${err.message}`) : publishFailure(err, subject)));
-        lastHeard = Date.now();
-        if (msg.headers?.get(H.ctl) === 'ping') return;
-        // nobody serves the subject: NATS answers the reply subject with a 503 at once
-        if (msg.headers?.hasError && msg.headers.code === 503) return done(() => reject(noResponders(subject)));
+        p.lastHeard = Date.now();
+        const hdrs = msg.headers;
+        if (hdrs) {
+          if (hdrs.get(H.ctl) === 'ping') return;
+          // nobody serves the subject: NATS answers the reply subject with a 503 at once
+          if (hdrs.hasError && hdrs.code === 503) return done(() => reject(noResponders(subject)));
+        }
         done(() => resolve(msg));
       });
-      const onAbort = () =>
+      const abort = (reason?: unknown) =>
         done(() => {
           try {
             this.nc.publish(cancelSubject(subject), inbox);
           } catch {
             // the connection is closing: the service's call ends without anyone to answer
           }
-          reject(canceled(subject, signal!));
+          reject(reason instanceof BerthError ? reason : signal ? canceled(subject, signal) : new BerthError(Code.Canceled, `${subject}: context canceled`));
         });
+      const onAbort = () => abort(signal!.reason);
       signal?.addEventListener('abort', onAbort, { once: true });
-      const overall = setTimeout(() => done(() => reject(new BerthError(Code.DeadlineExceeded, `${subject}: context deadline exceeded`))), timeout);
-      const watch = setInterval(() => {
-        if (Date.now() - lastHeard > 3 * liveness) done(() => reject(new BerthError(Code.Unavailable, `${subject}: the service went away during the call`)));
-      }, liveness);
+      if (exact) overall = setTimeout(() => p.fail(new BerthError(Code.DeadlineExceeded, `${subject}: context deadline exceeded`)), timeout);
+      this.watch(p);
       h.set(H.liveness, String(liveness));
       try {
         this.nc.publish(subject, payload, { reply: inbox, headers: h });
       } catch (e) {
         done(() => reject(publishFailure(e, subject)));
+        return;
       }
+      if (onCancel && !finished) unlisten = onCancel(abort);
     });
   }
 
@@ -136,7 +198,7 @@ export class BusClient {
     h.set(H.ctl, kind);
     let msg;
     try {
-      msg = await this.request(subject, first ?? new Uint8Array(), h, Math.min(this.handshakeTimeout, this.timeoutFor(ctx, {})), ctx.signal);
+      msg = await this.request(subject, first ?? new Uint8Array(), h, Math.min(this.handshakeTimeout, this.timeoutFor(ctx, {})), true, ctx.signal);
     } catch (err) {
       ch.cancel(err);
       throw err;

@@ -42,6 +42,12 @@ export interface ServiceOptions {
 
 export const defaultMaxStreams = 1024;
 
+/** A unary call in flight: its AbortController exists once someone needs it. */
+interface Running {
+  ac?: AbortController;
+  aborted: boolean;
+}
+
 /** Bytes that are not the message they claim to be are the caller's error, not ours. */
 function decode(c: Codec, data: Uint8Array): any {
   try {
@@ -54,13 +60,17 @@ function decode(c: Codec, data: Uint8Array): any {
 export class BusServer {
   private readonly channels = new Set<Channel>();
   /** unary calls in flight by reply inbox, for the caller's cancel */
-  private readonly running = new Map<string, AbortController>();
+  private readonly running = new Map<string, Running>();
+  private readonly beats = new Map<number, { timer: NodeJS.Timeout; replies: Set<string> }>();
   private readonly cancels: Subscription;
 
   private constructor(readonly nc: NatsConnection, readonly opts: ServiceOptions, private readonly svc: Service) {
     this.cancels = nc.subscribe(cancelSubject(this.subject('x')), {
       callback: (err, msg) => {
-        if (!err) this.running.get(msg.string())?.abort(new BerthError(Code.Canceled, 'context canceled'));
+        const run = err ? undefined : this.running.get(msg.string());
+        if (!run || run.aborted) return;
+        run.aborted = true;
+        (run.ac ??= new AbortController()).abort(new BerthError(Code.Canceled, 'context canceled'));
       },
     });
   }
@@ -102,33 +112,65 @@ export class BusServer {
   private async answer(msg: ServiceMsg, handler: RawHandler): Promise<void> {
     // a Berth caller asks for liveness beats while a call runs, so it can tell a slow call from a
     // dead service; other NATS clients get the plain single reply
-    let beat: NodeJS.Timeout | undefined;
     const every = clampLiveness(msg.headers?.get(H.liveness));
-    const ac = new AbortController();
-    if (msg.reply) this.running.set(msg.reply, ac);
-    if (every !== undefined && msg.reply) {
-      const reply = msg.reply;
-      beat = setInterval(() => {
-        const h = headers();
-        h.set(H.ctl, 'ping');
-        if (this.nc.isClosed()) clearInterval(beat);
-        else this.nc.publish(reply, new Uint8Array(), { headers: h });
-      }, every);
-      beat.unref();
+    const reply = msg.reply;
+    const run: Running = { aborted: false };
+    if (reply) {
+      this.running.set(reply, run);
+      if (every !== undefined) this.beating(every).add(reply);
     }
     try {
-      const ctx: StreamContext = { ...contextFrom(msg.headers), signal: ac.signal };
+      // the signal is made when a handler asks for it (most never do) or the caller cancels; a
+      // getter of the literal itself, so a handler's `{ ...ctx }` copies it
+      const ctx: StreamContext = {
+        ...contextFrom(msg.headers),
+        get signal() {
+          return (run.ac ??= new AbortController()).signal;
+        },
+      };
       if (ctx.deadline !== undefined && ctx.deadline < Date.now()) throw new BerthError(Code.DeadlineExceeded, 'context deadline exceeded');
       const res = await handler(msg.data, ctx);
-      if (ac.signal.aborted) return; // the caller gave up: nobody waits for the answer
+      if (run.aborted) return; // the caller gave up: nobody waits for the answer
       const max = this.nc.info?.max_payload;
       if (max !== undefined && res.length > max) throw tooLarge(msg.subject, res.length, max);
       msg.respond(res);
     } catch (err) {
-      if (!ac.signal.aborted) msg.respondError(...this.status(msg.subject, err));
+      if (!run.aborted) msg.respondError(...this.status(msg.subject, err));
     } finally {
-      clearInterval(beat);
-      if (msg.reply) this.running.delete(msg.reply);
+      if (reply) {
+        this.running.delete(reply);
+        if (every !== undefined) this.unbeat(every, reply);
+      }
+    }
+  }
+
+  /**
+   * The calls in flight that want a beat every `every` ms: one timer per interval for all of
+   * them, instead of one per call (a call that answers within the interval never sees it).
+   */
+  private beating(every: number): Set<string> {
+    let b = this.beats.get(every);
+    if (!b) {
+      const replies = new Set<string>();
+      const timer = setInterval(() => {
+        if (this.nc.isClosed()) return;
+        const h = headers();
+        h.set(H.ctl, 'ping');
+        for (const r of replies) this.nc.publish(r, new Uint8Array(), { headers: h });
+      }, every);
+      timer.unref();
+      this.beats.set(every, (b = { timer, replies }));
+    }
+    return b.replies;
+  }
+
+  private unbeat(every: number, reply: string): void {
+    const b = this.beats.get(every);
+    if (!b) return;
+    b.replies.delete(reply);
+    if (b.replies.size === 0) {
+      clearInterval(b.timer);
+      this.beats.delete(every);
     }
   }
 

@@ -1,11 +1,12 @@
 // Forwarding a gRPC call to the bus without decoding it: the request bytes go out as they came,
 // the reply bytes come back as they are. Metadata becomes headers, the deadline goes along,
 // errors come back as the same status code, and a stream moves only as fast as its reader.
-import { once } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import type { MethodInfo } from '@berth/api';
-import { BusClient, type CallContext, type Channel } from '@berth/bus';
+import { BusClient, type CallContext, type Channel, type OnCancel } from '@berth/bus';
 import { BerthError, Code, toBerthError } from '@berth/errdefs';
+import { Outflow } from './outflow.js';
+import { forwarded } from './collect.js';
 
 const bytes = (b: Buffer) => b;
 const asBuffer = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
@@ -70,9 +71,14 @@ function cancellable(call: Cancellable): { ctx: CallContext; done(): void } {
 
 /** Writes the channel's messages to the gRPC call, waiting when the client reads slowly. */
 async function pump(ch: Channel, call: grpc.ServerWritableStream<Buffer, Buffer> | grpc.ServerDuplexStream<Buffer, Buffer>): Promise<void> {
+  // what waits here is bounded (outflow.ts); the channel's window bounds what waits before it
+  const out = new Outflow(call, 16, 2 << 20);
   try {
     for await (const m of ch) {
-      if (!call.write(asBuffer(m))) await once(call, 'drain');
+      if (!(await out.room()) || !out.write(asBuffer(m))) {
+        ch.cancel(clientCanceled);
+        return;
+      }
     }
     call.end();
   } catch (err) {
@@ -88,23 +94,39 @@ function trace(m: MethodInfo, t0: number, inBytes: number, outBytes: number, err
   console.log(`trace ${m.path} ${(performance.now() - t0).toFixed(2)} ms in=${inBytes} out=${outBytes}${e}`);
 }
 
+type UnaryCall = grpc.ServerUnaryCall<Buffer, Buffer> & { cancelled: boolean };
+
+/**
+ * Tells the bus when the gRPC client cancels a unary call (or its connection goes), without an
+ * AbortController and its EventTarget per call: the forwarder's share of a call's time.
+ */
+const onClientCancel =
+  (call: UnaryCall): OnCancel =>
+  (abort) => {
+    if (call.cancelled) {
+      abort(clientCanceled);
+      return () => undefined;
+    }
+    const f = () => abort(clientCanceled);
+    call.once('cancelled', f);
+    return () => void call.removeListener('cancelled', f);
+  };
+
 export function forwarder(bus: BusClient, m: MethodInfo, subject: string): grpc.UntypedHandleCall {
   if (!m.requestStream && !m.responseStream) {
     if (tracing) {
-      return ((call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+      return ((call: UnaryCall, cb: grpc.sendUnaryData<Buffer>) => {
         const t0 = performance.now();
-        const c = cancellable(call);
-        bus.unary(subject, call.request, c.ctx).then(
-          (r) => (c.done(), trace(m, t0, call.request.length, r.length), cb(null, asBuffer(r))),
-          (e) => (c.done(), trace(m, t0, call.request.length, 0, e), cb(status(e))),
+        bus.unary(subject, call.request, callContext(call), { onCancel: onClientCancel(call) }).then(
+          (r) => (trace(m, t0, call.request.length, r.length), cb(null, asBuffer(r))),
+          (e) => (trace(m, t0, call.request.length, 0, e), cb(status(e))),
         );
       }) as grpc.handleUnaryCall<Buffer, Buffer>;
     }
-    return ((call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
-      const c = cancellable(call);
-      bus.unary(subject, call.request, c.ctx).then(
-        (r) => (c.done(), cb(null, asBuffer(r))),
-        (e) => (c.done(), cb(status(e))),
+    return ((call: UnaryCall, cb: grpc.sendUnaryData<Buffer>) => {
+      bus.unary(subject, call.request, callContext(call), { onCancel: onClientCancel(call) }).then(
+        (r) => cb(null, asBuffer(r)),
+        (e) => cb(status(e)),
       );
     }) as grpc.handleUnaryCall<Buffer, Buffer>;
   }
@@ -141,6 +163,7 @@ export function forwarder(bus: BusClient, m: MethodInfo, subject: string): grpc.
     }
     call.on('data', (b: Buffer) => {
       call.pause();
+      forwarded(b.length);
       ch.send(b).then(
         () => call.resume(),
         () => undefined, // the channel failed: pump() reports the status

@@ -40,7 +40,7 @@ export class Namespaces {
     for (const [k, v] of Object.entries(labels)) validateLabelIn(k, v);
     return this.store.db.transact([nsKey(ns.name)], async (tx) => {
       if (await this.store.labels(ns.name, tx)) throw alreadyExists(`namespace "${ns.name}"`);
-      tx.put(nsKey(ns.name), dropEmpty(labels));
+      this.store.put(tx, ns.name, dropEmpty(labels));
       this.events.emit(tx, ctxNamespace, '/namespaces/create', { name: ns.name, labels });
       return { name: ns.name, labels };
     });
@@ -53,7 +53,7 @@ export class Namespaces {
   async ensure(name: string): Promise<void> {
     namespaceRequired({ namespace: name });
     await this.store.db.transact([nsKey(name)], async (tx) => {
-      if (!(await this.store.labels(name, tx))) tx.put(nsKey(name), {});
+      if (!(await this.store.labels(name, tx))) this.store.put(tx, name, {});
     });
   }
 
@@ -82,7 +82,7 @@ export class Namespaces {
         for (const [k, v] of Object.entries(labels)) validateLabelIn(k, v);
         next = dropEmpty(labels);
       }
-      tx.put(nsKey(ns.name), next);
+      this.store.put(tx, ns.name, next);
       this.events.emit(tx, ctxNamespace, '/namespaces/update', { name: ns.name, labels });
       return { name: ns.name, labels: next };
     });
@@ -101,7 +101,7 @@ export class Namespaces {
         const kinds = await this.usage.seal(name);
         if (kinds.length) throw failedPrecondition(`namespace "${name}" must be empty, but it still has ${kinds.join(', ')}`);
         if (!(await this.store.labels(name, tx))) throw notFound(`namespace "${name}"`);
-        tx.del(nsKey(name));
+        this.store.del(tx, name);
         this.events.emit(tx, name, '/namespaces/delete', { name });
         tx.afterCommit(() => (deleted = true));
       });

@@ -1,0 +1,88 @@
+// Unary benchmark: a call the gateway forwards over the bus (Namespaces.List) and one it answers
+// itself (Version), Berth against the reference containerd in the same run; and for context the
+// floor, one bare NATS request/reply between two Node processes on a nats-server of its own.
+// Run: node bench/unary.mjs [N]
+import { spawn } from 'node:child_process';
+import { connect } from '@nats-io/transport-node';
+import { client, meta, pct, startBerth, startReference, unary } from './lib.mjs';
+
+const N = Number(process.argv[2] ?? 2000);
+const LIST = '/containerd.services.namespaces.v1.Namespaces/List';
+const VERSION = '/containerd.services.version.v1.Version/Version';
+const empty = new Uint8Array();
+
+async function latency(sock, path, n = N) {
+  const c = client(sock);
+  for (let i = 0; i < 200; i++) await unary(c, path, empty, meta('default')); // warm-up: connection, JIT
+  const lat = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = process.hrtime.bigint();
+    await unary(c, path, empty, meta('default'));
+    lat.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  c.close();
+  return lat;
+}
+
+async function rate(sock, path, inflight = 8, total = 5 * N) {
+  const c = client(sock);
+  for (let i = 0; i < 200; i++) await unary(c, path, empty, meta('default'));
+  let next = 0;
+  const t0 = process.hrtime.bigint();
+  await Promise.all(Array.from({ length: inflight }, async () => {
+    while (next < total) { next++; await unary(c, path, empty, meta('default')); }
+  }));
+  const s = Number(process.hrtime.bigint() - t0) / 1e9;
+  c.close();
+  return Math.round(total / s);
+}
+
+// the floor: a responder in another Node process, requests one at a time from this one
+async function floor() {
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const srv = spawn('nats-server', ['-a', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+  const url = `nats://127.0.0.1:${port}`;
+  const responder = `
+    const { connect } = await import('@nats-io/transport-node');
+    for (;;) { try { const nc = await connect({ servers: '${url}' }); nc.subscribe('floor', { callback: (_e, m) => m.respond(m.data) }); await nc.flush(); console.log('ready'); break; } catch { await new Promise((r) => setTimeout(r, 50)); } }`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', responder], { cwd: new URL('.', import.meta.url).pathname, stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise((r) => child.stdout.once('data', r));
+  const nc = await connect({ servers: url });
+  for (let i = 0; i < 200; i++) await nc.request('floor', empty);
+  const lat = [];
+  for (let i = 0; i < N; i++) {
+    const t0 = process.hrtime.bigint();
+    await nc.request('floor', empty);
+    lat.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  await nc.close();
+  child.kill();
+  srv.kill();
+  return lat;
+}
+
+const berth = await startBerth();
+const ref = startReference();
+try {
+  const rows = [];
+  const f = (v) => v.toFixed(3);
+  const lb = await latency(berth.sock, LIST);
+  const lr = ref && await latency(ref.sock, LIST);
+  rows.push(['Namespaces.List forwarded, p50 ms', f(pct(lb, 0.5)), lr ? f(pct(lr, 0.5)) : '-']);
+  rows.push(['Namespaces.List forwarded, p99 ms', f(pct(lb, 0.99)), lr ? f(pct(lr, 0.99)) : '-']);
+  const rb = await rate(berth.sock, LIST);
+  const rr = ref && await rate(ref.sock, LIST);
+  rows.push(['Namespaces.List calls/s, 8 in flight', String(rb), rr ? String(rr) : '-']);
+  const vb = await latency(berth.sock, VERSION);
+  const vr = ref && await latency(ref.sock, VERSION);
+  rows.push(['Version (gateway itself), p50 ms', f(pct(vb, 0.5)), vr ? f(pct(vr, 0.5)) : '-']);
+  const fl = await floor();
+  rows.push(['floor: bare NATS request/reply, p50 ms', f(pct(fl, 0.5)), '-']);
+  console.log(`| figure (N=${N}) | berth | reference | berth/reference |`);
+  console.log('| --- | --- | --- | --- |');
+  for (const [k, a, b] of rows) console.log(`| ${k} | ${a} | ${b} | ${b === '-' ? '-' : (Number(a) / Number(b)).toFixed(2)} |`);
+} finally {
+  await berth.stop();
+  ref?.stop();
+}
+process.exit(0);
