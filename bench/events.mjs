@@ -1,10 +1,9 @@
 // Events benchmark: publish → subscriber latency (p50/p99) through the gRPC socket, Berth
 // against the reference containerd in the same run, and directly on NATS (Berth only); then
 // sustained events/s with 1 and 10 subscribers. Run: node bench/events.mjs [N]
-import { connect } from '@nats-io/transport-node';
 import { codec, toAny } from '@berth/api';
 import { decodeEnvelope, envelope, publishEnvelope } from '@berth/bus';
-import { client, meta, pct, startBerth, startReference, toBuf, unary } from './lib.mjs';
+import { client, meta, natsAs, pct, startBerth, startReference, toBuf, unary } from './lib.mjs';
 
 const N = Number(process.argv[2] ?? 1000);
 const Pub = codec('containerd.services.events.v1.PublishRequest');
@@ -41,8 +40,9 @@ async function latencyGrpc(sock) {
   return lat;
 }
 
-async function latencyNats(url) {
-  const nc = await connect({ servers: url });
+async function latencyNats(berth) {
+  // as the events service: the one user that may publish events
+  const nc = await natsAs(berth, 'events');
   const waiting = new Map();
   nc.subscribe(`berth.events.${ns}.>`, { callback: (_e, m) => waiting.get(idOf(decodeEnvelope(m.data)))?.() });
   await nc.flush();
@@ -84,7 +84,7 @@ try {
   const f = (v) => v.toFixed(2);
   const lb = await latencyGrpc(berth.sock);
   const lr = ref ? await latencyGrpc(ref.sock) : undefined;
-  const ln = await latencyNats(berth.natsUrl);
+  const ln = await latencyNats(berth);
   rows.push(['publish→subscriber p50 ms (gRPC)', f(pct(lb, 0.5)), lr ? f(pct(lr, 0.5)) : '-']);
   rows.push(['publish→subscriber p99 ms (gRPC)', f(pct(lb, 0.99)), lr ? f(pct(lr, 0.99)) : '-']);
   rows.push(['publish→subscriber p50 ms (NATS direct)', f(pct(ln, 0.5)), '-']);

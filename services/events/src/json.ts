@@ -29,13 +29,21 @@ function valueJson(field: protobuf.Field, v: unknown): unknown {
   }
 }
 
+// the event types seen, by name: a lookup in the root walks its namespaces on every event
+const types = new Map<string, protobuf.Type>();
+function typeOf(name: string): protobuf.Type {
+  let t = types.get(name);
+  if (!t) types.set(name, (t = root.lookupType(name)));
+  return t;
+}
+
 export function messageJson(type: protobuf.Type, m: Record<string, unknown> | null | undefined): unknown {
   if (m === null || m === undefined) return null;
   const name = type.fullName.replace(/^\./, '');
   if (name === 'google.protobuf.Timestamp') return timestampJson(m as { seconds: number; nanos: number });
   if (name === 'google.protobuf.Any') {
     const any = m as { type_url: string; value: Uint8Array };
-    const inner = root.lookupType(anyTypeName(any));
+    const inner = typeOf(anyTypeName(any));
     const decoded = inner.toObject(inner.decode(any.value), { longs: Number, defaults: false });
     const body = messageJson(inner, decoded);
     return typeof body === 'object' && body !== null && !Array.isArray(body) ? { '@type': any.type_url, ...body } : { '@type': any.type_url, value: body };

@@ -50,7 +50,11 @@ export function subjectFor(filters: string[]): string {
   return `berth.events.${ns}.${topic}`;
 }
 
+/** one subscriber's share of a subject's events: the raw envelope and its decoded form */
+type Listener = (data: Uint8Array, e: Envelope) => void;
+
 export class Events {
+  private readonly fans = new Map<string, { sub: Subscription; listeners: Set<Listener> }>();
   private readonly maxPending: number;
   private readonly maxPendingBytes: number;
   constructor(private readonly o: EventsOptions) {
@@ -91,30 +95,19 @@ export class Events {
     const cut = new Promise<never>((_, reject) => (cutOff = reject));
     cut.catch(() => undefined);
     let overflowed = false;
-    const sub: Subscription = this.o.nc.subscribe(subjectFor(filters), {
-      callback: (err, msg) => {
-        if (err || overflowed) return;
-        const from = msg.headers?.get(H.node);
-        if (from && from !== this.o.node) return;
-        let e: Envelope;
-        try {
-          e = decodeEnvelope(msg.data);
-        } catch {
-          return; // not an envelope: somebody published garbage on an event subject
-        }
-        if (!filter.match(envelopeAdaptor(e))) return;
-        if (queue.length >= this.maxPending) {
-          overflowed = true;
-          cutOff(new BerthError(Code.ResourceExhausted, `events: subscriber too slow: more than ${this.maxPending} events pending, cut off`));
-        } else if (queuedBytes + msg.data.length > this.maxPendingBytes) {
-          overflowed = true;
-          cutOff(new BerthError(Code.ResourceExhausted, `events: subscriber too slow: more than ${this.maxPendingBytes} bytes of events pending, cut off`));
-        } else {
-          queue.push(msg.data);
-          queuedBytes += msg.data.length;
-        }
-        wake?.();
-      },
+    const unlisten = this.listen(subjectFor(filters), (data, e) => {
+      if (overflowed || !filter.match(envelopeAdaptor(e))) return;
+      if (queue.length >= this.maxPending) {
+        overflowed = true;
+        cutOff(new BerthError(Code.ResourceExhausted, `events: subscriber too slow: more than ${this.maxPending} events pending, cut off`));
+      } else if (queuedBytes + data.length > this.maxPendingBytes) {
+        overflowed = true;
+        cutOff(new BerthError(Code.ResourceExhausted, `events: subscriber too slow: more than ${this.maxPendingBytes} bytes of events pending, cut off`));
+      } else {
+        queue.push(data);
+        queuedBytes += data.length;
+      }
+      wake?.();
     });
     const onAbort = () => wake?.();
     signal.addEventListener('abort', onAbort);
@@ -131,8 +124,51 @@ export class Events {
       }
     } finally {
       signal.removeEventListener('abort', onAbort);
-      sub.unsubscribe();
+      unlisten();
     }
+  }
+
+  /**
+   * Subscribers whose filters narrow to the same subject share one NATS subscription: each event
+   * reaches this process once and is decoded once, however many subscribers there are (ten
+   * `ctr events` were ten deliveries and ten decodes of every event).
+   */
+  private listen(subject: string, l: Listener): () => void {
+    let f = this.fans.get(subject);
+    if (!f) {
+      const listeners = new Set<Listener>();
+      const sub = this.o.nc.subscribe(subject, {
+        callback: (err, msg) => {
+          if (err) return;
+          // like containerd's, a subscription sees the events of its own node
+          const from = msg.headers?.get(H.node);
+          if (from && from !== this.o.node) return;
+          let e: Envelope;
+          try {
+            e = decodeEnvelope(msg.data);
+          } catch {
+            return; // not an envelope: somebody published garbage on an event subject
+          }
+          for (const each of listeners) {
+            try {
+              each(msg.data, e);
+            } catch {
+              // one subscriber's failure is no other's
+            }
+          }
+        },
+      });
+      this.fans.set(subject, (f = { sub, listeners }));
+    }
+    const fan = f;
+    fan.listeners.add(l);
+    return () => {
+      fan.listeners.delete(l);
+      if (fan.listeners.size === 0 && this.fans.get(subject) === fan) {
+        fan.sub.unsubscribe();
+        this.fans.delete(subject);
+      }
+    };
   }
 
   /** The stream's state: what replay can deliver. */
