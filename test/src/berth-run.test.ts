@@ -172,6 +172,9 @@ describe('berth container commands', { skip: !runnable && 'needs root, runc and 
     const missing = await B('run', ['--rm', BB, 'no-such-command']);
     assert.equal(missing.code, 127);
     assert.match(missing.stderr, /executable file not found/);
+    const dt = await B('run', ['-d', '-t', BB, 'sh']);
+    assert.equal(dt.code, 125);
+    assert.match(dt.stderr, /run -d takes neither -t nor -i/);
     assert.equal((await containers()).length, 0, 'nothing is left behind');
   });
 });

@@ -32,9 +32,7 @@ export async function runAttached(a: Attach): Promise<number> {
   const waited = waitTask(c, ns, id, execId);
   waited.catch(() => {});
   const stdin = a.interactive ? process.stdin : null;
-  a.fifos.attach(process.stdout, process.stderr, stdin, () => {
-    unary(c, '/containerd.services.tasks.v1.Tasks/CloseIO', { container_id: id, exec_id: execId, stdin: true }, ns).catch(() => {});
-  });
+  a.fifos.attachOutput(process.stdout, process.stderr);
   const raw = a.tty && a.interactive && process.stdin.isTTY;
   if (raw) process.stdin.setRawMode(true);
   const cleanups: Array<() => void> = [];
@@ -43,6 +41,11 @@ export async function runAttached(a: Attach): Promise<number> {
       await a.start();
     } catch (e) {
       throw startFailure(e);
+    }
+    if (stdin) {
+      a.fifos.attachInput(stdin, () => {
+        unary(c, '/containerd.services.tasks.v1.Tasks/CloseIO', { container_id: id, exec_id: execId, stdin: true }, ns).catch(() => {});
+      });
     }
     a.fifos.releaseHeld();
     if (a.tty && process.stdout.isTTY) {

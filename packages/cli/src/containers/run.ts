@@ -47,6 +47,9 @@ export async function runCommand(args: string[]): Promise<number> {
   const [ref, ...cmd] = rest;
   if (!ref) throw new CommandError(`"berth run" requires at least 1 argument.\n${usage}`, 125);
   if (v.name !== undefined && !/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(v.name)) throw new CommandError(`Invalid container name (${v.name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`, 125);
+  // a detached process's output goes to a file runc writes; a terminal or an open stdin would
+  // need a reader that outlives this command (docker's daemon), which Berth's CLI does not leave
+  if (v.detach && (v.tty || v.interactive)) throw new CommandError('run -d takes neither -t nor -i: a detached container logs to a file and has no stdin', 125);
   const id = v.name ?? randomBytes(6).toString('hex');
   const ns = v.namespace;
   const c = client(v.address);

@@ -47,11 +47,8 @@ export class Fifos {
     return join(base, randomBytes(8).toString('hex'));
   }
 
-  /**
-   * Copies output to ours, and `input` (when stdin is wanted) to the process; `onInputEnd` runs
-   * once our stdin reached EOF and its FIFO is closed (send CloseIO).
-   */
-  attach(out: NodeJS.WritableStream, err: NodeJS.WritableStream, input: NodeJS.ReadableStream | null, onInputEnd: () => void): void {
+  /** Copies the process's output to ours: in place before it starts, so nothing is missed. */
+  attachOutput(out: NodeJS.WritableStream, err: NodeJS.WritableStream): void {
     const read = (path: string, to: NodeJS.WritableStream) => {
       const sock = new net.Socket({ fd: openSync(path, C.O_RDONLY | C.O_NONBLOCK), readable: true, writable: false });
       const done = new Promise<void>((resolve) => {
@@ -64,13 +61,20 @@ export class Fifos {
     };
     read(this.paths.stdout, out);
     if (this.paths.stderr) read(this.paths.stderr, err);
-    if (this.paths.stdin && input) {
-      this.input = new net.Socket({ fd: openSync(this.paths.stdin, C.O_RDWR | C.O_NONBLOCK), readable: false, writable: true });
-      this.input.on('error', () => {});
-      const sock = this.input;
-      input.pipe(sock, { end: false });
-      input.once('end', () => sock.end(() => onInputEnd()));
-    }
+  }
+
+  /**
+   * Copies `input` to the process once it has started (a shim opens an exec's stdin at its
+   * start, and CloseIO before then would be lost); `onInputEnd` runs once our stdin reached EOF
+   * and its FIFO is closed (send CloseIO then).
+   */
+  attachInput(input: NodeJS.ReadableStream, onInputEnd: () => void): void {
+    if (!this.paths.stdin) return;
+    this.input = new net.Socket({ fd: openSync(this.paths.stdin, C.O_RDWR | C.O_NONBLOCK), readable: false, writable: true });
+    this.input.on('error', () => {});
+    const sock = this.input;
+    input.pipe(sock, { end: false });
+    input.once('end', () => sock.end(() => onInputEnd()));
   }
 
   /**
