@@ -9,10 +9,9 @@
 //    JetStream's duplicate window drops it, never doubled.
 import { readFileSync, rmSync } from 'node:fs';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { jetstream } from '@nats-io/jetstream';
 import { toAny } from '@berth/api';
 import type { Store, Txn } from '@berth/store';
-import { encodeEnvelope, nowEnvelope, type Envelope } from './events.js';
+import { encodeEnvelope, nowEnvelope, storeMessage, type Envelope } from './events.js';
 import { H, headers } from './headers.js';
 import { eventSubject } from './subjects.js';
 import { eventTypes, type Topic } from './topics.js';
@@ -65,11 +64,8 @@ export class Outbox implements EventSink {
   private retry?: NodeJS.Timeout;
   private backoff = 100;
   private idle: (() => void)[] = [];
-  private readonly js;
 
-  constructor(private readonly store: Store, private readonly nc: NatsConnection, private readonly o: OutboxOptions) {
-    this.js = jetstream(nc);
-  }
+  constructor(private readonly store: Store, private readonly nc: NatsConnection, private readonly o: OutboxOptions) {}
 
   /** Picks up where the last run stopped, and publishes what it left. */
   async start(): Promise<this> {
@@ -149,7 +145,9 @@ export class Outbox implements EventSink {
           batch.map(([k, e]) => {
             const h = headers();
             h.set(H.node, this.o.node);
-            return this.js.publish(e.s, Buffer.from(e.d, 'base64'), { msgID: `${this.o.service}.${this.o.node}.${k.slice(outboxPrefix.length)}`, headers: h });
+            // JetStream drops a second copy with the same id (a publish whose ack was lost)
+            h.set('Nats-Msg-Id', `${this.o.service}.${this.o.node}.${k.slice(outboxPrefix.length)}`);
+            return storeMessage(this.nc, e.s, Buffer.from(e.d, 'base64'), h);
           }),
         );
         const done = batch.filter((_, i) => results[i]!.status === 'fulfilled').map(([k]) => ({ type: 'del' as const, key: k }));
