@@ -8,6 +8,7 @@ import type { PublishRequest__Output } from '@berth/api/types/containerd/service
 import type { SubscribeRequest__Output } from '@berth/api/types/containerd/services/events/v1/SubscribeRequest.js';
 import type { ReplayRequest__Output } from '@berth/api/types/berth/events/v1/ReplayRequest.js';
 import type { Envelope } from '@berth/bus';
+import type { Msg } from '@nats-io/nats-core';
 import { envelopeJson } from './json.js';
 import { Events } from './local.js';
 
@@ -36,16 +37,24 @@ export async function start(env: ServiceEnv): Promise<Stop> {
       events.replay({ filters: req.filters, since_seq: Number(req.since_seq), since_time: req.since_time as never, follow: req.follow }, ctx.signal, send),
     Info: () => events.info(),
   });
-  // one replica mirrors each event as JSON (queue group), for subscribers without protobuf
-  const mirror = env.nc.subscribe('berth.events.>', {
-    queue: 'berth-json',
-    callback: (err, msg) => {
-      if (err) return;
+  // one replica mirrors each event as JSON (queue group), for subscribers without protobuf. The
+  // conversion waits until the socket's batch of messages is handled, so it is never ahead of
+  // a Publish's ack or a subscriber's delivery; events keep their order.
+  const toMirror: Msg[] = [];
+  const mirrorAll = () => {
+    for (const msg of toMirror.splice(0)) {
       try {
         env.nc.publish(`berth.json.${msg.subject.slice('berth.'.length)}`, envelopeJson(msg.data), { headers: msg.headers });
       } catch {
         // not an envelope: nothing to mirror
       }
+    }
+  };
+  const mirror = env.nc.subscribe('berth.events.>', {
+    queue: 'berth-json',
+    callback: (err, msg) => {
+      if (err) return;
+      if (toMirror.push(msg) === 1) setImmediate(mirrorAll);
     },
   });
   return async () => {
