@@ -120,10 +120,36 @@ export async function levelStore(db: LevelLike): Promise<Store> {
 export async function openStore(dir: string): Promise<Store> {
   mkdirSync(dir, { recursive: true });
   const rocks = new RocksLevel(dir, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
-  const db = rocks as unknown as LevelLike;
+  const r = rocks as unknown as Omit<LevelLike, 'batch'> & { batch(): ChainedBatch };
+  const db: LevelLike = {
+    open: () => r.open(),
+    close: () => r.close(),
+    get: (key) => r.get(key),
+    put: (key, value) => r.put(key, value),
+    del: (key) => r.del(key),
+    iterator: (opts) => r.iterator(opts),
+    // @nxtedition/rocksdb 12's array batch writes its chained batch without closing it, and the
+    // database keeps every unclosed batch (with its native write batch) as an open resource: about
+    // 3 KB kept per commit, for good (measured: 20,000 commits, 60 MB). A chained batch's own
+    // write() closes it once written.
+    batch: (ops) => {
+      const b = r.batch();
+      for (const o of ops) {
+        if (o.type === 'put') b.put(o.key, o.value!);
+        else b.del(o.key);
+      }
+      return b.write();
+    },
+  };
   const getSync = syncReader(rocks);
   if (getSync) db.getSync = getSync;
   return levelStore(db);
+}
+
+interface ChainedBatch {
+  put(key: string, value: string): void;
+  del(key: string): void;
+  write(): Promise<void>;
 }
 
 /**
