@@ -51,7 +51,7 @@ export class ProcessIO {
   /** fds for runc's 0, 1, 2 (pass-through), closed here once runc has started the process */
   readonly runcStdio: [number | 'ignore', number | 'ignore', number | 'ignore'] = ['ignore', 'ignore', 'ignore'];
   /** the client's stdin FIFO copied into the container's stdin pipe */
-  private stdinCopy: { src: net.Socket; dst: net.Socket } | null = null;
+  private stdinCopy: { src: net.Socket; dst: net.Socket; path: string } | null = null;
   private handedOver: number[] = [];
   private logger: { kill(): void } | null = null;
   private console: ConsoleCopy | null = null;
@@ -84,7 +84,7 @@ export class ProcessIO {
       dst.on('error', () => {}); // EPIPE: the container is gone
       const src = openInput(stdin);
       src.pipe(dst);
-      this.stdinCopy = { src, dst };
+      this.stdinCopy = { src, dst, path: stdin };
     }
     const uri = parseUri(stdout);
     if (uri?.protocol === 'file:') {
@@ -173,9 +173,14 @@ export class ProcessIO {
   /** CloseIO: the container's stdin reaches EOF (once the client's writer has closed too). */
   closeStdin(): void {
     if (this.stdinCopy) {
-      this.stdinCopy.src.unpipe(this.stdinCopy.dst);
-      this.stdinCopy.src.destroy();
-      this.stdinCopy.dst.end();
+      const { src, dst, path } = this.stdinCopy;
+      src.unpipe(dst);
+      // A client sends CloseIO after its last write (ctr, berth run -i): what the FIFO still holds
+      // is the end of the process's input, not to be dropped.
+      for (let chunk: Buffer | null; (chunk = src.read() as Buffer | null) !== null; ) dst.write(chunk);
+      drainFifo(path, (b) => dst.write(b));
+      src.destroy();
+      dst.end();
       this.stdinCopy = null;
     }
     this.consoleIn?.destroy();
@@ -216,6 +221,28 @@ function parseUri(s: string): URL | null {
  * reports nothing for it (Linux signals a hang-up only once a writer has come and gone), so the
  * read does not end early; after the writer closes, the copy ends.
  */
+/** Reads what a FIFO holds now, without waiting for more. */
+function drainFifo(path: string, each: (b: Buffer) => void): void {
+  let fd: number;
+  try {
+    fd = openSync(path, C.O_RDONLY | C.O_NONBLOCK);
+  } catch {
+    return;
+  }
+  try {
+    const buf = Buffer.allocUnsafe(1 << 16);
+    for (;;) {
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (n <= 0) return;
+      each(Buffer.from(buf.subarray(0, n)));
+    }
+  } catch {
+    // EAGAIN: nothing more for now
+  } finally {
+    closeSync(fd);
+  }
+}
+
 function openInput(path: string): net.Socket {
   const s = new net.Socket({ fd: openSync(path, C.O_RDONLY | C.O_NONBLOCK), readable: true, writable: false });
   s.on('error', () => {});
