@@ -16,7 +16,7 @@ import {
   type NatsServer,
   type NatsServerOptions,
 } from '@berth/natsd';
-import type { Config } from '@berth/kit';
+import { serviceNodeArgs, type Config } from '@berth/kit';
 import { token } from '@berth/bus';
 import { endLeftovers, rootFlag } from './leftovers.js';
 
@@ -71,7 +71,7 @@ class Supervised {
     const child = fork(serviceEntry(this.name), [rootFlag, this.config.root], {
       execPath,
       // BERTH_NODE_ARGS: extra node flags for every service (e.g. --cpu-prof), for profiling
-      execArgv: [...wrap, ...(process.env.BERTH_NODE_ARGS ?? '').split(' ').filter(Boolean)],
+      execArgv: [...wrap, ...serviceNodeArgs, ...(process.env.BERTH_NODE_ARGS ?? '').split(' ').filter(Boolean)],
       stdio: ['ignore', fd, fd, 'ipc'],
       env: { ...process.env, BERTH_CONFIG_JSON: JSON.stringify(this.config) },
     });
