@@ -58,6 +58,8 @@ interface BundleRecord {
   cgroup: CgroupPaths;
   oomReported: number;
   killAllOnExit: boolean;
+  /** the spec has poststop hooks (absent in records of older hosts: assumed) */
+  poststop?: boolean;
   init: ProcessRecord;
   execs: ProcessRecord[];
 }
@@ -89,6 +91,8 @@ export class Container {
   private oom: OomWatch | null = null;
   private oomReported = 0;
   private killAllOnExit = false;
+  /** poststop hooks run at `runc delete` and may look at the rootfs: it stays mounted until then */
+  private poststop = true;
   private watches = new Map<Proc, Watch>();
 
   constructor(
@@ -173,6 +177,7 @@ export class Container {
       cgroup: this.cgroup,
       oomReported: this.oomReported,
       killAllOnExit: this.killAllOnExit,
+      poststop: this.poststop,
       init: this.init.record(),
       execs: [...this.execs.values()].map((p) => p.record()),
     };
@@ -200,6 +205,7 @@ export class Container {
     this.cgroup = rec.cgroup;
     this.oomReported = rec.oomReported;
     this.killAllOnExit = rec.killAllOnExit;
+    this.poststop = rec.poststop ?? true;
     const take = (r: ProcessRecord): Proc => {
       const p = new Proc(r.execId || this.id, r.execId, r.stdio);
       p.pid = r.pid;
@@ -316,6 +322,7 @@ export class Container {
     }
     const spec = JSON.parse(readFileSync(join(this.bundle, 'config.json'), 'utf8'));
     this.killAllOnExit = !(spec.linux?.namespaces ?? []).some((n: { type: string; path?: string }) => n.type === 'pid' && !n.path);
+    this.poststop = (spec.hooks?.poststop ?? []).length > 0;
     const stdio: Stdio = { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal };
     const init = new Proc(this.id, '', stdio);
     this.rootfs = (req.rootfs ?? []).map((m: Mount) => ({ type: m.type, source: m.source, target: m.target, options: m.options }));
@@ -455,9 +462,15 @@ export class Container {
       this.persist();
       return { pid: p.pid, exit_status: p.exitStatus, exited_at: p.exitedAt ?? null };
     }
-    await this.runc.run(['delete', ...(p.status === 'created' ? ['--force'] : []), this.id]).catch((e: BerthError) => {
+    const rootfs = join(this.bundle, 'rootfs');
+    const deleted = this.runc.run(['delete', ...(p.status === 'created' ? ['--force'] : []), this.id]).catch((e: BerthError) => {
       if (e.code !== Code.NotFound) throw e;
     });
+    // a stopped container's rootfs is no longer used by it: unmounted here while runc deletes
+    // the container (one step less on the path of a run), unless a poststop hook may want it
+    const unmounting = this.mounted && p.status === 'stopped' && !this.poststop ? unmountAll(rootfs) : undefined;
+    unmounting?.catch(() => undefined);
+    await deleted;
     await p.io?.drain();
     p.io?.close();
     for (const e of this.execs.values()) e.io?.close();
@@ -465,7 +478,8 @@ export class Container {
     this.oom = null;
     for (const w of this.watches.values()) w.stop();
     this.watches.clear();
-    if (this.mounted) await unmountAll(join(this.bundle, 'rootfs'));
+    await unmounting;
+    if (this.mounted) await unmountAll(rootfs);
     this.mounted = false;
     if (p.status === 'created') p.setExited(0, nowTimestamp());
     this.host.unbind(p.pid);

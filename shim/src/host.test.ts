@@ -314,6 +314,34 @@ describe('shim host', { skip: !available && 'needs root, runc and busybox', time
     await t.Delete!({ id }, md());
   });
 
+  test("Delete: the rootfs is unmounted, after a poststop hook has run (it may still look at it)", async () => {
+    const id = 'c-poststop';
+    const bundle = makeBundle(dir, id, { args: ['/bin/true'] });
+    const seen = join(dir, 'poststop-saw');
+    const spec = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8'));
+    spec.hooks = { poststop: [{ path: '/bin/sh', args: ['sh', '-c', `test -e ${join(bundle, 'rootfs', 'bin', 'sh')} && echo mounted > ${seen} || echo gone > ${seen}`] }] };
+    writeFileSync(join(bundle, 'config.json'), JSON.stringify(spec));
+    const t = await serve(id, bundle);
+    await t.Create!({ id, bundle, rootfs: rootMount(dir) }, md());
+    const waiting = t.Wait!({ id }, md());
+    await t.Start!({ id }, md());
+    await waiting;
+    await t.Delete!({ id }, md());
+    assert.equal(readFileSync(seen, 'utf8').trim(), 'mounted');
+    assert.equal(existsSync(join(bundle, 'rootfs', 'bin', 'sh')), false, 'unmounted after the delete');
+    // without hooks the unmount runs beside runc delete: gone all the same once Delete answers
+    const id2 = 'c-nohook';
+    const b2 = makeBundle(dir, id2, { args: ['/bin/true'] });
+    const t2 = await serve(id2, b2);
+    await t2.Create!({ id: id2, bundle: b2, rootfs: rootMount(dir) }, md());
+    const w2 = t2.Wait!({ id: id2 }, md());
+    await t2.Start!({ id: id2 }, md());
+    await w2;
+    assert.equal(existsSync(join(b2, 'rootfs', 'bin', 'sh')), true);
+    await t2.Delete!({ id: id2 }, md());
+    assert.equal(existsSync(join(b2, 'rootfs', 'bin', 'sh')), false, 'unmounted once Delete answered');
+  });
+
   test('20 containers at once on one host: each its own exit code, output and events', async () => {
     const ids = Array.from({ length: 20 }, (_, i) => `c-par${i}`);
     await Promise.all(

@@ -68,3 +68,62 @@ test('runtime names: configured shims, containerd binary names, containerd error
   assert.throws(() => chooseRuntime('runc', runtimes, true), (e: any) => e.code === Code.InvalidArgument && /invalid runtime name runc/.test(e.message));
   assert.throws(() => chooseRuntime('', runtimes, true), (e: any) => e.code === Code.InvalidArgument);
 });
+
+test("a container is looked up once, and again after the containers service reports a delete (or may have missed telling one)", async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-tasks-unit-'));
+  const store = await openStore(join(dir, 'db'));
+  try {
+    let lookups = 0;
+    let exists = true;
+    let hold: Promise<void> | undefined;
+    const tasks = new Tasks({
+      store,
+      outbox: fakeOutbox().outbox,
+      bundles: new Bundles(join(dir, 'state'), join(dir, 'work')),
+      runtimes: {},
+      shimEnv: { address: '', ttrpcAddress: '' },
+      peers: {
+        container: async (ns, id) => {
+          lookups++;
+          await hold;
+          if (!exists) throw Object.assign(new Error(`container "${id}" in namespace "${ns}": not found`), { code: Code.NotFound });
+          return {} as never;
+        },
+        mounts: async () => [],
+      },
+      log: () => {},
+    });
+    const get = () => tasks.getProcess('ns', 'c1', '').then(() => 'ok', (e: Error) => e.message);
+    // no task: the container is found, then the task is not
+    assert.equal(await get(), 'task c1 not found');
+    assert.equal(await get(), 'task c1 not found');
+    assert.equal(await tasks.kill('ns', 'c1', '', 9, false).catch((e: Error) => e.message), 'task c1 not found');
+    assert.equal(lookups, 1, 'known after the first lookup');
+    // deleted: the next call asks, and the container's NotFound is the answer
+    exists = false;
+    tasks.containerDeleted('ns', 'c1');
+    assert.equal(await get(), 'container "c1" in namespace "ns": not found');
+    assert.equal(await get(), 'container "c1" in namespace "ns": not found');
+    assert.equal(lookups, 3);
+    // a lookup that overlaps a delete does not make the container known
+    exists = true;
+    let release!: () => void;
+    hold = new Promise((r) => (release = r));
+    const overlapping = get();
+    tasks.containerDeleted('ns', 'other');
+    release();
+    hold = undefined;
+    assert.equal(await overlapping, 'task c1 not found');
+    assert.equal(await get(), 'task c1 not found');
+    assert.equal(lookups, 5);
+    assert.equal(await get(), 'task c1 not found');
+    assert.equal(lookups, 5);
+    // a delete that may have gone unheard (NATS cut off, containers restarted): all asked again
+    tasks.containersUnknown();
+    assert.equal(await get(), 'task c1 not found');
+    assert.equal(lookups, 6);
+  } finally {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -435,8 +435,20 @@ export class Tasks {
         id,
         async (t) => {
           if (execId) await t.call('State', { id, exec_id: execId });
-          else await t.call('Connect', { id });
-          const res = await t.call<{ exit_status: number; exited_at: Timestamp | null }>('Wait', { id, exec_id: execId }, { signal: ac.signal });
+          // containerd asks the shim's Connect (the task's pid) before its Wait: both go out at
+          // once here, and Connect's failure is still the answer when it fails
+          const connected = execId ? undefined : t.call('Connect', { id });
+          const waited = t.call<{ exit_status: number; exited_at: Timestamp | null }>('Wait', { id, exec_id: execId }, { signal: ac.signal });
+          if (connected) {
+            waited.catch(() => undefined);
+            try {
+              await connected;
+            } catch (e) {
+              ac.abort(e);
+              throw e;
+            }
+          }
+          const res = await waited;
           return { exit_status: res.exit_status, exited_at: res.exited_at };
         },
         ac,
