@@ -9,6 +9,7 @@ import { log, type ServiceEnv, type Stop } from '@berth/kit';
 import type { MountSpec } from '@berth/native';
 import { Differ, lowersPendingPayload, type BlobOpener, type ContentSink, type Descriptor } from './local.js';
 import { warmUp } from './blobreader.js';
+import { warmUpApply } from './warmup.js';
 
 export const plugins = [
   { type: 'io.containerd.differ.v1', id: 'walking' },
@@ -112,8 +113,10 @@ interface ApplyRequest {
 export async function start(env: ServiceEnv): Promise<Stop> {
   const client = new BusClient(env.nc);
   const differ = new Differ((m) => log('diff', m));
-  // the reading thread starts now rather than on the first Apply, which is on a pull's critical path
+  // the reading thread starts now, and the apply path is compiled, rather than on the first
+  // Apply, which is on a pull's critical path
   warmUp();
+  await warmUpApply(differ).catch((e: Error) => log('diff', `warm-up apply: ${e.message}`));
   const bus = await BusServer.start(env.nc, { name: 'diff', node: env.node, metadata: { plugins: JSON.stringify(plugins) } });
   bus.serveGrpc(grpcService('containerd.services.diff.v1.Diff'), {
     Apply: async (req: ApplyRequest, ctx: StreamContext) => {

@@ -6,7 +6,7 @@ import { isCode, Code } from '@berth/errdefs';
 import type { ServiceEnv, Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
 import { loadDockerConfig } from './auth.js';
-import { busBackends } from './backends.js';
+import { busBackends, warmCodecs } from './backends.js';
 import { Images, type Image } from './local.js';
 import { Puller, type PullerConfig } from './pull.js';
 import { Pusher } from './push.js';
@@ -47,6 +47,7 @@ export async function start(env: ServiceEnv): Promise<Stop> {
   const cfg = env.config.images;
   const auths = loadDockerConfig(cfg.registry_config);
   const backends = busBackends(client, env.node);
+  warmCodecs(grpcService('berth.images.v1.Transfer').methods);
   const transferConfig: PullerConfig = {
     registry: {
       plainHttp: (h) => cfg.plain_http.includes(h),
