@@ -3,6 +3,7 @@
 // Output, exit statuses, what `ctr` sees left behind, and docker's error wording are checked.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ctr, repo, run, shared, startStack, until, type Run, type Stack } from './harness.js';
@@ -57,6 +58,8 @@ describe('berth container commands', { skip: !runnable && 'needs root, runc and 
     assert.match(path!, /\/bin/, 'the image PATH is kept');
     const e = await B('run', ['--rm', '--entrypoint', 'echo', BB, 'a', 'b']);
     assert.equal(e.stdout, 'a b\n', e.stderr);
+    const u = await B('run', ['--rm', '-u', 'nobody', BB, 'id', '-u']);
+    assert.equal(u.stdout, '65534\n', 'a user name is found in the image\'s /etc/passwd');
   });
 
   test('--rm leaves no container and no snapshot; without it the exit stays for ps -a', async (t) => {
@@ -79,6 +82,9 @@ describe('berth container commands', { skip: !runnable && 'needs root, runc and 
     const d = await B('run', ['-d', '--name', 'web', BB, 'sh', '-c', 'echo started; trap "echo bye; exit 0" TERM; while true; do sleep 0.1; done']);
     assert.equal(d.code, 0, d.stderr);
     assert.equal(d.stdout, 'web\n', 'prints the id');
+    // the container record holds its snapshot: a collection keeps it
+    assert.equal((await run(process.execPath, [main, 'gc', '--address', stack.sock])).code, 0);
+    assert.match(await snapshots(), /\bweb\b/);
     const log = join(stack.state, 'logs', 'containers', ns, 'web.log');
     await until(async () => (await B('logs', ['web'])).stdout === 'started\n', 10_000, 'logs show the output');
     assert.equal(existsSync(log), true);
@@ -155,6 +161,18 @@ describe('berth container commands', { skip: !runnable && 'needs root, runc and 
     assert.equal(tt.code, 4, tt.stdout);
     assert.match(tt.stdout, /\/dev\/pts\/\d+/);
     assert.match(tt.stdout, /both-tty/);
+  });
+
+  test("an attached run forwards the signals it gets (docker's sig-proxy)", async (t) => {
+    if (!registryUp) return t.skip('no local registry');
+    const p = spawn(process.execPath, [main, 'run', '--address', stack.sock, '-n', ns, '--rm', BB, 'sh', '-c', 'trap "echo got-int; exit 9" INT; echo ready; while true; do sleep 0.1; done'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (b) => (out += b));
+    const exited = new Promise<number | null>((r) => p.once('exit', (code) => r(code)));
+    await until(async () => out.includes('ready'), 20_000, 'the container is up');
+    p.kill('SIGINT');
+    assert.equal(await exited, 9);
+    assert.equal(out, 'ready\ngot-int\n');
   });
 
   test('errors: unknown container, a name in use, a command that is not there', async (t) => {

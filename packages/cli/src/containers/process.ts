@@ -36,12 +36,25 @@ export async function runAttached(a: Attach): Promise<number> {
   const raw = a.tty && a.interactive && process.stdin.isTTY;
   if (raw) process.stdin.setRawMode(true);
   const cleanups: Array<() => void> = [];
+  // docker's --sig-proxy (as ctr, without a terminal): the signals this command gets go to the
+  // process; taken from before the start, so one that comes early is not this command's death
+  let pending: number[] | null = [];
+  const send = (signal: number) => void unary(c, '/containerd.services.tasks.v1.Tasks/Kill', { container_id: id, exec_id: execId, signal, all: false }, ns).catch(() => {});
+  if (!a.tty) {
+    for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'] as const) {
+      const h = () => (pending ? pending.push(constants.signals[sig]) : send(constants.signals[sig]));
+      process.on(sig, h);
+      cleanups.push(() => process.off(sig, h));
+    }
+  }
   try {
     try {
       await a.start();
     } catch (e) {
       throw startFailure(e);
     }
+    for (const signal of pending) send(signal);
+    pending = null;
     if (stdin) {
       a.fifos.attachInput(stdin, () => {
         unary(c, '/containerd.services.tasks.v1.Tasks/CloseIO', { container_id: id, exec_id: execId, stdin: true }, ns).catch(() => {});
@@ -54,13 +67,6 @@ export async function runAttached(a: Attach): Promise<number> {
       void resize();
       process.stdout.on('resize', resize);
       cleanups.push(() => process.stdout.off('resize', resize));
-    } else if (!a.tty) {
-      // docker's --sig-proxy: the signals this command gets go to the process
-      for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'] as const) {
-        const h = () => void unary(c, '/containerd.services.tasks.v1.Tasks/Kill', { container_id: id, exec_id: execId, signal: constants.signals[sig], all: false }, ns).catch(() => {});
-        process.on(sig, h);
-        cleanups.push(() => process.off(sig, h));
-      }
     }
     return await waited;
   } finally {
