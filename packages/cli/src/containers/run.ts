@@ -126,6 +126,7 @@ export async function runCommand(args: string[]): Promise<number> {
       try {
         ({ mounts } = await unary<{ mounts: Mount[] }>(c, '/containerd.services.snapshots.v1.Snapshots/Prepare', { snapshotter, key: id, parent: image.chainId, labels: {} }, ns, lease));
       } catch (e) {
+        if (isNotFound(e)) throw new CommandError(`image ${image.name} is not unpacked for ${snapshotter} (${(e as Error).message}): pull it again, or import it without --no-unpack`, 125);
         throw isAlreadyExists(e) ? conflict(id) : e;
       }
       const removeSnapshot = () => unary(c, '/containerd.services.snapshots.v1.Snapshots/Remove', { snapshotter, key: id }, ns).catch(() => {});
