@@ -20,13 +20,15 @@ export async function start(env: ServiceEnv): Promise<Stop> {
   // one per call): it hears of a delete before the delete answers. When it cannot be reached it
   // is not running, or cut off from NATS, and then it forgets what it knew by itself.
   const client = new BusClient(env.nc);
+  // At start (an empty id): a delete committed just before a crash was never told.
   const tasksHear = env.config.services.includes('tasks')
     ? (namespace: string, id: string) =>
-        client.unary(rpcSubject(env.node, 'tasks', 'ContainerDeleted'), Buffer.from(id), { namespace }, { timeout: 10_000 }).then(
+        client.unary(rpcSubject(env.node, 'tasks', 'ContainerDeleted'), Buffer.from(id), namespace ? { namespace } : {}, { timeout: 10_000 }).then(
           () => undefined,
           () => undefined,
         )
     : async () => undefined;
+  await tasksHear('', '');
   const guard = namespaceGuard(client, env.node, env.config.services, {
     kinds: async (n) => ((await containers.hasAny(n)) ? ['containers'] : []),
     deleted: (n) => containers.forget(n),

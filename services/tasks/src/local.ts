@@ -197,8 +197,10 @@ export class Tasks {
       const choice = chooseRuntime(runtime, this.o.runtimes, !!this.o.host);
       const info: BundleInfo = { namespace: ns, id, kind: choice.kind, binary: choice.binary, runtime };
       const mounts = r.rootfs?.length ? r.rootfs : container.snapshot_key ? await this.o.peers.mounts(ns, container.snapshotter, container.snapshot_key) : [];
-      // marks of an earlier task of this container must not hide this one's events
-      await this.forget(ns, id);
+      // marks of an earlier task of this container must not hide this one's events: gone before
+      // the shim's Create (its first event), looked for while the shim is readied
+      const forgotten = this.forget(ns, id);
+      forgotten.catch(() => undefined);
       let bundle: string;
       try {
         bundle = this.o.bundles.create(info, container.spec?.value ?? new Uint8Array());
@@ -221,6 +223,7 @@ export class Tasks {
         trace?.('shim start', t0);
         t0 = performance.now();
         await t.connect(address);
+        await forgotten;
         const created = await t
           .call<{ pid: number }>('Create', {
             id,
@@ -479,7 +482,11 @@ export class Tasks {
   /** Drops the marks of a container's earlier task. */
   private async forget(ns: string, id: string): Promise<void> {
     const dels: string[] = [];
-    for (const p of [prefix('exit', ns, id), prefix('seen', ns, id)]) for await (const [k] of this.o.store.entries(p)) dels.push(k);
+    await Promise.all(
+      [prefix('exit', ns, id), prefix('seen', ns, id)].map(async (p) => {
+        for await (const [k] of this.o.store.entries(p)) dels.push(k);
+      }),
+    );
     if (dels.length) await this.o.store.batch(dels.map((k) => ({ type: 'del' as const, key: k })));
   }
 

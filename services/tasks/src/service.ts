@@ -150,10 +150,12 @@ export async function start(env: ServiceEnv): Promise<Stop> {
     }
   }
   bus.serveGrpc(grpcService('containerd.services.tasks.v1.Tasks'), handlers);
-  // the containers service says so before its Delete answers (services/containers/src/service.ts)
-  // (the body: the container's id)
+  // the containers service says so before its Delete answers (services/containers/src/service.ts);
+  // the body: the container's id, or nothing when the containers service starts (a delete it
+  // committed just before a crash was never told)
   bus.raw('ContainerDeleted', async (data, ctx) => {
-    tasks.containerDeleted(ns(ctx), Buffer.from(data).toString('utf8'));
+    if (data.length === 0) tasks.containersUnknown();
+    else tasks.containerDeleted(ns(ctx), Buffer.from(data).toString('utf8'));
     return new Uint8Array();
   });
   // a notice missed while cut off from NATS: every task's container is looked up again
