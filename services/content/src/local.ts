@@ -160,7 +160,7 @@ export class Content {
     if (problem) throw invalidArgument(`${digest}: ${problem}`);
     const info = await this.info(ctx, digest);
     const path = this.blobs.blobPath(digest);
-    const st = await this.blobs.stat(digest);
+    const st = this.blobs.statNow(digest);
     if (!st) throw notFound(`blob ${digest} expected at ${path}: blob not found`);
     return { digest, path, size: info.size };
   }
