@@ -6,7 +6,10 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { codec } from '@berth/api';
 import { ctr, referenceLikeGc, run, shared, startReference, startStack, until, type Reference, type Run, type Stack } from './harness.js';
+import { metadata, writeBlob } from './grpc.js';
 
 const registry = process.env.REGISTRY ?? '127.0.0.1:5000';
 
@@ -103,6 +106,58 @@ describe('content', () => {
     await both(['content', 'active']);
     await both(['content', 'rm', digest], undefined, () => ''); // exit codes must agree; what rm prints depends on whether a collection came first
     await both(['content', 'ls', '-q'], undefined, (r) => String(r.stdout.includes(digest)));
+  });
+
+  /**
+   * One Read stream: its status and, when it succeeded, how many bytes came, their digest and
+   * whether every message's offset counted from the start of the read.
+   */
+  function readOutcome(sock: string, req: Record<string, unknown>, namespace: string | undefined): Promise<string> {
+    const RReq = codec('containerd.services.content.v1.ReadContentRequest');
+    const RRes = codec('containerd.services.content.v1.ReadContentResponse');
+    const c = new grpc.Client(`unix:${sock}`, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 16 << 20 });
+    const id = (b: Buffer) => b;
+    return new Promise<string>((resolve) => {
+      const call = c.makeServerStreamRequest('/containerd.services.content.v1.Content/Read', id, id, Buffer.from(RReq.encode(req)), metadata(namespace));
+      const h = createHash('sha256');
+      let n = 0;
+      let ordered = true;
+      call.on('data', (b: Buffer) => {
+        const r = RRes.decode(b);
+        if (Number(r.offset ?? 0) !== n) ordered = false;
+        h.update(r.data);
+        n += r.data.length;
+      });
+      call.on('error', (e: grpc.ServiceError) => resolve(`${e.code} ${e.details}`));
+      call.on('end', () => resolve(`ok ${n} bytes sha256:${h.digest('hex')}${ordered ? '' : ' offsets out of order'}`));
+    }).finally(() => c.close());
+  }
+
+  test('Read ranges and errors: as the reference answers them', async (t) => {
+    if (!ref) return t.skip('no reference containerd');
+    const data = randomBytes((2 << 20) + 12_345);
+    const dg = 'sha256:' + createHash('sha256').update(data).digest('hex');
+    const rns = `${ns}-read`;
+    for (const sock of [stack.sock, ref.sock]) assert.equal(await writeBlob(sock, metadata(rns), 'read-ranges', data, dg), 'ok');
+    const cases: [Record<string, unknown>, string | undefined][] = [
+      [{ digest: dg }, rns],
+      [{ digest: dg, offset: 100 }, rns],
+      [{ digest: dg, offset: 1_500_000, size: (1 << 20) + 3 }, rns],
+      [{ digest: dg, offset: 10, size: 32 << 10 }, rns],
+      [{ digest: dg, offset: data.length - 5, size: 100 }, rns],
+      [{ digest: dg, offset: data.length }, rns],
+      [{ digest: dg, offset: data.length + 1 }, rns],
+      [{ digest: 'sha256:' + '0'.repeat(64) }, rns],
+      [{ digest: 'sha256:nothex' }, rns],
+      [{ digest: dg }, `${ns}-other`],
+      [{ digest: dg }, undefined],
+    ];
+    for (const [req, namespace] of cases) {
+      const ours: string = await readOutcome(stack.sock, req, namespace);
+      const theirs: string = await readOutcome(ref.sock, req, namespace);
+      assert.equal(ours, theirs, `Read ${JSON.stringify(req)} in ${namespace ?? 'no namespace'}`);
+    }
+    for (const sock of [stack.sock, ref.sock]) await ctr(sock, '-n', rns, 'content', 'rm', dg);
   });
 
   test('a namespace holding blobs cannot be removed, with containerd message', async () => {

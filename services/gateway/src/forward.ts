@@ -1,11 +1,11 @@
 // Forwarding a gRPC call to the bus without decoding it: the request bytes go out as they came,
 // the reply bytes come back as they are. Metadata becomes headers, the deadline goes along,
 // errors come back as the same status code, and a stream moves only as fast as its reader.
-import { once } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import type { MethodInfo } from '@berth/api';
 import { BusClient, type CallContext, type Channel, type OnCancel } from '@berth/bus';
 import { BerthError, Code, toBerthError } from '@berth/errdefs';
+import { Outflow } from './outflow.js';
 
 const bytes = (b: Buffer) => b;
 const asBuffer = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
@@ -70,9 +70,14 @@ function cancellable(call: Cancellable): { ctx: CallContext; done(): void } {
 
 /** Writes the channel's messages to the gRPC call, waiting when the client reads slowly. */
 async function pump(ch: Channel, call: grpc.ServerWritableStream<Buffer, Buffer> | grpc.ServerDuplexStream<Buffer, Buffer>): Promise<void> {
+  // what waits here is bounded (outflow.ts); the channel's window bounds what waits before it
+  const out = new Outflow(call, 16, 2 << 20);
   try {
     for await (const m of ch) {
-      if (!call.write(asBuffer(m))) await once(call, 'drain');
+      if (!(await out.room()) || !out.write(asBuffer(m))) {
+        ch.cancel(clientCanceled);
+        return;
+      }
     }
     call.end();
   } catch (err) {

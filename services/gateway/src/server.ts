@@ -13,6 +13,8 @@ import { parseAll } from '@berth/filters';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { Svcm } from '@nats-io/services';
 import { forwarder, passthrough, status } from './forward.js';
+import { contentRead, contentReadPath } from './contentread.js';
+import { openWindows } from './windows.js';
 import { discoverPlugins, serverUuid, type PluginInfo } from './introspection.js';
 import { local, owners } from './routes.js';
 
@@ -82,7 +84,9 @@ export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Se
     const impl: grpc.UntypedServiceImplementation = {};
     for (const m of svc.methods) {
       def[m.name] = passthrough(m);
-      impl[m.name] = forwarder(bus, m, rpcSubject(o.node, owner, m.name));
+      const forward = forwarder(bus, m, rpcSubject(o.node, owner, m.name));
+      // a Read's bytes come from the blob's file on this node (contentread.ts)
+      impl[m.name] = m.path === contentReadPath ? contentRead(bus, rpcSubject(o.node, owner, 'BlobPath'), forward as grpc.handleServerStreamingCall<Buffer, Buffer>) : forward;
     }
     server.addService(def, impl);
   }
@@ -122,6 +126,7 @@ export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Se
   await new Promise<void>((resolve, reject) =>
     server.bindAsync(`unix:${o.address}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
   );
+  openWindows(server);
   // owner first, then mode: the socket is never open to a group it was not meant for
   chownSync(o.address, o.uid ?? 0, o.gid ?? 0);
   chmodSync(o.address, o.mode);
