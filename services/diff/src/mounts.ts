@@ -1,6 +1,6 @@
 // Mounts for applying and comparing: the snapshot service's helper (containerd's
 // mount.WithTempMount), and where an overlay mount keeps its upper and lower layers.
-export { withTempMount } from '@berth/snapshot';
+export { withTempMount } from '@berth/snapshot/mount';
 
 /** The upperdir and lowerdirs (top first) of an overlay mount's options, as containerd's getOverlayPath. */
 export function overlayPaths(options: readonly string[]): { upper: string; lowers: string[] } | null {

@@ -3,7 +3,8 @@ import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import { codec, service as grpcService } from '@berth/api';
 import { BusClient, BusServer, namespaceRequired, rpcSubject, type CallContext, type StreamContext } from '@berth/bus';
-import { blobFile } from '@berth/content';
+// the client alone: the package's index brings the content store's library (RocksDB among it)
+import { blobFile } from '@berth/content/client';
 import { Code, isCode } from '@berth/errdefs';
 import { log, type ServiceEnv, type Stop } from '@berth/kit';
 import type { MountSpec } from '@berth/native';
