@@ -115,7 +115,8 @@ export async function retireTask(c: grpc.Client, ns: string, id: string): Promis
 export async function removeContainer(c: grpc.Client, ns: string, container: Container, force: boolean): Promise<void> {
   const task = await getTask(c, ns, container.id);
   if (task) {
-    if (isLive(task) || task.status === 'CREATED') {
+    // a created task was never started: deleting it is enough, as with docker's Created
+    if (isLive(task)) {
       if (!force) throw new CommandError(`You cannot remove a running container ${container.id}. Stop the container before attempting removal or force remove`);
       const waited = waitTask(c, ns, container.id);
       await kill(c, ns, container.id, constants.signals.SIGKILL, true);

@@ -107,9 +107,9 @@ export async function runCommand(args: string[]): Promise<number> {
         await (v.rm ? removeContainer(c, ns, container, true) : retireTask(c, ns, id)).catch(() => {});
         throw e;
       }
-      await retireTask(c, ns, id);
+      // the task's delete lets go of the FIFOs: the output then reaches its end
+      await (v.rm ? removeContainer(c, ns, container, true) : retireTask(c, ns, id));
       await fifos.drained(2000);
-      if (v.rm) await removeContainer(c, ns, container, true);
       return status;
     } finally {
       fifos?.close();
