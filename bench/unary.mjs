@@ -1,10 +1,13 @@
 // Unary benchmark: a call the gateway forwards over the bus (Namespaces.List) and one it answers
-// itself (Version), Berth against the reference containerd in the same run; and for context the
-// floor, one bare NATS request/reply between two Node processes on a nats-server of its own.
+// itself (Version), Berth against the reference containerd in the same run, with the CPU the
+// server side spends per call (gateway + namespaces + nats-server, or containerd); and for
+// context the floor, one bare NATS request/reply between two Node processes.
 // Run: node bench/unary.mjs [N]
 import { spawn } from 'node:child_process';
 import { connect } from '@nats-io/transport-node';
-import { client, meta, pct, startBerth, startReference, unary } from './lib.mjs';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { berthProcesses, client, meta, pct, startBerth, startReference, unary } from './lib.mjs';
 
 const N = Number(process.argv[2] ?? 2000);
 const LIST = '/containerd.services.namespaces.v1.Namespaces/List';
@@ -24,17 +27,29 @@ async function latency(sock, path, n = N) {
   return lat;
 }
 
-async function rate(sock, path, inflight = 8, total = 5 * N) {
+/** CPU ms (user + system) a process has used so far */
+function cpuMs(pid) {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(f[11]) + Number(f[12])) * 10;
+  } catch {
+    return 0;
+  }
+}
+
+async function rate(sock, path, pids, inflight = 8, total = 5 * N) {
   const c = client(sock);
   for (let i = 0; i < 200; i++) await unary(c, path, empty, meta('default'));
   let next = 0;
+  const cpu0 = pids.map(cpuMs);
   const t0 = process.hrtime.bigint();
   await Promise.all(Array.from({ length: inflight }, async () => {
     while (next < total) { next++; await unary(c, path, empty, meta('default')); }
   }));
   const s = Number(process.hrtime.bigint() - t0) / 1e9;
+  const cpu = pids.reduce((sum, p, i) => sum + cpuMs(p) - cpu0[i], 0);
   c.close();
-  return Math.round(total / s);
+  return { perS: Math.round(total / s), cpuUs: Math.round((cpu * 1000) / total) };
 }
 
 // the floor: a responder in another Node process, requests one at a time from this one
@@ -70,9 +85,12 @@ try {
   const lr = ref && await latency(ref.sock, LIST);
   rows.push(['Namespaces.List forwarded, p50 ms', f(pct(lb, 0.5)), lr ? f(pct(lr, 0.5)) : '-']);
   rows.push(['Namespaces.List forwarded, p99 ms', f(pct(lb, 0.99)), lr ? f(pct(lr, 0.99)) : '-']);
-  const rb = await rate(berth.sock, LIST);
-  const rr = ref && await rate(ref.sock, LIST);
-  rows.push(['Namespaces.List calls/s, 8 in flight', String(rb), rr ? String(rr) : '-']);
+  // the server side's CPU per call: gateway, namespaces and nats-server against containerd
+  const procs = berthProcesses(join(berth.dir, 'state'));
+  const rb = await rate(berth.sock, LIST, ['gateway', 'namespaces', 'nats-server'].map((k) => procs[k]));
+  const rr = ref && await rate(ref.sock, LIST, [ref.pid]);
+  rows.push(['Namespaces.List calls/s, 8 in flight', String(rb.perS), rr ? String(rr.perS) : '-']);
+  rows.push(['server CPU µs per List call, 8 in flight', String(rb.cpuUs), rr ? String(rr.cpuUs) : '-']);
   const vb = await latency(berth.sock, VERSION);
   const vr = ref && await latency(ref.sock, VERSION);
   rows.push(['Version (gateway itself), p50 ms', f(pct(vb, 0.5)), vr ? f(pct(vr, 0.5)) : '-']);
