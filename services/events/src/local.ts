@@ -50,8 +50,8 @@ export function subjectFor(filters: string[]): string {
   return `berth.events.${ns}.${topic}`;
 }
 
-/** one subscriber's share of a subject's events: the raw envelope and its decoded form */
-type Listener = (data: Uint8Array, e: Envelope) => void;
+/** one subscriber's share of a subject's events: the raw envelope and its fields for filters */
+type Listener = (data: Uint8Array, fields: ReturnType<typeof envelopeAdaptor>) => void;
 
 export class Events {
   private readonly fans = new Map<string, { sub: Subscription; listeners: Set<Listener> }>();
@@ -95,8 +95,8 @@ export class Events {
     const cut = new Promise<never>((_, reject) => (cutOff = reject));
     cut.catch(() => undefined);
     let overflowed = false;
-    const unlisten = this.listen(subjectFor(filters), (data, e) => {
-      if (overflowed || !filter.match(envelopeAdaptor(e))) return;
+    const unlisten = this.listen(subjectFor(filters), (data, fields) => {
+      if (overflowed || !filter.match(fields)) return;
       if (queue.length >= this.maxPending) {
         overflowed = true;
         cutOff(new BerthError(Code.ResourceExhausted, `events: subscriber too slow: more than ${this.maxPending} events pending, cut off`));
@@ -130,7 +130,7 @@ export class Events {
 
   /**
    * Subscribers whose filters narrow to the same subject share one NATS subscription: each event
-   * reaches this process once and is decoded once, however many subscribers there are (ten
+   * reaches this process once and is decoded once (its event too, when filters ask), however many subscribers there are (ten
    * `ctr events` were ten deliveries and ten decodes of every event).
    */
   private listen(subject: string, l: Listener): () => void {
@@ -149,9 +149,11 @@ export class Events {
           } catch {
             return; // not an envelope: somebody published garbage on an event subject
           }
+          // one adaptor for all: an event's own fields are decoded once, by the first filter that asks
+          const fields = envelopeAdaptor(e);
           for (const each of listeners) {
             try {
-              each(msg.data, e);
+              each(msg.data, fields);
             } catch {
               // one subscriber's failure is no other's
             }
