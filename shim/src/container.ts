@@ -1,5 +1,6 @@
 // One container served by the host: containerd's shim v2 Task API over its own ttrpc socket,
 // runc for the work, the bundle for what survives a host restart.
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -468,7 +469,7 @@ export class Container {
     });
     // a stopped container's rootfs is no longer used by it: unmounted here while runc deletes
     // the container (one step less on the path of a run), unless a poststop hook may want it
-    const unmounting = this.mounted && p.status === 'stopped' && !this.poststop ? unmountAll(rootfs) : undefined;
+    const unmounting = this.mounted && p.status === 'stopped' && !this.poststop ? unmountOffLoop(rootfs, this.host.reaper) : undefined;
     unmounting?.catch(() => undefined);
     await deleted;
     await p.io?.drain();
@@ -479,7 +480,7 @@ export class Container {
     for (const w of this.watches.values()) w.stop();
     this.watches.clear();
     await unmounting;
-    if (this.mounted) await unmountAll(rootfs);
+    if (this.mounted) await unmountOffLoop(rootfs, this.host.reaper);
     this.mounted = false;
     if (p.status === 'created') p.setExited(0, nowTimestamp());
     this.host.unbind(p.pid);
@@ -626,6 +627,21 @@ export class Container {
   get running(): boolean {
     return !!this.init && (this.init.status === 'running' || this.init.status === 'paused' || this.init.status === 'created');
   }
+}
+
+/**
+ * Unmounts `target` with umount(8) in a child process first: an overlay's unmount syncs its
+ * upper filesystem, which takes tens of ms while other writes are under way, and in this
+ * process it would stall every container the host serves. What is left (a stack of mounts, a
+ * busy one, no umount binary) goes through the native loop.
+ */
+async function unmountOffLoop(target: string, reaper: Reaper): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const child = reaper.track(spawn('umount', [target], { stdio: 'ignore' }));
+    child.on('error', () => resolve());
+    child.on('close', () => resolve());
+  });
+  await unmountAll(target);
 }
 
 function decodeOptions(any: Any | { type_url: string; value: string | Uint8Array } | undefined): RuncOptions {
