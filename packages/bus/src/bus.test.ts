@@ -432,8 +432,9 @@ describe('bus across a nats-server restart', () => {
       for (let i = 0; i < 300 && !serverEnd; i++) await sleep(10);
       assert.equal(serverEnd?.code, Code.Unavailable, serverEnd?.message);
       assert.ok(Date.now() - t0 < 5000, `noticed after ${Date.now() - t0} ms`);
-      // and once reconnected, the bus works again
-      for (let i = 0; i < 100 && !(await snc.flush().then(() => true, () => false)); i++) await sleep(50);
+      // and once both sides reconnected (each on its own schedule), the bus works again
+      const back = (nc: NatsConnection) => nc.flush().then(() => true, () => false);
+      for (let i = 0; i < 100 && !((await back(snc)) && (await back(cnc))); i++) await sleep(50);
       const again = await client.open(rpcSubject('r', 'restart', 'Read'), 'server', ReadReq.encode({ digest: 'x' }));
       assert.equal(ReadRes.decode((await again.recv())!).offset, 0);
       again.cancel();

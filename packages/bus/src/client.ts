@@ -45,6 +45,9 @@ const canceled = (what: string, signal: AbortSignal): BerthError => {
   return r instanceof BerthError ? r : new BerthError(Code.Canceled, `${what}: context canceled`);
 };
 
+/** headers that carry their liveness already and are only ever encoded (see unaryHeaders) */
+const preEncoded = new WeakSet<MsgHdrs>();
+
 export class BusClient {
   /**
    * unary calls without a deadline give up after this long: a dead service is noticed sooner,
@@ -85,10 +88,34 @@ export class BusClient {
   async unary(subject: string, payload: Uint8Array, ctx: CallContext = {}, opts: CallOptions = {}): Promise<Uint8Array> {
     this.checkConnected(subject);
     const exact = ctx.deadline !== undefined || opts.timeout !== undefined;
-    const msg = await this.request(subject, payload, contextHeaders(ctx), this.timeoutFor(ctx, opts), exact, ctx.signal, opts.onCancel);
+    const msg = await this.request(subject, payload, this.unaryHeaders(ctx), this.timeoutFor(ctx, opts), exact, ctx.signal, opts.onCancel);
     const err = errorFrom(msg);
     if (err) throw err;
     return msg.data;
+  }
+
+  /**
+   * A call with nothing but a namespace (most calls) sends the same headers every time: encoded
+   * once per namespace and liveness, since publish only asks headers for their bytes. Building
+   * and encoding them was a sixth of the gateway's own work per forwarded call.
+   */
+  private readonly encodedHeaders = new Map<string, MsgHdrs>();
+
+  private unaryHeaders(ctx: CallContext): MsgHdrs {
+    if (ctx.lease || ctx.traceparent || ctx.tracestate || ctx.deadline !== undefined) return contextHeaders(ctx);
+    const liveness = clampLiveness(this.liveness, 1000)!;
+    const key = `${liveness} ${ctx.namespace ?? ''}`;
+    let h = this.encodedHeaders.get(key);
+    if (!h) {
+      const real = contextHeaders(ctx);
+      real.set(H.liveness, String(liveness));
+      const bytes = (real as unknown as { encode(): Uint8Array }).encode();
+      h = { encode: () => bytes } as unknown as MsgHdrs;
+      preEncoded.add(h);
+      if (this.encodedHeaders.size >= 1024) this.encodedHeaders.clear();
+      this.encodedHeaders.set(key, h);
+    }
+    return h;
   }
 
   /** calls waiting for a reply, watched by one timer for silence and for the default timeout */
@@ -171,7 +198,7 @@ export class BusClient {
       signal?.addEventListener('abort', onAbort, { once: true });
       if (exact) overall = setTimeout(() => p.fail(new BerthError(Code.DeadlineExceeded, `${subject}: context deadline exceeded`)), timeout);
       this.watch(p);
-      h.set(H.liveness, String(liveness));
+      if (!preEncoded.has(h)) h.set(H.liveness, String(liveness));
       try {
         this.nc.publish(subject, payload, { reply: inbox, headers: h });
       } catch (e) {
