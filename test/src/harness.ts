@@ -68,7 +68,11 @@ export async function startStack(opts: { natsUrl?: string; node?: string; config
   proc.stderr!.on('data', (b) => (out += b));
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
   const sock = await new Promise<string>((resolveReady, reject) => {
-    const t = setTimeout(() => reject(new Error(`stack not ready in 60 s:\n${out}`)), 60_000);
+    const t = setTimeout(() => {
+      // a stack that never got ready must not keep the test process (and its services) alive
+      proc.kill('SIGTERM');
+      reject(new Error(`stack not ready in 60 s:\n${out}`));
+    }, 60_000);
     const check = () => {
       const m = /berth: ready (\S+)/.exec(out);
       if (m) {
