@@ -138,7 +138,11 @@ describe('content', () => {
     const data = randomBytes((2 << 20) + 12_345);
     const dg = 'sha256:' + createHash('sha256').update(data).digest('hex');
     const rns = `${ns}-read`;
-    for (const sock of [stack.sock, ref.sock]) assert.equal(await writeBlob(sock, metadata(rns), 'read-ranges', data, dg), 'ok');
+    // held by a lease: a collection (another test's removal schedules one) takes unleased content
+    for (const sock of [stack.sock, ref.sock]) {
+      assert.equal((await ctr(sock, '-n', rns, 'leases', 'create', '--id', 'read-ranges')).code, 0);
+      assert.equal(await writeBlob(sock, metadata(rns, 'read-ranges'), 'read-ranges', data, dg), 'ok');
+    }
     const cases: [Record<string, unknown>, string | undefined][] = [
       [{ digest: dg }, rns],
       [{ digest: dg, offset: 100 }, rns],
@@ -157,7 +161,10 @@ describe('content', () => {
       const theirs: string = await readOutcome(ref.sock, req, namespace);
       assert.equal(ours, theirs, `Read ${JSON.stringify(req)} in ${namespace ?? 'no namespace'}`);
     }
-    for (const sock of [stack.sock, ref.sock]) await ctr(sock, '-n', rns, 'content', 'rm', dg);
+    for (const sock of [stack.sock, ref.sock]) {
+      await ctr(sock, '-n', rns, 'leases', 'rm', 'read-ranges');
+      await ctr(sock, '-n', rns, 'content', 'rm', dg);
+    }
   });
 
   test('a namespace holding blobs cannot be removed, with containerd message', async () => {

@@ -16,6 +16,7 @@ import { streamMux } from './mux.js';
 import { BerthError, Code, toBerthError } from '@berth/errdefs';
 import { H, headers } from './headers.js';
 import { errorFrom, errorHeaders, tooLarge } from './status.js';
+import { streamed } from './collect.js';
 
 export interface ChannelOptions {
   /** how many data frames we accept before granting more */
@@ -158,6 +159,7 @@ export class Channel implements AsyncIterable<Uint8Array> {
       return this.fail(new BerthError(Code.ResourceExhausted, `${this.opts.what}: peer sent more than the window it was granted (${this.opts.window} frames)`));
     }
     this.received = seq;
+    streamed(data.length);
     this.queue.push(data);
     this.wakeReader();
   }
@@ -245,6 +247,7 @@ export class Channel implements AsyncIterable<Uint8Array> {
     if (!this.peer || this.nc.isClosed()) throw new BerthError(Code.Unavailable, `${this.opts.what}: connection to NATS closed`);
     // data frames carry no headers: the hot path of every stream
     this.nc.publish(`${this.peer}.${++this.sent}`, data);
+    streamed(data.length);
     this.lastSent = Date.now();
   }
 

@@ -2,6 +2,7 @@ export * from './subjects.js';
 export * from './headers.js';
 export * from './status.js';
 export * from './channel.js';
+export { streamed } from './collect.js';
 export * from './client.js';
 export * from './server.js';
 export * from './events.js';

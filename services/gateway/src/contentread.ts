@@ -11,7 +11,7 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import { codec } from '@berth/api';
-import type { BusClient, CallContext } from '@berth/bus';
+import { streamed, type BusClient, type CallContext } from '@berth/bus';
 import { BerthError, Code } from '@berth/errdefs';
 import { callContext, status } from './forward.js';
 import { Outflow } from './outflow.js';
@@ -157,6 +157,7 @@ async function stream(fh: FileHandle, offset: number, length: number, call: Call
     const { bytesRead } = await fh.read(buf, head, want, offset + sent);
     if (bytesRead === 0) break;
     if (!out.write(frameAround(buf, bytesRead, sent))) return;
+    streamed(bytesRead); // grpc-js copies each message: those copies are what to collect (bus collect.ts)
     sent += bytesRead;
   }
   if (await out.flushed()) call.end();
