@@ -5,7 +5,7 @@ import { rmSync } from 'node:fs';
 import { constants } from 'node:os';
 import type * as grpc from '@grpc/grpc-js';
 import { nowTimestamp, type Any } from '@berth/api';
-import { CommandError, isNotFound, unary } from '../grpc.js';
+import { client, CommandError, isNotFound, unary } from '../grpc.js';
 
 export const labels = {
   /** docker's stop signal from the image config, as ctr records it */
@@ -138,4 +138,27 @@ export async function removeContainer(c: grpc.Client, ns: string, container: Con
   }
   const log = container.labels[labels.log];
   if (log) rmSync(log, { force: true });
+}
+
+/**
+ * Docker's way with several containers: each one is tried, its id printed when done, its error
+ * printed when not, and the command fails (status 1) if any did.
+ */
+export async function eachContainer(address: string, ids: string[], fn: (c: grpc.Client, id: string) => Promise<void>): Promise<void> {
+  const c = client(address);
+  let failures = 0;
+  try {
+    for (const id of ids) {
+      try {
+        await fn(c, id);
+        process.stdout.write(`${id}\n`);
+      } catch (e) {
+        failures++;
+        process.stderr.write(`berth: ${(e as Error).message}\n`);
+      }
+    }
+  } finally {
+    c.close();
+  }
+  if (failures) process.exitCode = 1;
 }

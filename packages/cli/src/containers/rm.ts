@@ -2,28 +2,13 @@
 // a running one only with -f (killed first). `rm-on-exit` is what `run -d --rm` leaves behind.
 import { parseArgs } from 'node:util';
 import { client, containerCommon, CommandError } from '../grpc.js';
-import { getContainer, removeContainer, waitTask } from './lifecycle.js';
+import { eachContainer, getContainer, removeContainer, waitTask } from './lifecycle.js';
 
 export async function rmCommand(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { ...containerCommon, force: { type: 'boolean', short: 'f', default: false } } });
   if (!positionals.length) throw new CommandError('"berth rm" requires at least 1 argument.\nusage: berth rm [-f] CONTAINER...');
   const ns = values.namespace;
-  const c = client(values.address);
-  let failures = 0;
-  try {
-    for (const id of positionals) {
-      try {
-        await removeContainer(c, ns, await getContainer(c, ns, id), values.force);
-        process.stdout.write(`${id}\n`);
-      } catch (e) {
-        failures++;
-        process.stderr.write(`berth: ${(e as Error).message}\n`);
-      }
-    }
-  } finally {
-    c.close();
-  }
-  if (failures) process.exitCode = 1;
+  await eachContainer(values.address, positionals, async (c, id) => removeContainer(c, ns, await getContainer(c, ns, id), values.force));
 }
 
 export async function rmOnExitCommand(args: string[]): Promise<void> {

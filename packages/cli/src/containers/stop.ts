@@ -2,8 +2,8 @@
 // names another), SIGKILL after the timeout, then the task goes and its exit stays on the
 // container for `ps -a`. Prints each container stopped; fails (status 1) if any could not be.
 import { parseArgs } from 'node:util';
-import { client, containerCommon, CommandError } from '../grpc.js';
-import { getContainer, getTask, isLive, retireTask, stopTask } from './lifecycle.js';
+import { containerCommon, CommandError } from '../grpc.js';
+import { eachContainer, getContainer, getTask, isLive, retireTask, stopTask } from './lifecycle.js';
 
 export async function stopCommand(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { ...containerCommon, time: { type: 'string', short: 't', default: '10' } } });
@@ -11,22 +11,9 @@ export async function stopCommand(args: string[]): Promise<void> {
   const seconds = Number(values.time);
   if (!Number.isFinite(seconds) || seconds < 0) throw new CommandError(`invalid -t: ${values.time}`);
   const ns = values.namespace;
-  const c = client(values.address);
-  let failures = 0;
-  try {
-    for (const id of positionals) {
-      try {
-        const container = await getContainer(c, ns, id);
-        if (isLive(await getTask(c, ns, id))) await stopTask(c, ns, container, seconds);
-        await retireTask(c, ns, id);
-        process.stdout.write(`${id}\n`);
-      } catch (e) {
-        failures++;
-        process.stderr.write(`berth: ${(e as Error).message}\n`);
-      }
-    }
-  } finally {
-    c.close();
-  }
-  if (failures) process.exitCode = 1;
+  await eachContainer(values.address, positionals, async (c, id) => {
+    const container = await getContainer(c, ns, id);
+    if (isLive(await getTask(c, ns, id))) await stopTask(c, ns, container, seconds);
+    await retireTask(c, ns, id);
+  });
 }
