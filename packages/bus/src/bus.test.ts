@@ -266,6 +266,32 @@ describe('bus over a real nats-server', () => {
     assert.deepEqual(got, [0, 1, 2, 3, 4, 5, 6, 7]);
   });
 
+  // a process starved of CPU (or busy in one long task) hears nothing meanwhile: the beats wait
+  // in its socket, and its liveness timers fire before they are read
+  const stall = (ms: number) => {
+    const until = Date.now() + ms;
+    while (Date.now() < until);
+  };
+
+  test('unary: a caller that stalls longer than three beats still gets the live service reply', async () => {
+    const c = new BusClient(cnc);
+    c.liveness = 100;
+    const call = c.unary(subj('Get'), GetReq.encode({ name: 'slow' }));
+    await sleep(50);
+    stall(800);
+    assert.equal(GetRes.decode(await call).namespace.name, 'slow');
+  });
+
+  test('a stream whose process stalls longer than three heartbeats goes on', async () => {
+    const ch = await client.open(subj('Read'), 'server', ReadReq.encode({ digest: 'x', size: 8 }), {}, { window: 4, heartbeat: 100 });
+    const got: number[] = [];
+    for await (const b of ch) {
+      got.push(ReadRes.decode(b).offset);
+      if (got.length === 2) stall(800);
+    }
+    assert.deepEqual(got, [0, 1, 2, 3, 4, 5, 6, 7]);
+  });
+
   test('the liveness a caller asks for is bounded', async () => {
     assert.equal(clampLiveness(1), 100);
     assert.equal(clampLiveness(1e9), 10_000);

@@ -17,6 +17,7 @@ import { BerthError, Code, toBerthError } from '@berth/errdefs';
 import { H, headers } from './headers.js';
 import { errorFrom, errorHeaders, tooLarge } from './status.js';
 import { streamed } from './collect.js';
+import { TimerTicks } from './stall.js';
 
 export interface ChannelOptions {
   /** how many data frames we accept before granting more */
@@ -76,6 +77,7 @@ export class Channel implements AsyncIterable<Uint8Array> {
   /** ms between our pings: our heartbeat or the peer's, whichever is shorter */
   private pingEvery = 0;
   private timer?: NodeJS.Timeout;
+  private ticks?: TimerTicks;
   readonly inbox: string;
   readonly opts: ChannelOptions;
   /** called once when the stream is over on both sides, or failed */
@@ -111,6 +113,7 @@ export class Channel implements AsyncIterable<Uint8Array> {
     this.addCredit(this.peerWindow);
     this.pingEvery = Math.min(this.opts.heartbeat, clampLiveness(peerHeartbeat, this.opts.heartbeat)!);
     // ticks at half the ping interval: a ping is never later than one interval
+    this.ticks = new TimerTicks(this.pingEvery >> 1);
     this.timer = setInterval(() => this.beat(), this.pingEvery >> 1);
     this.timer.unref();
   }
@@ -223,6 +226,7 @@ export class Channel implements AsyncIterable<Uint8Array> {
 
   private beat(): void {
     const now = Date.now();
+    this.lastHeard += this.ticks?.stalled(now) ?? 0; // (stall.ts) our own stall is not the peer's silence
     if (now - this.lastHeard > 3 * this.opts.heartbeat) {
       this.fail(new BerthError(Code.Unavailable, `${this.opts.what}: peer went away`));
       return;

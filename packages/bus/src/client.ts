@@ -7,6 +7,7 @@ import { BerthError, Code } from '@berth/errdefs';
 import { Channel, clampLiveness, type ChannelOptions } from './channel.js';
 import { contextHeaders, H, type CallContext } from './headers.js';
 import { errorFrom, noResponders, publishFailure, tooLarge } from './status.js';
+import { TimerTicks } from './stall.js';
 
 /**
  * A cheaper way than an AbortSignal to cancel a call (the gateway forwards thousands a second):
@@ -122,12 +123,14 @@ export class BusClient {
   private readonly pending = new Set<Pending>();
   private sweeper?: NodeJS.Timeout;
   private sweepEvery = 0;
+  private sweepTicks?: TimerTicks;
 
   private watch(p: Pending): void {
     this.pending.add(p);
     if (this.sweeper && this.sweepEvery <= p.liveness) return;
     clearInterval(this.sweeper);
     this.sweepEvery = p.liveness;
+    this.sweepTicks = new TimerTicks(p.liveness);
     this.sweeper = setInterval(() => this.sweep(), p.liveness);
     this.sweeper.unref();
   }
@@ -142,7 +145,9 @@ export class BusClient {
 
   private sweep(): void {
     const now = Date.now();
+    const stalled = this.sweepTicks?.stalled(now) ?? 0;
     for (const p of this.pending) {
+      p.lastHeard += stalled; // (stall.ts) our own stall is not the service's silence
       if (now >= p.expires) p.fail(new BerthError(Code.DeadlineExceeded, `${p.subject}: context deadline exceeded`));
       else if (now - p.lastHeard > 3 * p.liveness) p.fail(new BerthError(Code.Unavailable, `${p.subject}: the service went away during the call`));
     }
