@@ -12,6 +12,7 @@ import type { ReadContentResponse as ReadRes } from '@berth/api/types/containerd
 import type { Status__Output as StatusMsg } from '@berth/api/types/containerd/services/content/v1/Status.js';
 import type { UpdateRequest__Output as UpdateReq } from '@berth/api/types/containerd/services/content/v1/UpdateRequest.js';
 import { digestProblem } from './digest.js';
+import { readRange } from './range.js';
 import type { Content, Ctx, Info, Status } from './local.js';
 
 /** List answers in messages of this many infos, like containerd. */
@@ -80,10 +81,7 @@ export class ContentApi {
     const problem = digestProblem(req.digest);
     if (problem) throw new BerthError(Code.InvalidArgument, `${req.digest}: ${problem}`);
     const blob = await this.content.reader(ctx, req.digest);
-    const offset = Math.max(0, req.offset);
-    if (offset > blob.size) throw new BerthError(Code.OutOfRange, `read past object length ${blob.size} bytes`);
-    let size = req.size;
-    if (size <= 0 || offset + size > blob.size) size = blob.size - offset;
+    const { offset, length: size } = readRange(req.offset, req.size, blob.size);
     let sent = 0;
     for await (const data of blob.read(offset, size, ctx.signal)) {
       await send({ offset: sent, data });

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { randomFillSync } from 'node:crypto';
 import { codec } from '@berth/api';
 import { Code } from '@berth/errdefs';
-import { frameAround, readRange } from './contentread.js';
+import { readRange } from '@berth/content/range';
+import { frameAround } from './contentread.js';
 
 const RRes = codec('containerd.services.content.v1.ReadContentResponse');
 const head = 17;

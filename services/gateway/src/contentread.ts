@@ -13,6 +13,7 @@ import * as grpc from '@grpc/grpc-js';
 import { codec } from '@berth/api';
 import { streamed, type BusClient, type CallContext } from '@berth/bus';
 import { BerthError, Code } from '@berth/errdefs';
+import { readRange } from '@berth/content/range';
 import { callContext, status } from './forward.js';
 import { Outflow } from './outflow.js';
 
@@ -61,14 +62,6 @@ function varintBefore(buf: Buffer, end: number, v: number): number {
 interface BlobFile {
   path: string;
   size: number;
-}
-
-/** containerd's range rule: from `offset`, `size` bytes, or to the end when 0 or past it. */
-export function readRange(offset: number, size: number, blobSize: number): { offset: number; length: number } {
-  offset = Math.max(0, offset);
-  if (offset > blobSize) throw new BerthError(Code.OutOfRange, `read past object length ${blobSize} bytes`);
-  if (size <= 0 || offset + size > blobSize) size = blobSize - offset;
-  return { offset, length: size };
 }
 
 /**
