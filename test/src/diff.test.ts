@@ -12,7 +12,7 @@ import { execFileSync } from 'node:child_process';
 import { llistxattr, lgetxattr, major, minor } from '@berth/native';
 import { tarEnd, tarFile, tarHeader, tarSparseFile, TarReader, T } from '@berth/diff';
 import { metadata, outcome, unary, writeBlob } from './grpc.js';
-import { ctr, run, shared, startReference, startStack, type Reference, type Stack } from './harness.js';
+import { ctr, referenceLikeGc, run, shared, startReference, startStack, type Reference, type Stack } from './harness.js';
 
 const registry = process.env.REGISTRY ?? '127.0.0.1:5000';
 
@@ -61,7 +61,9 @@ describe('diff', () => {
 
   before(async () => {
     const reg = run(join(shared, 'testenv', 'registry.sh'), ['start'], { timeout: 300_000 });
-    [stack, ref] = await Promise.all([startStack(), startReference()]);
+    // blobs this file writes and Diff makes are unleased, as in the reference; no automatic
+    // collection may take one between two steps of a test (the reference collects on deletions only)
+    [stack, ref] = await Promise.all([startStack({ config: referenceLikeGc(tmp, { afterDeletions: false }) }), startReference()]);
     registryUp = (await reg).code === 0;
   });
   after(async () => {
