@@ -20,3 +20,10 @@ export class CommandError extends Error {
     super(message);
   }
 }
+
+/** ctr's `--user USER[:PASSWORD]` for a registry: no colon, no password. */
+export function credentials(user: string | undefined): { username: string; password: string } {
+  const u = user ?? '';
+  const i = u.indexOf(':');
+  return i >= 0 ? { username: u.slice(0, i), password: u.slice(i + 1) } : { username: u, password: '' };
+}

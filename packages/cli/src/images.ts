@@ -5,6 +5,7 @@ import * as grpc from '@grpc/grpc-js';
 import { parseArgs } from 'node:util';
 import type cliProgressType from 'cli-progress';
 import { codec, method } from '@berth/api';
+import { credentials } from './flags.js';
 import { client, common, CommandError, failed, md, unary } from './grpc.js';
 import { followProgress, type PullProgress } from './pull.js';
 
@@ -24,15 +25,12 @@ export async function pushCommand(args: string[]): Promise<void> {
   });
   const [ref, local] = positionals;
   if (!ref) throw new CommandError('please provide a remote image reference to push');
-  const u = values.user ?? '';
-  const i = u.indexOf(':');
   const req = {
     name: local ?? ref,
     ref,
     platforms: values.platform,
     plain_http: values['plain-http'],
-    username: i >= 0 ? u.slice(0, i) : u,
-    password: i >= 0 ? u.slice(i + 1) : '',
+    ...credentials(values.user),
     max_concurrent_uploads: Number(values['max-concurrent-uploads']),
   };
   const t0 = Date.now();

@@ -5,7 +5,7 @@
 import { parseArgs } from 'node:util';
 import type cliProgressType from 'cli-progress';
 import { codec, method } from '@berth/api';
-import { CommandError, common } from './flags.js';
+import { CommandError, common, credentials } from './flags.js';
 import { GrpcStatusError, serverStream } from './h2.js';
 
 export function human(n: number): string {
@@ -152,7 +152,6 @@ export async function pullCommand(args: string[]): Promise<void> {
   });
   const ref = positionals[0];
   if (!ref) throw new CommandError('please provide an image reference to pull');
-  const [username = '', password = ''] = values.user ? [values.user.slice(0, values.user.indexOf(':') >>> 0), values.user.slice(values.user.indexOf(':') + 1)] : [];
   const labels = Object.fromEntries(values.label.map((l) => [l.slice(0, l.indexOf('=') >>> 0), l.slice(l.indexOf('=') + 1)]));
   const req = {
     ref,
@@ -162,8 +161,7 @@ export async function pullCommand(args: string[]): Promise<void> {
     snapshotter: values.snapshotter,
     skip_unpack: values['skip-unpack'],
     labels,
-    username,
-    password,
+    ...credentials(values.user),
     max_concurrent_downloads: Number(values['max-concurrent-downloads']),
   };
   const t0 = Date.now();
