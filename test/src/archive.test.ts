@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { tarEnd, tarFile } from '@berth/diff';
-import { ctr, repo, run, shared, startStack, type Run, type Stack } from './harness.js';
+import { contentSet, ctr, repo, run, shared, startStack, type Run, type Stack } from './harness.js';
 
 const registry = process.env.REGISTRY ?? '127.0.0.1:5000';
 const img = (n: string) => `${registry}/library/${n}:latest`;
@@ -33,15 +33,7 @@ async function holdings(sock: string, ns: string): Promise<Record<string, unknow
   const gc = await berth('gc', '--address', sock);
   assert.equal(gc.code, 0, gc.stderr);
   const out = async (...a: string[]) => (await ctr(sock, '-n', ns, ...a)).stdout;
-  const content = (await out('content', 'ls'))
-    .split('\n')
-    .slice(1)
-    .filter(Boolean)
-    .map((l) => {
-      const f = l.split('\t').filter(Boolean);
-      return `${f[0]} ${f[1]} ${(f[3] ?? '').split(',').sort().join(',')}`;
-    })
-    .sort();
+  const content = contentSet(await ctr(sock, '-n', ns, 'content', 'ls'));
   return { images: await out('images', 'ls'), check: await out('images', 'check'), content, snapshots: await out('snapshots', 'ls') };
 }
 
