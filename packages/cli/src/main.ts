@@ -72,24 +72,29 @@ async function up(args: string[]): Promise<void> {
   process.on('SIGTERM', () => void down('SIGTERM'));
 }
 
+// each command loads its own module only when it runs; run and exec exit with the process's status
+const commands: Record<string, (args: string[]) => Promise<unknown>> = {
+  up,
+  events: async (a) => (await import('./events.js')).eventsCommand(a),
+  pull: async (a) => (await import('./pull.js')).pullCommand(a),
+  push: async (a) => (await import('./images.js')).pushCommand(a),
+  export: async (a) => (await import('./images.js')).exportCommand(a),
+  import: async (a) => (await import('./images.js')).importCommand(a),
+  images: async (a) => (await import('./images.js')).imagesCommand(a),
+  rmi: async (a) => (await import('./images.js')).rmiCommand(a),
+  run: async (a) => process.exit(await (await import('./containers/run.js')).runCommand(a)),
+  exec: async (a) => process.exit(await (await import('./containers/exec.js')).execCommand(a)),
+  ps: async (a) => (await import('./containers/ps.js')).psCommand(a),
+  logs: async (a) => (await import('./containers/logs.js')).logsCommand(a),
+  stop: async (a) => (await import('./containers/stop.js')).stopCommand(a),
+  rm: async (a) => (await import('./containers/rm.js')).rmCommand(a),
+  'rm-on-exit': async (a) => (await import('./containers/rm.js')).rmOnExitCommand(a),
+  gc: async (a) => (await import('./gc.js')).gcCommand(a),
+};
+
 const [cmd, ...rest] = process.argv.slice(2);
 try {
-  if (cmd === 'up') await up(rest);
-  else if (cmd === 'events') await (await import('./events.js')).eventsCommand(rest);
-  else if (cmd === 'pull') await (await import('./pull.js')).pullCommand(rest);
-  else if (cmd === 'push') await (await import('./images.js')).pushCommand(rest);
-  else if (cmd === 'export') await (await import('./images.js')).exportCommand(rest);
-  else if (cmd === 'import') await (await import('./images.js')).importCommand(rest);
-  else if (cmd === 'images') await (await import('./images.js')).imagesCommand(rest);
-  else if (cmd === 'rmi') await (await import('./images.js')).rmiCommand(rest);
-  else if (cmd === 'run') process.exit(await (await import('./containers/run.js')).runCommand(rest));
-  else if (cmd === 'exec') process.exit(await (await import('./containers/exec.js')).execCommand(rest));
-  else if (cmd === 'ps') await (await import('./containers/ps.js')).psCommand(rest);
-  else if (cmd === 'logs') await (await import('./containers/logs.js')).logsCommand(rest);
-  else if (cmd === 'stop') await (await import('./containers/stop.js')).stopCommand(rest);
-  else if (cmd === 'rm') await (await import('./containers/rm.js')).rmCommand(rest);
-  else if (cmd === 'rm-on-exit') await (await import('./containers/rm.js')).rmOnExitCommand(rest);
-  else if (cmd === 'gc') await (await import('./gc.js')).gcCommand(rest);
+  if (cmd !== undefined && Object.hasOwn(commands, cmd)) await commands[cmd]!(rest);
   else if (cmd === 'config' && rest[0] === 'default') {
     const { configToml, defaultConfig } = await import('@berth/kit');
     process.stdout.write(configToml(defaultConfig()));
