@@ -3,7 +3,7 @@
 // sustained events/s with 1 and 10 subscribers. Run: node bench/events.mjs [N]
 import { codec, toAny } from '@berth/api';
 import { decodeEnvelope, envelope, publishEnvelope } from '@berth/bus';
-import { client, meta, natsAs, pct, startBerth, startReference, toBuf, unary } from './lib.mjs';
+import { client, meta, natsAs, pct, printRows, startBerth, startReference, toBuf, unary } from './lib.mjs';
 
 const N = Number(process.argv[2] ?? 1000);
 const Pub = codec('containerd.services.events.v1.PublishRequest');
@@ -94,9 +94,7 @@ try {
     const tr = ref ? await throughput(ref.sock, n) : undefined;
     rows.push([`events/s, ${n} subscriber(s) (gRPC publish, 32 in flight)`, String(tb), tr ? String(tr) : '-']);
   }
-  console.log(`| figure (N=${N}) | berth | reference | berth/reference |`);
-  console.log('| --- | --- | --- | --- |');
-  for (const [k, a, b] of rows) console.log(`| ${k} | ${a} | ${b} | ${b === '-' ? '-' : (Number(a) / Number(b)).toFixed(2)} |`);
+  printRows(`figure (N=${N})`, rows);
 } finally {
   await berth.stop();
   ref?.stop();

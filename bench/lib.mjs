@@ -91,3 +91,10 @@ export function berthProcesses(stateDir) {
   } catch { /* joined an external NATS */ }
   return out;
 }
+
+/** Prints figures as a markdown table, Berth beside the reference with their ratio ('-' where one is missing). */
+export function printRows(title, rows) {
+  console.log(`| ${title} | berth | reference | berth/reference |`);
+  console.log('| --- | --- | --- | --- |');
+  for (const [k, a, b] of rows) console.log(`| ${k} | ${a} | ${b} | ${b === '-' ? '-' : (Number(a) / Number(b)).toFixed(2)} |`);
+}

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { connect } from '@nats-io/transport-node';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { berthProcesses, client, meta, pct, startBerth, startReference, unary } from './lib.mjs';
+import { berthProcesses, client, meta, pct, printRows, startBerth, startReference, unary } from './lib.mjs';
 
 const N = Number(process.argv[2] ?? 2000);
 const LIST = '/containerd.services.namespaces.v1.Namespaces/List';
@@ -96,9 +96,7 @@ try {
   rows.push(['Version (gateway itself), p50 ms', f(pct(vb, 0.5)), vr ? f(pct(vr, 0.5)) : '-']);
   const fl = await floor();
   rows.push(['floor: bare NATS request/reply, p50 ms', f(pct(fl, 0.5)), '-']);
-  console.log(`| figure (N=${N}) | berth | reference | berth/reference |`);
-  console.log('| --- | --- | --- | --- |');
-  for (const [k, a, b] of rows) console.log(`| ${k} | ${a} | ${b} | ${b === '-' ? '-' : (Number(a) / Number(b)).toFixed(2)} |`);
+  printRows(`figure (N=${N})`, rows);
 } finally {
   await berth.stop();
   ref?.stop();
