@@ -5,7 +5,7 @@
 // Run: node bench/unary.mjs [N]
 import { spawn } from 'node:child_process';
 import { connect } from '@nats-io/transport-node';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { berthProcesses, client, meta, pct, printRows, startBerth, startReference, unary } from './lib.mjs';
 
@@ -47,9 +47,9 @@ async function rate(sock, path, pids, inflight = 8, total = 5 * N) {
     while (next < total) { next++; await unary(c, path, empty, meta('default')); }
   }));
   const s = Number(process.hrtime.bigint() - t0) / 1e9;
-  const cpu = pids.reduce((sum, p, i) => sum + cpuMs(p) - cpu0[i], 0);
+  const each = pids.map((p, i) => Math.round(((cpuMs(p) - cpu0[i]) * 1000) / total));
   c.close();
-  return { perS: Math.round(total / s), cpuUs: Math.round((cpu * 1000) / total) };
+  return { perS: Math.round(total / s), cpuUs: each.reduce((a, b) => a + b, 0), each };
 }
 
 // the floor: a responder in another Node process, requests one at a time from this one
@@ -76,6 +76,26 @@ async function floor() {
   return lat;
 }
 
+// the least a Node process can spend answering a gRPC call: node:http2 alone (no grpc-js server,
+// no bus), an empty answer to every unary call; in a child process like the gateway
+function http2Floor() {
+  const sock = join(mkdtempSync('/tmp/berth-h2floor-'), 's.sock');
+  const code = `
+    const http2 = await import('node:http2');
+    const s = http2.createServer();
+    s.on('stream', (st) => {
+      st.on('data', () => undefined);
+      st.on('end', () => {
+        st.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+        st.once('wantTrailers', () => st.sendTrailers({ 'grpc-status': '0' }));
+        st.end(Buffer.alloc(5));
+      });
+    });
+    s.listen(${JSON.stringify(sock)}, () => console.log('ready'));`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve) => child.stdout.once('data', () => resolve({ sock, pid: child.pid, stop: () => child.kill() })));
+}
+
 const berth = await startBerth();
 const ref = startReference();
 try {
@@ -91,11 +111,18 @@ try {
   const rr = ref && await rate(ref.sock, LIST, [ref.pid]);
   rows.push(['Namespaces.List calls/s, 8 in flight', String(rb.perS), rr ? String(rr.perS) : '-']);
   rows.push(['server CPU µs per List call, 8 in flight', String(rb.cpuUs), rr ? String(rr.cpuUs) : '-']);
+  rows.push(['  of which gateway / namespaces / nats-server', rb.each.join(' / '), '-']);
   const vb = await latency(berth.sock, VERSION);
   const vr = ref && await latency(ref.sock, VERSION);
   rows.push(['Version (gateway itself), p50 ms', f(pct(vb, 0.5)), vr ? f(pct(vr, 0.5)) : '-']);
   const fl = await floor();
   rows.push(['floor: bare NATS request/reply, p50 ms', f(pct(fl, 0.5)), '-']);
+  const h2 = await http2Floor();
+  const hl = await latency(h2.sock, LIST);
+  const hr = await rate(h2.sock, LIST, [h2.pid]);
+  h2.stop();
+  rows.push(['floor: bare node:http2 answering, p50 ms', f(pct(hl, 0.5)), '-']);
+  rows.push(['floor: its CPU µs per call, 8 in flight', String(hr.cpuUs), '-']);
   printRows(`figure (N=${N})`, rows);
 } finally {
   await berth.stop();
