@@ -6,8 +6,9 @@
 // sends to the console socket is copied both ways here.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants as C, mkdirSync, openSync, readSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants as C, createWriteStream, mkdirSync, openSync, readSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import net from 'node:net';
+import type { Writable } from 'node:stream';
 import { dirname, join } from 'node:path';
 import { Watch, S_IF, mknod, setWinsize, type Reaper } from '@berth/native';
 import { BerthError, Code, invalidArgument } from '@berth/errdefs';
@@ -56,7 +57,7 @@ export class ProcessIO {
   private logger: { kill(): void } | null = null;
   private console: ConsoleCopy | null = null;
   private consoleIn: net.Socket | null = null;
-  private consoleOut: net.Socket | null = null;
+  private consoleOut: Writable | null = null;
 
   private constructor(readonly stdio: Stdio) {}
 
@@ -149,7 +150,14 @@ export class ProcessIO {
   private openForConsole(): void {
     const { stdin, stdout } = this.stdio;
     if (stdin) this.consoleIn = openInput(stdin);
-    if (stdout) this.consoleOut = new net.Socket({ fd: openSync(stdout, C.O_RDWR | C.O_NONBLOCK), readable: false, writable: true });
+    // a `file://` log takes a terminal's output too (containerd's shim has FIFOs and binary://
+    // only for a terminal): how `berth run -d -t` keeps a detached terminal's output
+    const uri = parseUri(stdout);
+    if (uri?.protocol === 'file:') {
+      mkdirSync(dirname(uri.pathname), { recursive: true });
+      this.consoleOut = createWriteStream(uri.pathname, { flags: 'a', mode: 0o644 });
+    } else if (uri && uri.protocol !== 'fifo:') throw invalidArgument(`a terminal's output to ${uri.protocol.slice(0, -1)}:// is not supported`);
+    else if (stdout) this.consoleOut = new net.Socket({ fd: openSync(uri?.pathname ?? stdout, C.O_RDWR | C.O_NONBLOCK), readable: false, writable: true });
     this.consoleIn?.on('error', () => {});
     this.consoleOut?.on('error', () => {});
   }
@@ -283,7 +291,7 @@ export class ConsoleCopy {
   constructor(
     readonly master: number,
     private readonly input: net.Socket | null,
-    private readonly output: net.Socket | null,
+    private readonly output: Writable | null,
   ) {
     this.watch = new Watch(master, (err) => this.onReadable(err));
     this.watch.unref();

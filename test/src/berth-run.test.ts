@@ -149,6 +149,25 @@ describe('berth container commands', { skip: !runnable && 'needs root, runc and 
     await until(async () => !(await containers()).includes('gone') && !/\bgone\b/.test(await snapshots()), 15_000, 'the -d --rm container and its snapshot are removed');
   });
 
+  test('-dit: a detached terminal keeps a shell alive, its output in logs, exec and stop work', async (t) => {
+    if (!registryUp) return t.skip('no local registry');
+    const d = await B('run', ['-dit', '--name', 'shell', BB, 'sh', '-c', 'tty; echo up; exec sh']);
+    assert.equal(d.code, 0, d.stderr);
+    assert.equal(d.stdout.trim(), 'shell');
+    // the terminal's output reaches the log (with the terminal's line ends, as docker logs shows them)
+    await until(async () => (await B('logs', ['shell'])).stdout.includes('up'), 15_000, 'the detached terminal logs');
+    const logs = (await B('logs', ['shell'])).stdout;
+    assert.match(logs, /\/dev\/pts\/\d+\r\nup\r\n/);
+    // a shell on a terminal nobody writes to waits, as under docker -dit
+    await new Promise((r) => setTimeout(r, 500));
+    assert.match((await psRow('shell', false)) ?? '', /\bUp\b/, 'the shell is still running');
+    const e = await B('exec', ['shell', 'echo', 'inside']);
+    assert.equal(e.stdout, 'inside\n', e.stderr);
+    assert.equal((await B('stop', ['-t', '1', 'shell'])).code, 0);
+    assert.match((await psRow('shell')) ?? '', /Exited/);
+    assert.equal((await B('rm', ['shell'])).code, 0);
+  });
+
   test('-i forwards stdin; -t gives the process a terminal', async (t) => {
     if (!registryUp) return t.skip('no local registry');
     const i = await B('run', ['--rm', '-i', BB, 'sh', '-c', 'cat; echo end'], 'hello\n');
@@ -190,9 +209,9 @@ describe('berth container commands', { skip: !runnable && 'needs root, runc and 
     const missing = await B('run', ['--rm', BB, 'no-such-command']);
     assert.equal(missing.code, 127);
     assert.match(missing.stderr, /executable file not found/);
-    const dt = await B('run', ['-d', '-t', BB, 'sh']);
-    assert.equal(dt.code, 125);
-    assert.match(dt.stderr, /run -d takes neither -t nor -i/);
+    const di = await B('run', ['-d', '-i', BB, 'cat']);
+    assert.equal(di.code, 125);
+    assert.match(di.stderr, /run -d -i needs -t/);
     assert.equal((await containers()).length, 0, 'nothing is left behind');
   });
 });

@@ -47,9 +47,11 @@ export async function runCommand(args: string[]): Promise<number> {
   const [ref, ...cmd] = rest;
   if (!ref) throw new CommandError(`"berth run" requires at least 1 argument.\n${usage}`, 125);
   if (v.name !== undefined && !/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(v.name)) throw new CommandError(`Invalid container name (${v.name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`, 125);
-  // a detached process's output goes to a file runc writes; a terminal or an open stdin would
-  // need a reader that outlives this command (docker's daemon), which Berth's CLI does not leave
-  if (v.detach && (v.tty || v.interactive)) throw new CommandError('run -d takes neither -t nor -i: a detached container logs to a file and has no stdin', 125);
+  // a detached process's output goes to a log file (a terminal's through the shim, which holds
+  // the pty); an open stdin with no terminal would need a writer that outlives this command
+  // (docker's daemon). With -t the terminal's input stays open while the container runs, so
+  // `-dit` keeps a shell alive as docker's does.
+  if (v.detach && v.interactive && !v.tty) throw new CommandError('run -d -i needs -t: a detached container has no stdin to keep open, only a terminal', 125);
   const id = v.name ?? randomBytes(6).toString('hex');
   const ns = v.namespace;
   const c = client(v.address);
@@ -82,7 +84,7 @@ export async function runCommand(args: string[]): Promise<number> {
         await unary(
           c,
           '/containerd.services.tasks.v1.Tasks/Create',
-          { container_id: id, rootfs: mounts, stdin: fifos?.paths.stdin ?? '', stdout: fifos?.paths.stdout ?? uri, stderr: fifos?.paths.stderr ?? uri, terminal: v.tty && !!fifos },
+          { container_id: id, rootfs: mounts, stdin: fifos?.paths.stdin ?? '', stdout: fifos?.paths.stdout ?? uri, stderr: fifos ? fifos.paths.stderr : v.tty ? '' : uri, terminal: v.tty },
           ns,
         );
       } catch (e) {
