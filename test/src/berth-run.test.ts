@@ -68,8 +68,13 @@ describe('berth container commands', { skip: !runnable && 'needs root, runc and 
     assert.equal(r.code, 0, r.stderr);
     assert.equal((await containers()).includes('rmme'), false);
     assert.doesNotMatch(await snapshots(), /\brmme\b/);
-    const k = await B('run', ['--name', 'kept', BB, 'sh', '-c', 'exit 2']);
+    const k = await B('run', ['--name', 'kept', BB, 'sh', '-c', 'echo out; echo err >&2; exit 2']);
     assert.equal(k.code, 2, k.stderr);
+    assert.equal(k.stdout, 'out\n');
+    // an attached run's output is kept for logs too, as docker keeps it
+    const kl = await B('logs', ['kept']);
+    assert.equal(kl.code, 0, kl.stderr);
+    assert.deepEqual(lines(kl).sort(), ['err', 'out']);
     assert.match((await psRow('kept')) ?? '', /Exited \(2\)/);
     assert.equal(await psRow('kept', false), undefined, 'ps without -a shows running containers only');
     assert.equal((await B('rm', ['kept'])).code, 0);

@@ -1,5 +1,5 @@
-// `berth logs [-f]`: a detached container's log file (its stdout and stderr, as the shim wrote
-// them); -f follows it until the container's task ends, as docker's does.
+// `berth logs [-f]`: a container's log file (its stdout and stderr: the shim wrote a detached
+// one's, `berth run` copied an attached one's); -f follows it until the task ends, as docker's does.
 import { closeSync, openSync, readSync, watch } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { client, containerCommon, CommandError } from '../grpc.js';
@@ -24,7 +24,7 @@ export async function logsCommand(args: string[]): Promise<void> {
   try {
     const container = await getContainer(c, values.namespace, id);
     const path = container.labels[labels.log];
-    if (!path) throw new CommandError(`Error: container ${id} ran attached: its output went to its terminal and has no log`);
+    if (!path) throw new CommandError(`Error: container ${id} has no log: only \`berth run\` keeps one (not ctr, not run --rm)`);
     let fd: number;
     try {
       fd = openSync(path, 'r');

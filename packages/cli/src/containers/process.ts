@@ -20,6 +20,8 @@ export interface Attach {
   id: string;
   execId: string;
   fifos: Fifos;
+  /** a file that keeps a copy of the output (for `berth logs`) */
+  log?: string;
   interactive: boolean;
   tty: boolean;
   /** Tasks.Start (or Exec's start) */
@@ -32,7 +34,7 @@ export async function runAttached(a: Attach): Promise<number> {
   const waited = waitTask(c, ns, id, execId);
   waited.catch(() => {});
   const stdin = a.interactive ? process.stdin : null;
-  a.fifos.attachOutput(process.stdout, process.stderr);
+  a.fifos.attachOutput(process.stdout, process.stderr, a.log);
   const raw = a.tty && a.interactive && process.stdin.isTTY;
   if (raw) process.stdin.setRawMode(true);
   const cleanups: Array<() => void> = [];

@@ -77,8 +77,8 @@ export async function runCommand(args: string[]): Promise<number> {
     });
     const { container, mounts } = await create(image);
     const logPath = container.labels[labels.log];
-    const fifos = logPath ? null : new Fifos(Fifos.dirUnder(join(stateDir(v.address), 'fifo')), id, { stdin: v.interactive, terminal: v.tty });
-    const uri = logPath ? `file://${logPath}` : '';
+    const fifos = v.detach ? null : new Fifos(Fifos.dirUnder(join(stateDir(v.address), 'fifo')), id, { stdin: v.interactive, terminal: v.tty });
+    const uri = v.detach ? `file://${logPath}` : '';
     try {
       try {
         await unary(
@@ -104,7 +104,7 @@ export async function runCommand(args: string[]): Promise<number> {
       }
       let status: number;
       try {
-        status = await runAttached({ c, ns, id, execId: '', fifos, interactive: v.interactive, tty: v.tty, start: () => unary(c, '/containerd.services.tasks.v1.Tasks/Start', { container_id: id }, ns) });
+        status = await runAttached({ c, ns, id, execId: '', fifos, log: logPath, interactive: v.interactive, tty: v.tty, start: () => unary(c, '/containerd.services.tasks.v1.Tasks/Start', { container_id: id }, ns) });
       } catch (e) {
         await (v.rm ? removeContainer(c, ns, container, true) : retireTask(c, ns, id)).catch(() => {});
         throw e;
@@ -151,7 +151,9 @@ export async function runCommand(args: string[]): Promise<number> {
         throw new CommandError((e as Error).message, 125);
       }
       const own: Record<string, string> = { ...(image.config.Labels ?? {}), [labels.stopSignal]: image.config.StopSignal || 'SIGTERM' };
-      if (v.detach) own[labels.log] = join(stateDir(v.address), 'logs', 'containers', ns, `${id}.log`);
+      // docker keeps every container's output for `logs`: a detached one's the shim writes, an
+      // attached one's this command copies as it shows it (one that --rm removes keeps none)
+      if (v.detach || !v.rm) own[labels.log] = join(stateDir(v.address), 'logs', 'containers', ns, `${id}.log`);
       const container = { id, labels: own, image: image.name, runtime: { name: runtime, options: null }, spec: specToAny(spec), snapshotter, snapshot_key: id };
       try {
         return { container: (await unary<{ container: Container }>(c, '/containerd.services.containers.v1.Containers/Create', { container }, ns, lease)).container, mounts };

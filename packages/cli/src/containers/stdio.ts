@@ -3,9 +3,9 @@
 // and writer. The output FIFOs are read through a second, read-only fd, and the O_RDWR one is
 // closed once the shim holds its writer (after Create/Exec), so the copy ends at the process's EOF.
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants as C, mkdirSync, openSync, rmSync } from 'node:fs';
+import { closeSync, constants as C, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
 import net from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { S_IF, mknod } from '@berth/native';
 
 export interface StdioPaths {
@@ -20,6 +20,7 @@ export class Fifos {
   private readonly held: number[] = [];
   private readonly readers: Array<{ sock: net.Socket; done: Promise<void> }> = [];
   private input: net.Socket | null = null;
+  private log: number | null = null;
 
   constructor(
     private readonly dir: string,
@@ -47,12 +48,23 @@ export class Fifos {
     return join(base, randomBytes(8).toString('hex'));
   }
 
-  /** Copies the process's output to ours: in place before it starts, so nothing is missed. */
-  attachOutput(out: NodeJS.WritableStream, err: NodeJS.WritableStream): void {
+  /**
+   * Copies the process's output to ours (and to the `log` file when given): in place before it
+   * starts, so nothing is missed.
+   */
+  attachOutput(out: NodeJS.WritableStream, err: NodeJS.WritableStream, log?: string): void {
+    if (log) {
+      mkdirSync(dirname(log), { recursive: true });
+      // written as it comes (page cache: microseconds), so nothing is pending when we exit
+      this.log = openSync(log, C.O_WRONLY | C.O_APPEND | C.O_CREAT, 0o644);
+    }
     const read = (path: string, to: NodeJS.WritableStream) => {
       const sock = new net.Socket({ fd: openSync(path, C.O_RDONLY | C.O_NONBLOCK), readable: true, writable: false });
       const done = new Promise<void>((resolve) => {
-        sock.on('data', (b) => to.write(b));
+        sock.on('data', (b) => {
+          to.write(b);
+          if (this.log !== null) writeSync(this.log, b);
+        });
         sock.on('end', () => resolve());
         sock.on('close', () => resolve());
         sock.on('error', () => resolve());
@@ -93,6 +105,8 @@ export class Fifos {
   }
 
   close(): void {
+    if (this.log !== null) closeSync(this.log);
+    this.log = null;
     this.releaseHeld();
     for (const r of this.readers) r.sock.destroy();
     this.input?.destroy();
