@@ -6,13 +6,15 @@
 // code, RocksDB's library) once across all processes: summed, it is what the stack costs the
 // machine; RSS counts them in every process.
 // Run: node bench/memory.mjs [CALLS=10000]
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect, nkeyAuthenticator } from '@nats-io/transport-node';
 import { codec } from '@berth/api';
 import { heapSubject } from '@berth/bus';
-import { berthProcesses, client, meta, startBerth, startReference, toBuf } from './lib.mjs';
+import { serviceNodeArgs } from '../packages/kit/dist/nodeargs.js';
+import { berthProcesses, client, meta, repo, startBerth, startReference, toBuf } from './lib.mjs';
 
 const CALLS = Number(process.argv[2] ?? 10_000);
 const STREAMS = 100;
@@ -25,11 +27,27 @@ function mem(pid) {
   try {
     const s = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
     const f = (k) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(s)[1]);
-    return { rss: f('Rss'), pss: f('Pss') };
+    return { rss: f('Rss'), pss: f('Pss'), anon: f('Anonymous') };
   } catch {
     return undefined;
   }
 }
+
+/**
+ * A Node process running `code` (with the service processes' node flags), measured after 5 s idle:
+ * what a service costs before any of its own code.
+ */
+async function floorProcess(code) {
+  const child = spawn(process.execPath, [...serviceNodeArgs, '--input-type=module', '-e', `${code}; setInterval(() => {}, 1 << 30);`], { cwd: repo + '/bench', stdio: 'ignore' });
+  await new Promise((r) => setTimeout(r, 5000));
+  const m = mem(child.pid);
+  child.kill();
+  return m;
+}
+
+const natsFloor = (url, cred) => `
+  const { connect, nkeyAuthenticator } = await import('@nats-io/transport-node');
+  await connect({ servers: ${JSON.stringify(url)}, authenticator: nkeyAuthenticator(new TextEncoder().encode(${JSON.stringify(cred.nkey_seed)})), inboxPrefix: ${JSON.stringify(cred.inbox_prefix)} });`;
 
 const blob = Buffer.from('memory bench blob\n'.repeat(64));
 const digest = 'sha256:' + createHash('sha256').update(blob).digest('hex');
@@ -127,12 +145,19 @@ try {
 
   const idle = Object.fromEntries(names.map((n) => [n, mem(procs[n])]));
   const refIdle = ref && mem(ref.pid);
-  console.log('idle, MiB | RSS | PSS');
-  console.log('| process | RSS | PSS |\n| --- | --- | --- |');
-  for (const n of names) console.log(`| ${n} | ${mb(idle[n].rss)} | ${mb(idle[n].pss)} |`);
+  // the floor of a service process: Node idle, and Node with nats.js connected to this stack
+  const floors = await Promise.all([floorProcess(''), floorProcess(natsFloor(berth.natsUrl, cred))]);
+  // file-backed pages (Node's binary, RocksDB's library) are the same pages in every process:
+  // RSS counts them in each, PSS shares them out
+  console.log('idle, MiB (file = RSS backed by files: the node binary and libraries, shared)');
+  console.log('| process | RSS | PSS | file | anon |\n| --- | --- | --- | --- | --- |');
+  const row = (n, m) => console.log(`| ${n} | ${mb(m.rss)} | ${mb(m.pss)} | ${mb(m.rss - m.anon)} | ${mb(m.anon)} |`);
+  for (const n of names) row(n, idle[n]);
   const sum = (o, k) => Object.values(o).reduce((a, x) => a + (x?.[k] ?? 0), 0);
-  console.log(`| Berth, all processes | ${mb(sum(idle, 'rss'))} | ${mb(sum(idle, 'pss'))} |`);
-  if (refIdle) console.log(`| reference containerd | ${mb(refIdle.rss)} | ${mb(refIdle.pss)} |`);
+  console.log(`| Berth, all processes | ${mb(sum(idle, 'rss'))} | ${mb(sum(idle, 'pss'))} | | |`);
+  if (refIdle) row('reference containerd', refIdle);
+  row('floor: node, idle', floors[0]);
+  row('floor: node + nats.js connected', floors[1]);
   const services = names.filter((n) => n !== 'berth' && n !== 'nats-server');
   const svcRss = services.map((n) => idle[n].rss).sort((a, b) => a - b);
   console.log(`\nservice processes idle RSS: median ${mb(svcRss[svcRss.length >> 1])}, max ${mb(svcRss.at(-1))} MiB`);
