@@ -35,7 +35,12 @@ export interface BlobRead {
   done(): Promise<{ blob: string; blobBytes: number; tar: string; tarBytes: number }>;
 }
 
-export function readBlobFile(path: string, alg: string, inflate: boolean, window = 4): BlobRead {
+/**
+ * `follow`: the file is an ingest a download is still appending to; it is read as it grows until
+ * it holds that many bytes. `signal` ends a read that waits for bytes.
+ */
+export function readBlobFile(path: string, alg: string, inflate: boolean, opts: { window?: number; follow?: number; signal?: AbortSignal } = {}): BlobRead {
+  const window = opts.window ?? 4;
   const w = thread();
   const id = ++next;
   const queue: Msg[] = [];
@@ -51,7 +56,13 @@ export function readBlobFile(path: string, alg: string, inflate: boolean, window
     if (!jobs.delete(id)) return;
     if (--busy === 0) w.unref();
   };
-  w.postMessage({ id, path, alg, detect: inflate });
+  const onAbort = () => {
+    queue.push({ id, error: 'context canceled', code: 'ABORT_ERR' });
+    wake?.();
+    wake = null;
+  };
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  w.postMessage({ id, path, alg, detect: inflate, follow: opts.follow });
   w.postMessage({ id, credit: window });
   const tar = (async function* () {
     try {
@@ -67,6 +78,7 @@ export function readBlobFile(path: string, alg: string, inflate: boolean, window
         yield Buffer.from(m.chunk!.buffer, m.chunk!.byteOffset, m.chunk!.byteLength);
       }
     } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
       if (!result) w.postMessage({ id, stop: true });
       finish();
     }

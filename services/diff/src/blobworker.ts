@@ -1,31 +1,71 @@
 // The reading thread of blobreader.ts: reads a blob file, hashes it, inflates it when it is gzip,
 // hashes the tar stream, and hands the tar bytes over (moved, not copied) a few at a time.
+// With `follow`, the file is an ingest still being written by a download: it is read as it
+// grows, up to `follow` bytes (the blob's size).
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import type { Readable } from 'node:stream';
+import { open } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import { parentPort } from 'node:worker_threads';
 import { createGunzip } from 'node:zlib';
 
 interface Job {
   id: number;
   path: string;
+  /** the blob's digest algorithm; '' when the blob is not hashed (its digest is checked elsewhere) */
   alg: string;
   /** inflate when the bytes say gzip */
   detect: boolean;
+  /** the file is still being appended to: read it as it grows, until it holds this many bytes */
+  follow?: number;
 }
 
 const credits = new Map<number, { n: number; wake: (() => void) | null; stop: boolean }>();
 
+// how often a followed file is looked at again when the writer has not caught up: a download
+// appends a MiB every 10-30 ms here, and a look is one read call
+const followPollMs = 4;
+
+/**
+ * The bytes of a file another process is appending to, as they come, until it has `size` of
+ * them. A file that gets shorter than what was read (the download started over) is an error:
+ * the caller applies the blob again once it is committed.
+ */
+function followFile(path: string, size: number, flow: { stop: boolean }): Readable {
+  return Readable.from(
+    (async function* () {
+      const fh = await open(path, 'r');
+      try {
+        let pos = 0;
+        while (pos < size && !flow.stop) {
+          const buf = Buffer.allocUnsafe(Math.min(1 << 20, size - pos));
+          const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+          if (bytesRead > 0) {
+            pos += bytesRead;
+            yield buf.subarray(0, bytesRead);
+            continue;
+          }
+          if ((await fh.stat()).size < pos) throw new Error(`ingest ${path} was truncated while it was read`);
+          await new Promise((r) => setTimeout(r, followPollMs));
+        }
+      } finally {
+        await fh.close();
+      }
+    })(),
+    { objectMode: false },
+  );
+}
+
 async function run(job: Job): Promise<void> {
   const flow = { n: 0, wake: null as (() => void) | null, stop: false };
   credits.set(job.id, flow);
-  const blobHash = createHash(job.alg);
+  const blobHash = job.alg ? createHash(job.alg) : null;
   const tarHash = createHash('sha256');
   let blobBytes = 0;
   let tarBytes = 0;
   try {
-    const file = createReadStream(job.path, { highWaterMark: 1 << 20 });
-    let src: Readable = file;
+    const file: Readable = job.follow !== undefined ? followFile(job.path, job.follow, flow) : createReadStream(job.path, { highWaterMark: 1 << 20 });
+    let src = file;
     if (job.detect) {
       const head = await new Promise<Buffer>((resolve, reject) => {
         file.once('error', reject);
@@ -40,7 +80,7 @@ async function run(job: Job): Promise<void> {
         file.on('error', (e) => gunzip.destroy(e));
         // in this same tick as the pipe, so the hash sees every chunk once
         file.on('data', (c) => {
-          blobHash.update(c as Buffer);
+          blobHash?.update(c as Buffer);
           blobBytes += c.length;
         });
         src = file.pipe(gunzip);
@@ -49,7 +89,7 @@ async function run(job: Job): Promise<void> {
     for await (const c of src) {
       const chunk = c as Buffer;
       if (src === file) {
-        blobHash.update(chunk);
+        blobHash?.update(chunk);
         blobBytes += chunk.length;
       }
       tarHash.update(chunk);
@@ -61,12 +101,16 @@ async function run(job: Job): Promise<void> {
         return;
       }
       flow.n--;
-      // a copy of its own, so it can be moved to the other thread
-      const own = new Uint8Array(chunk.length);
-      own.set(chunk);
-      parentPort!.postMessage({ id: job.id, chunk: own }, [own.buffer]);
+      // moved to the other thread: as it is when it is all of its buffer (zlib's and the
+      // followed file's 1 MiB chunks mostly are), else a copy of its own
+      let own: Uint8Array = chunk;
+      if (chunk.byteOffset !== 0 || chunk.byteLength !== chunk.buffer.byteLength) {
+        own = new Uint8Array(chunk.length);
+        own.set(chunk);
+      }
+      parentPort!.postMessage({ id: job.id, chunk: own }, [own.buffer as ArrayBuffer]);
     }
-    parentPort!.postMessage({ id: job.id, end: true, blob: `${job.alg}:${blobHash.digest('hex')}`, blobBytes, tar: `sha256:${tarHash.digest('hex')}`, tarBytes });
+    parentPort!.postMessage({ id: job.id, end: true, blob: blobHash ? `${job.alg}:${blobHash.digest('hex')}` : '', blobBytes, tar: `sha256:${tarHash.digest('hex')}`, tarBytes });
   } catch (e) {
     parentPort!.postMessage({ id: job.id, error: (e as Error).message, code: (e as NodeJS.ErrnoException).code });
   } finally {

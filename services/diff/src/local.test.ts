@@ -3,8 +3,8 @@
 // folders a real overlay mount then honours.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { appendFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
@@ -105,4 +105,70 @@ test('lowers pending: a layer that needs them is Aborted with its upperdir left 
   const layer = Buffer.concat([tarFile({ name: 'p/new' }, Buffer.from('n')), tarEnd()]);
   await new Differ().apply(fromStream(layer), plain(layer), overlay(upper));
   assert.equal(lstatSync(join(upper, 'p')).mode & 0o777, 0o700);
+});
+
+test('a growing ingest: applied while it is written, proven by the diff id; trouble is Aborted with the folder left empty', async () => {
+  const big = randomBytes(3 << 20);
+  const layer = Buffer.concat([tarHeader({ name: 'd/', typeflag: T.dir }), tarFile({ name: 'd/big', mode: 0o600 }, big), tarEnd()]);
+  const blob = gzipSync(layer);
+  const desc = { media_type: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha(blob), size: blob.length };
+  const never: BlobOpener = async () => {
+    throw new Error('the committed blob is not read');
+  };
+  const bind = (root: string) => [{ type: 'bind', source: root, options: ['rbind', 'rw'] }];
+  /** writes `b` to `path` in pieces, with pauses between (a download appending to its ingest) */
+  async function grow(path: string, b: Buffer, piece = 256 << 10) {
+    writeFileSync(path, '');
+    for (let at = 0; at < b.length; at += piece) {
+      await new Promise((r) => setTimeout(r, 5));
+      appendFileSync(path, b.subarray(at, at + piece));
+    }
+  }
+
+  // applied from the file as it grows: the tree and the tar's digest
+  const root = mkdtempSync(join(dir, 'grow-'));
+  const path = join(dir, 'ingest-data');
+  const writing = grow(path, blob);
+  const d = await new Differ().apply(never, desc, bind(root), undefined, false, { path, diffId: sha(layer) });
+  await writing;
+  assert.deepEqual(d, { media_type: 'application/vnd.oci.image.layer.v1.tar', digest: sha(layer), size: layer.length });
+  assert.ok(readFileSync(join(root, 'd/big')).equals(big));
+
+  // without the diff id, the blob's digest is checked
+  const root2 = mkdtempSync(join(dir, 'grow-'));
+  assert.equal((await new Differ().apply(never, desc, bind(root2), undefined, false, { path })).digest, sha(layer));
+
+  // bytes that are not the layer (same size), a diff id that is not this layer's
+  for (const [bytes, diffId] of [
+    [Buffer.concat([blob.subarray(0, blob.length - 8), Buffer.alloc(8)]), sha(layer)],
+    [blob, sha(Buffer.from('another layer'))],
+    [Buffer.concat([blob.subarray(0, 100), randomBytes(blob.length - 100)]), undefined],
+  ] as const) {
+    const r = mkdtempSync(join(dir, 'grow-'));
+    const p = join(dir, 'ingest-bad');
+    const w = grow(p, bytes);
+    await assert.rejects(new Differ().apply(never, desc, bind(r), undefined, false, { path: p, ...(diffId ? { diffId } : {}) }), (e: Error & { code?: number }) => e.code === 10);
+    await w;
+    assert.deepEqual(readdirSync(r), []);
+  }
+
+  // the file gets shorter than what was read (the download started over)
+  const r3 = mkdtempSync(join(dir, 'grow-'));
+  const p3 = join(dir, 'ingest-trunc');
+  writeFileSync(p3, blob.subarray(0, 1 << 20));
+  const truncating = (async () => {
+    await new Promise((r) => setTimeout(r, 100));
+    writeFileSync(p3, blob.subarray(0, 1000));
+  })();
+  await assert.rejects(new Differ().apply(never, desc, bind(r3), undefined, false, { path: p3, diffId: sha(layer) }), (e: Error & { code?: number }) => e.code === 10 && /truncated/.test(e.message));
+  await truncating;
+  assert.deepEqual(readdirSync(r3), []);
+
+  // a download that stalls: the caller's signal ends the wait
+  const r4 = mkdtempSync(join(dir, 'grow-'));
+  const p4 = join(dir, 'ingest-stall');
+  writeFileSync(p4, blob.subarray(0, 1 << 20));
+  const ac = new AbortController();
+  setTimeout(() => ac.abort(new Error('pull canceled')), 200);
+  await assert.rejects(new Differ().apply(never, desc, bind(r4), ac.signal, false, { path: p4, diffId: sha(layer) }));
 });

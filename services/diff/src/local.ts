@@ -6,7 +6,7 @@ import type { MountSpec } from '@berth/native';
 import { readBlobFile } from './blobreader.js';
 import { openSync, readSync, closeSync } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import { applyLayer, LowersPending, type ApplyOptions } from './apply.js';
 import { decompress, detect, diffCompression, noProcessor } from './decompress.js';
 import { overlayPaths, readonlyMounts, withTempMount } from './mounts.js';
@@ -95,6 +95,18 @@ function writableBind(mounts: readonly MountSpec[]): boolean {
 /** The ApplyRequest payload by which a pull says the overlay's lowerdirs are still being applied. */
 export const lowersPendingPayload = 'berth.io/lowers-pending';
 
+/**
+ * The ApplyRequest payload by which a pull on this node names the ingest file its download is
+ * still writing (the value: an IngestSource as JSON): the layer is applied while the bytes come.
+ */
+export const ingestFilePayload = 'berth.io/ingest-file';
+
+/** The value of the ingest-file payload (JSON): the file, and the layer's diff id when known. */
+export interface IngestSource {
+  path: string;
+  diffId?: string;
+}
+
 /** Removes everything inside `dir` (not following symlinks), keeping `dir` itself. */
 async function emptyFolder(dir: string): Promise<void> {
   for (const n of await readdir(dir)) await rm(join(dir, n), { recursive: true, force: true });
@@ -111,9 +123,10 @@ export class Differ {
    * once read to the end. With `lowersPending` (an overlay whose lowerdirs are still being
    * applied) a layer that would read them fails with Aborted, and nothing else changes.
    */
-  async apply(open: BlobOpener, desc: Descriptor, mounts: readonly MountSpec[], signal?: AbortSignal, lowersPending = false): Promise<Descriptor> {
+  async apply(open: BlobOpener, desc: Descriptor, mounts: readonly MountSpec[], signal?: AbortSignal, lowersPending = false, ingest?: IngestSource): Promise<Descriptor> {
     if (!desc?.digest) throw invalidArgument('descriptor digest is required');
     const alg = algorithm(desc.digest);
+    if (ingest !== undefined) return this.applyGrowing(ingest, alg, desc, mounts, signal, lowersPending);
     const blob = await open(desc.digest).catch((e: unknown) => {
       throw e instanceof BerthError ? e.wrap('failed to get reader from content store') : e;
     });
@@ -131,7 +144,7 @@ export class Differ {
     const head = blob.path && compression !== '' ? detect(await readHead(blob.path)) : 'none';
     if (blob.path && head !== 'zstd') {
       raw.destroy();
-      const r = readBlobFile(blob.path, alg, compression !== '');
+      const r = readBlobFile(blob.path, alg, compression !== '', { signal });
       tarStream = r.tar;
       digests = r.done;
     } else {
@@ -180,6 +193,42 @@ export class Differ {
     const d = await digests();
     if (d.blob !== desc.digest) {
       throw failedPrecondition(`content ${desc.digest} does not match its descriptor: read ${d.blobBytes} bytes with digest ${d.blob}`);
+    }
+    return { media_type: mediaTypeLayer, digest: d.tar, size: d.tarBytes };
+  }
+
+  /**
+   * Apply from an ingest file a download on this node is still writing (the `ingestFile`
+   * payload): the layer is unpacked while its bytes arrive, read up to the descriptor's size and
+   * hashed on the way. Whatever goes wrong (bytes that are not the blob, a download that started
+   * over, a blob that is not gzip or plain tar, a layer that needs its pending lowers) empties
+   * the folder back to how the snapshot was made and answers Aborted: the caller applies the
+   * committed blob the ordinary way instead, which gives the ordinary answer. Only to an overlay
+   * upperdir or a writable bind (a snapshot's own folder, which can be emptied).
+   */
+  private async applyGrowing({ path, diffId }: IngestSource, alg: string, desc: Descriptor, mounts: readonly MountSpec[], signal: AbortSignal | undefined, lowersPending: boolean): Promise<Descriptor> {
+    const compression = diffCompression(desc.media_type);
+    if (compression === null) throw noProcessor(desc.media_type);
+    const ov = mounts.length === 1 && mounts[0].type === 'overlay' ? overlayPaths(mounts[0].options) : null;
+    const root = ov ? ov.upper : writableBind(mounts) ? mounts[0].source : null;
+    if (!root) throw new BerthError(Code.Aborted, 'a growing ingest is applied only to an overlay upperdir or a writable bind');
+    if (typeof path !== 'string' || !isAbsolute(path)) throw new BerthError(Code.Aborted, 'no ingest file to apply from');
+    // with the layer's diff id, the tar stream's digest is what proves the bytes (the blob's is
+    // checked by the content store when the download commits it, before the layer is used)
+    const r = readBlobFile(path, diffId ? '' : alg, compression !== '', { follow: desc.size, signal });
+    const tar = new TarReader(r.tar);
+    let d;
+    try {
+      await applyLayer(root, tar, { overlay: !!ov, parents: ov?.lowers ?? [], lowersPending: !!ov && lowersPending, signal, warn: this.warn });
+      await tar.drain();
+      d = await r.done();
+      if (d.blobBytes !== desc.size) throw new Error(`read ${d.blobBytes} of its ${desc.size} bytes`);
+      if (diffId ? d.tar !== diffId : d.blob !== desc.digest) throw new Error(`read ${d.blobBytes} bytes with digest ${d.blob || d.tar}`);
+    } catch (e) {
+      await (r.tar as AsyncGenerator<Buffer>).return?.(undefined);
+      if (signal?.aborted) throw e;
+      await emptyFolder(root);
+      throw new BerthError(Code.Aborted, `applying ${desc.digest} from its ingest: ${(e as Error).message}`);
     }
     return { media_type: mediaTypeLayer, digest: d.tar, size: d.tarBytes };
   }

@@ -8,7 +8,7 @@ import { blobFile } from '@berth/content/client';
 import { Code, isCode } from '@berth/errdefs';
 import { log, type ServiceEnv, type Stop } from '@berth/kit';
 import type { MountSpec } from '@berth/native';
-import { Differ, lowersPendingPayload, type BlobOpener, type ContentSink, type Descriptor } from './local.js';
+import { Differ, ingestFilePayload, lowersPendingPayload, type IngestSource, type BlobOpener, type ContentSink, type Descriptor } from './local.js';
 import { warmUp } from './blobreader.js';
 import { warmUpApply } from './warmup.js';
 
@@ -111,6 +111,16 @@ interface ApplyRequest {
   payloads?: Record<string, unknown>;
 }
 
+/** The ingest-file payload; one that does not parse names no file (the Apply answers Aborted). */
+function parseIngest(value: Uint8Array): IngestSource {
+  try {
+    const v = JSON.parse(Buffer.from(value).toString('utf8')) as IngestSource;
+    return { path: String(v.path ?? ''), ...(typeof v.diffId === 'string' ? { diffId: v.diffId } : {}) };
+  } catch {
+    return { path: '' };
+  }
+}
+
 export async function start(env: ServiceEnv): Promise<Stop> {
   const client = new BusClient(env.nc);
   const differ = new Differ((m) => log('diff', m));
@@ -124,7 +134,8 @@ export async function start(env: ServiceEnv): Promise<Stop> {
       namespaceRequired(ctx);
       const desc = req.diff ?? { media_type: '', digest: '', size: 0 };
       const t0 = performance.now();
-      const applied = await differ.apply(blobOpener(client, env.node, ctx), desc, req.mounts ?? [], ctx.signal, !!req.payloads?.[lowersPendingPayload]);
+      const ingest = req.payloads?.[ingestFilePayload] as { value?: Uint8Array } | undefined;
+      const applied = await differ.apply(blobOpener(client, env.node, ctx), desc, req.mounts ?? [], ctx.signal, !!req.payloads?.[lowersPendingPayload], ingest?.value ? parseIngest(ingest.value) : undefined);
       if (process.env.BERTH_DIFF_TRACE) log('diff', `diff applied d=${(performance.now() - t0).toFixed(1)}ms digest=${desc.digest} size=${desc.size}`);
       return { applied };
     },

@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import { blobFile, ingestFile, type IngestFile } from '@berth/content';
 import { BerthError, Code, isCode } from '@berth/errdefs';
 import type { Descriptor } from './registry.js';
-import { lowersPendingPayload } from '@berth/diff';
+import { ingestFilePayload, lowersPendingPayload, type IngestSource } from '@berth/diff';
 
 // the snapshot service's prepareOnPendingMethod (services/snapshot/src/service.ts)
 const prepareOnPendingMethod = 'PrepareOnPending';
@@ -39,8 +39,12 @@ export interface PullBackends {
   prepareOnPending(ctx: CallContext, snapshotter: string, key: string, parent: string, pending: string): Promise<Mount[]>;
   commitSnapshot(ctx: CallContext, snapshotter: string, name: string, key: string): Promise<void>;
   removeSnapshot(ctx: CallContext, snapshotter: string, key: string): Promise<void>;
-  /** `lowersPending`: the mounts' lowerdirs are still being applied (a layer that needs them fails with Aborted) */
-  apply(ctx: CallContext, desc: Descriptor, mounts: Mount[], lowersPending?: boolean): Promise<Descriptor>;
+  /**
+   * `lowersPending`: the mounts' lowerdirs are still being applied (a layer that needs them fails
+   * with Aborted). `ingest`: the blob is not committed yet but being written to this ingest file
+   * on the node; it is applied as it grows (any trouble: Aborted, nothing applied).
+   */
+  apply(ctx: CallContext, desc: Descriptor, mounts: Mount[], lowersPending?: boolean, ingest?: IngestSource): Promise<Descriptor>;
   /** a blob's bytes: its file on this node, else the content service's Read stream */
   openBlob(ctx: CallContext, digest: string): Promise<NodeJS.ReadableStream>;
   createLease(ctx: CallContext, labels: Record<string, string>): Promise<string>;
@@ -151,8 +155,10 @@ export function busBackends(bus: BusClient, node: string): PullBackends {
     async removeSnapshot(ctx, snapshotter, key) {
       await call('snapshot', 'Remove', c.removeReq.encode({ snapshotter, key }), ctx);
     },
-    async apply(ctx, desc, mounts, lowersPending) {
-      const payloads = lowersPending ? { [lowersPendingPayload]: { type_url: lowersPendingPayload, value: new Uint8Array() } } : {};
+    async apply(ctx, desc, mounts, lowersPending, ingest) {
+      const payloads: Record<string, { type_url: string; value: Uint8Array }> = {};
+      if (lowersPending) payloads[lowersPendingPayload] = { type_url: lowersPendingPayload, value: new Uint8Array() };
+      if (ingest) payloads[ingestFilePayload] = { type_url: ingestFilePayload, value: Buffer.from(JSON.stringify(ingest)) };
       return c.applyRes.decode(await call('diff', 'Apply', c.applyReq.encode({ diff: toDesc(desc), mounts, payloads }), ctx)).applied;
     },
     async openBlob(ctx, digest) {

@@ -226,6 +226,8 @@ interface RunOptions {
 /** One pull's state: the blobs in flight and the platforms to unpack. */
 class PullRun {
   private readonly fetches = new Map<string, Promise<void>>();
+  /** per layer: the ingest file its download is appending to, once it starts (undefined: none) */
+  private readonly growing = new Map<string, ReturnType<typeof deferred<string | undefined>>>();
   private readonly pending: Promise<unknown>[] = [];
   private readonly toUnpack: { platform: string; manifest: ManifestDoc; diffIds: string[] }[] = [];
   private readonly source: { key: string; repo: string };
@@ -348,20 +350,35 @@ class PullRun {
     let f = this.fetches.get(desc.digest);
     if (!f) {
       this.progress.add(desc.digest, desc.media_type, desc.size);
-      f = this.track(this.fetchBlob(desc));
+      const g = deferred<string | undefined>();
+      this.growing.set(desc.digest, g);
+      f = this.track(this.fetchBlob(desc, (path) => g.resolve(path)));
+      // a blob that was there, or a failed fetch: no file to follow
+      const settled = () => {
+        g.resolve(undefined);
+        this.growing.delete(desc.digest);
+      };
+      f.then(settled, settled);
       this.fetches.set(desc.digest, f);
     }
     return f;
   }
 
-  private async fetchBlob(desc: Descriptor): Promise<void> {
+  /** The ingest file a layer's download is writing, once it writes; undefined when there is none. */
+  private ingestOf(desc: Descriptor): Promise<string | undefined> {
+    void this.fetchLayer(desc).catch(() => undefined);
+    // once fetched, the ingest is the committed blob: nothing to follow
+    return this.growing.get(desc.digest)?.promise ?? Promise.resolve(undefined);
+  }
+
+  private async fetchBlob(desc: Descriptor, writing: (path: string) => void): Promise<void> {
     const key = `${this.ctx.namespace}\0${desc.digest}`;
     for (let other; (other = this.o.inflight.get(key)); ) {
       // the other pull's outcome is its own: this one looks at the store afterwards
       await other.catch(() => undefined);
       this.ctx.signal?.throwIfAborted();
     }
-    const mine = this.fetchBlobNow(desc);
+    const mine = this.fetchBlobNow(desc, writing);
     const settled = mine.then(
       () => undefined,
       () => undefined,
@@ -374,7 +391,7 @@ class PullRun {
     }
   }
 
-  private async fetchBlobNow(desc: Descriptor): Promise<void> {
+  private async fetchBlobNow(desc: Descriptor, writing: (path: string) => void): Promise<void> {
     const ref = refKey(desc);
     // a download slot is held while the bytes come, not while content checks them (the commit
     // rehashes the blob): the next layer's download starts meanwhile. Slots go in layer order.
@@ -389,7 +406,7 @@ class PullRun {
         return false;
       }
       trace(`ingest ${desc.digest}`);
-      if (!ingest.shared) await this.download(desc, ingest.path, ingest.offset);
+      if (!ingest.shared) await this.download(desc, ingest.path, ingest.offset, () => writing(ingest.path));
       trace(`downloaded ${desc.digest}`);
       return true;
     });
@@ -419,13 +436,14 @@ class PullRun {
    * resumed with a Range request from what the file holds; the registry is retried for as long
    * as it keeps making progress within the retry window.
    */
-  private async download(desc: Descriptor, path: string, offset: number): Promise<void> {
+  private async download(desc: Descriptor, path: string, offset: number, started: () => void): Promise<void> {
     const fh = await open(path, 'r+');
     const signal = this.ctx.signal;
     let lastProgress = Date.now();
     let backoff = 100;
     try {
       if ((await fh.stat()).size !== offset) await fh.truncate(offset);
+      started();
       while (offset < desc.size) {
         try {
           const { body, from } = await this.reg.open(desc, offset, signal);
@@ -481,7 +499,7 @@ class PullRun {
   }
 
   private unpack(m: ManifestDoc, diffIds: string[]): Promise<string> {
-    return unpackLayers(this.be, this.ctx, this.o.snapshotter, m, diffIds, this.progress, (l) => this.fetchLayer(l));
+    return unpackLayers(this.be, this.ctx, this.o.snapshotter, m, diffIds, this.progress, (l) => this.fetchLayer(l), (l) => this.ingestOf(l));
   }
 }
 
@@ -518,6 +536,7 @@ export async function unpackLayers(
   diffIds: string[],
   progress: Progress,
   ready: (layer: Descriptor) => Promise<void> = async () => undefined,
+  growing: (layer: Descriptor) => Promise<string | undefined> = async () => undefined,
 ): Promise<string> {
   const chain = chainIds(diffIds);
   // which snapshots exist, asked all at once up front rather than one round trip per layer on the
@@ -537,7 +556,7 @@ export async function unpackLayers(
   let done = false;
   if (besides) {
     try {
-      await unpackBeside(be, ctx, sn, m.layers, diffIds, chain, have, progress, ready, unpacked);
+      await unpackBeside(be, ctx, sn, m.layers, diffIds, chain, have, progress, ready, growing, unpacked);
       done = true;
     } catch (e) {
       if (!(e instanceof RedoInOrder)) throw e;
@@ -599,6 +618,7 @@ async function unpackBeside(
   from: number,
   progress: Progress,
   ready: (layer: Descriptor) => Promise<void>,
+  growing: (layer: Descriptor) => Promise<string | undefined>,
   unpacked: (i: number) => void,
 ): Promise<void> {
   // the first failure stops the other layers' steps; what they made is removed after
@@ -627,22 +647,32 @@ async function unpackBeside(
   const one = async (i: number) => {
     const layer = layers[i]!;
     const mounts = await prepared[i]!.promise;
-    await ready(layer);
+    // while its download writes it, a layer is applied from the ingest file as the bytes come
+    const ingest = await growing(layer);
+    if (!ingest) await ready(layer);
     lctx.signal!.throwIfAborted();
     progress.state(layer.digest, 'unpacking');
-    trace(`unpack ${layer.digest}`);
+    trace(`unpack ${layer.digest}${ingest ? ' from its ingest' : ''}`);
     let applied;
+    // a download that fails stops the apply waiting for its bytes, with the download's error
+    const fetchFailed = new AbortController();
+    if (ingest) ready(layer).catch((e: unknown) => fetchFailed.abort(e));
     try {
-      applied = await be.apply(lctx, layer, mounts, i > from && !ours[i - 1]);
+      applied = await be.apply(ingest ? { ...lctx, signal: AbortSignal.any([lctx.signal!, fetchFailed.signal]) } : lctx, layer, mounts, i > from && !ours[i - 1], ingest ? { path: ingest, diffId: diffIds[i] } : undefined);
     } catch (e) {
+      if (fetchFailed.signal.aborted) throw fetchFailed.signal.reason;
       if (!isCode(e, Code.Aborted) || lctx.signal!.aborted) throw e;
-      // it needs its parents' files: again, in place, once they are all in
-      trace(`again ${layer.digest}`);
-      await committed[i - 1]!.promise;
+      // it needs its parents' files, or its download had trouble: again, in place, once the
+      // parents and the blob are in
+      trace(`again ${layer.digest}: ${(e as Error).message}`);
+      if (i > 0) await committed[i - 1]!.promise;
+      await ready(layer);
       applied = await be.apply(lctx, layer, mounts);
     }
     if (applied.digest !== diffIds[i]) throw wrongDiffId(diffIds[i]!, applied.digest);
     trace(`applied ${layer.digest}`);
+    // the blob committed (content checked its digest) before its snapshot is
+    await ready(layer);
     if (i > 0) await committed[i - 1]!.promise;
     try {
       await be.commitSnapshot(lctx, sn, chain[i]!, keys[i]!);
