@@ -72,6 +72,12 @@ describe('bus over a real nats-server', () => {
           cancelled = true;
           return;
         }
+        if (req.digest === 'burst') {
+          // all sent in one turn, as an events subscriber's backlog is; message 20 too large to batch
+          await sleep(100);
+          await Promise.all(Array.from({ length: req.size }, (_, i) => send({ offset: i, data: Buffer.alloc(i === 20 ? 20 << 10 : 8, i) })));
+          return;
+        }
         for (let i = 0; i < req.size; i++) {
           await send({ offset: i, data: Buffer.from(`chunk-${i}`) });
           sentByServer = i + 1;
@@ -384,6 +390,64 @@ describe('bus over a real nats-server', () => {
     const tail = await drain('tail');
     stopTail();
     assert.equal(tail.err?.code, Code.Unavailable, tail.err?.message);
+  });
+
+  test('messages sent in one turn travel as batches, in order, each intact', async () => {
+    const ch = await client.open(subj('Read'), 'server', ReadReq.encode({ digest: 'burst', size: 40 }), {}, { window: 64 });
+    // the frames on the wire, seen from the server's connection (the server sends after 100 ms)
+    const frames: string[] = [];
+    const spy = snc.subscribe(`${ch.inbox}.>`, { callback: (_e, m) => void frames.push(m.subject.slice(ch.inbox.length + 1)) });
+    await snc.flush();
+    const got: { offset: number; data: Uint8Array }[] = [];
+    for await (const b of ch) got.push(ReadRes.decode(b));
+    await snc.flush(); // the spy's copies of the frames reach the server's connection too
+    spy.unsubscribe();
+    assert.deepEqual(got.map((g) => g.offset), Array.from({ length: 40 }, (_, i) => i));
+    for (const g of got) assert.deepEqual(Buffer.from(g.data), Buffer.alloc(g.offset === 20 ? 20 << 10 : 8, g.offset));
+    // messages 1-20 in one batch, the large one alone, 22-40 in another
+    assert.deepEqual(frames, ['1.20', '21', '22.19']);
+  });
+
+  test('batches from a peer are checked like frames: order, window, and their own framing', async () => {
+    const batch = (...msgs: string[]) => Buffer.concat(msgs.flatMap((m) => [Buffer.from([0, 0, 0, m.length]), Buffer.from(m)]));
+    const end = (peer: string, n: number) => {
+      const h = headers();
+      h.set('berth-ctl', 'end');
+      h.set('berth-n', String(n));
+      snc.publish(peer, new Uint8Array(), { headers: h });
+    };
+    const scripts: Record<string, (peer: string) => void> = {
+      good: (peer) => {
+        snc.publish(`${peer}.1.3`, batch('a', 'bb', 'ccc'));
+        snc.publish(`${peer}.4`, Buffer.from('d'));
+        snc.publish(`${peer}.5.2`, batch('e', ''));
+        end(peer, 6);
+      },
+      gap: (peer) => {
+        snc.publish(`${peer}.1.2`, batch('a', 'b'));
+        snc.publish(`${peer}.4.2`, batch('d', 'e'));
+      },
+      overrun: (peer) => snc.publish(`${peer}.1.9`, batch('1', '2', '3', '4', '5', '6', '7', '8', '9')),
+      short: (peer) => snc.publish(`${peer}.1.3`, batch('a', 'b')),
+      torn: (peer) => snc.publish(`${peer}.1.2`, batch('a', 'bb').subarray(0, 9)),
+      one: (peer) => snc.publish(`${peer}.1.1`, batch('a')),
+    };
+    const results: Record<string, { got: number; err?: BerthError }> = {};
+    for (const [name, script] of Object.entries(scripts)) {
+      const stop = await rawServer(`batch-${name}`, script);
+      results[name] = await drain(`batch-${name}`, 8, name === 'overrun' ? 300 : 0);
+      stop();
+    }
+    assert.deepEqual(results.good, { got: 6 });
+    assert.equal(results.gap!.err?.code, Code.Unavailable, results.gap!.err?.message);
+    assert.equal(results.gap!.got, 2);
+    assert.equal(results.overrun!.err?.code, Code.ResourceExhausted, results.overrun!.err?.message);
+    assert.equal(results.overrun!.got, 0);
+    for (const bad of ['short', 'torn', 'one']) {
+      assert.equal(results[bad]!.err?.code, Code.Internal, bad);
+      assert.match(results[bad]!.err!.message, /malformed batch/);
+      assert.equal(results[bad]!.got, 0, bad);
+    }
   });
 
   test('a service serves a bounded number of streams', async () => {

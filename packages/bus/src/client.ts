@@ -227,6 +227,7 @@ export class BusClient {
     h.set(H.inbox, ch.inbox);
     h.set(H.window, String(ch.opts.window));
     h.set(H.liveness, String(ch.opts.heartbeat));
+    h.set(H.batch, '1');
     h.set(H.ctl, kind);
     let msg;
     try {
@@ -242,7 +243,7 @@ export class BusClient {
       ch.cancel(e);
       throw e;
     }
-    ch.connect(peer, msg.headers!.get(H.window), msg.headers!.get(H.liveness));
+    ch.connect(peer, msg.headers!.get(H.window), msg.headers!.get(H.liveness), msg.headers!.get(H.batch));
     if (kind === 'server') ch.end(false); // nothing more to send: the request came with the handshake
     const signal = ctx.signal;
     if (signal) {

@@ -26,6 +26,8 @@ export const H = {
   node: 'berth-node',
   /** ms between the liveness beats the sender wants while a call or stream runs */
   liveness: 'berth-liveness',
+  /** streams: the sender takes data frames that carry several messages (channel.ts) */
+  batch: 'berth-batch',
 } as const;
 
 /** Per-call context: what containerd keeps in its context.Context. */

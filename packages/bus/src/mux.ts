@@ -9,9 +9,12 @@
 import { createInbox, type Msg, type NatsConnection, type Subscription } from '@nats-io/nats-core';
 import { BerthError, Code } from '@berth/errdefs';
 import { presizePayloads } from './payloads.js';
+import { writePerTurn } from './turns.js';
 
 // every process that talks on the bus gathers large frames in buffers of their size (payloads.ts)
+// and writes to nats-server once per event-loop turn (turns.ts)
 presizePayloads();
+writePerTurn();
 
 type FrameHandler = (err: Error | null, msg: Msg) => void;
 

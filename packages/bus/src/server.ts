@@ -234,13 +234,14 @@ export class BusServer {
           return;
         }
         const ch = new Channel(this.nc, { what: m.path, ...this.opts.channel });
-        ch.connect(peer, msg.headers!.get(H.window), msg.headers!.get(H.liveness));
+        ch.connect(peer, msg.headers!.get(H.window), msg.headers!.get(H.liveness), msg.headers!.get(H.batch));
         this.channels.add(ch);
         ch.onClose = () => this.channels.delete(ch);
         const h = headers();
         h.set(H.inbox, ch.inbox);
         h.set(H.window, String(ch.opts.window));
         h.set(H.liveness, String(ch.opts.heartbeat));
+        h.set(H.batch, '1');
         msg.respond(new Uint8Array(), { headers: h });
         const ctx: StreamContext = { ...contextFrom(msg.headers), signal: ch.signal };
         run(ch, msg.data, ctx).then(
