@@ -78,6 +78,24 @@ describe('event outbox', () => {
     await (await jetstreamManager(nc)).streams.delete(eventStream);
   });
 
+  test('many batches in flight at once: every event stored once, in the order of its commit', async () => {
+    await ensureEventStream(nc, limits);
+    // small batches, so most of these go out while earlier batches still wait for their acks
+    const outbox = await new Outbox(store, nc, { service: 'test', node: 'n1', batch: 16 }).start();
+    await Promise.all(
+      Array.from({ length: 50 }, async (_, t) => {
+        await new Promise((r) => setTimeout(r, t)); // commits keep coming while batches are in flight
+        await store.transact([`many/${t}`], async (tx) => {
+          for (let i = 0; i < 20; i++) outbox.emit(tx, `m${t * 20 + i}`, '/namespaces/create', { name: `m${t * 20 + i}` });
+        });
+      }),
+    );
+    await outbox.flushed();
+    assert.deepEqual(await storedEvents(nc), Array.from({ length: 1000 }, (_, i) => `/namespaces/create "m${i}"`));
+    outbox.stop();
+    await (await jetstreamManager(nc)).streams.delete(eventStream);
+  });
+
   test('JetStream unable to store: the call succeeds, the event waits and is published once when it can', async () => {
     // no stream: every publish is refused (no responders), as when JetStream is down
     const outbox = await new Outbox(store, nc, { service: 'test', node: 'n1' }).start();
