@@ -3,10 +3,11 @@
 import { nowTimestamp, service as grpcService } from '@berth/api';
 import { BusClient, BusServer, collectionBarrier, gcCollect, namespaceGuard, namespaceRequired, Outbox, serveCollection, type CallContext } from '@berth/bus';
 import { isCode, Code } from '@berth/errdefs';
-import type { ServiceEnv, Stop } from '@berth/kit';
+import { log, type ServiceEnv, type Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
 import { loadDockerConfig } from './auth.js';
 import { busBackends, warmCodecs } from './backends.js';
+import { warmUpFetch } from './warmup.js';
 import { Images, type Image } from './local.js';
 import { Puller, type PullerConfig } from './pull.js';
 import { Pusher } from './push.js';
@@ -48,6 +49,7 @@ export async function start(env: ServiceEnv): Promise<Stop> {
   const auths = loadDockerConfig(cfg.registry_config);
   const backends = busBackends(client, env.node);
   warmCodecs(grpcService('berth.images.v1.Transfer').methods);
+  await warmUpFetch().catch((e: Error) => log('images', `warm-up fetch: ${e.message}`));
   const transferConfig: PullerConfig = {
     registry: {
       plainHttp: (h) => cfg.plain_http.includes(h),
