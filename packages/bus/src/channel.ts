@@ -338,6 +338,16 @@ export class Channel implements AsyncIterable<Uint8Array> {
     }
   };
 
+  private grantQueued = false;
+  private readonly grantTurn = () => {
+    this.grantQueued = false;
+    if (this.closed || this.remoteDone) return;
+    this.grantedToPeer = this.consumed + this.opts.window;
+    const h = headers();
+    h.set(H.credit, String(this.grantedToPeer));
+    this.frame('credit', h);
+  };
+
   /** Publishes the batch of messages waiting (one alone as a plain data frame). */
   private flushBatch(): void {
     const k = this.batch.length;
@@ -430,12 +440,11 @@ export class Channel implements AsyncIterable<Uint8Array> {
       if (this.queue.length) {
         const m = this.queue.shift()!;
         this.consumed++;
-        // grant more once half the window is used up (fewer, larger credit frames)
-        if (!this.remoteDone && this.consumed + this.opts.window - this.grantedToPeer >= Math.max(1, this.opts.window >> 1)) {
-          this.grantedToPeer = this.consumed + this.opts.window;
-          const h = headers();
-          h.set(H.credit, String(this.grantedToPeer));
-          this.frame('credit', h);
+        // grant more once half the window is used up (fewer, larger credit frames), at the end
+        // of the turn: a reader that takes a whole batch in one turn grants once for all of it
+        if (!this.remoteDone && !this.grantQueued && this.consumed + this.opts.window - this.grantedToPeer >= Math.max(1, this.opts.window >> 1)) {
+          this.grantQueued = true;
+          setImmediate(this.grantTurn);
         }
         this.maybeClose();
         return m;

@@ -95,9 +95,11 @@ export class Events {
     const cut = new Promise<never>((_, reject) => (cutOff = reject));
     cut.catch(() => undefined);
     let overflowed = false;
+    // events handed to send() whose sends have not finished: pending still, they count
+    let handed = 0;
     const unlisten = this.listen(subjectFor(filters), (data, fields) => {
       if (overflowed || !filter.match(fields)) return;
-      if (queue.length >= this.maxPending) {
+      if (queue.length + handed >= this.maxPending) {
         overflowed = true;
         cutOff(new BerthError(Code.ResourceExhausted, `events: subscriber too slow: more than ${this.maxPending} events pending, cut off`));
       } else if (queuedBytes + data.length > this.maxPendingBytes) {
@@ -118,9 +120,16 @@ export class Events {
           wake = undefined;
           continue;
         }
-        const next = queue.shift()!;
-        queuedBytes -= next.length;
-        await Promise.race([send(next), cut]);
+        // all that waits, handed over at once and in order: the stream sends what its credit
+        // allows in this turn (one batched frame) and the rest as credit comes, instead of an
+        // await and a wake-up per event
+        const batch = queue.splice(0);
+        let bytes = 0;
+        for (const b of batch) bytes += b.length;
+        handed = batch.length;
+        await Promise.race([Promise.all(batch.map(send)), cut]);
+        handed = 0;
+        queuedBytes -= bytes;
       }
     } finally {
       signal.removeEventListener('abort', onAbort);
