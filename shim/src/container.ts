@@ -1,6 +1,5 @@
 // One container served by the host: containerd's shim v2 Task API over its own ttrpc socket,
 // runc for the work, the bundle for what survives a host restart.
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -636,11 +635,11 @@ export class Container {
  * busy one, no umount binary) goes through the native loop.
  */
 async function unmountOffLoop(target: string, reaper: Reaper): Promise<void> {
-  await new Promise<void>((resolve) => {
-    const child = reaper.track(spawn('umount', [target], { stdio: 'ignore' }));
-    child.on('error', () => resolve());
-    child.on('close', () => resolve());
-  });
+  try {
+    await reaper.spawn('umount', [target]);
+  } catch {
+    // no umount(8): the native loop below does it all
+  }
   await unmountAll(target);
 }
 

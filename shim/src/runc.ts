@@ -1,8 +1,9 @@
 // runc through child_process (no execa: DESIGN measured its import cost), the way containerd's
 // go-runc drives it: a JSON log file per bundle, whose last error becomes the call's error.
 import { spawn, type StdioOptions } from 'node:child_process';
+import { closeSync, readSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import type { Reaper } from '@berth/native';
+import { pipe, type ExitInfo, type Reaper } from '@berth/native';
 import { BerthError, Code, notFound } from '@berth/errdefs';
 
 const trace = !!process.env.BERTH_SHIM_TRACE;
@@ -40,6 +41,37 @@ export class Runc {
 
   /** Runs `runc <globals> ...args`; resolves with stdout when asked, rejects with runc's last logged error. */
   run(args: string[], o: RunOptions = {}): Promise<string> {
+    if (!o.output && o.input === undefined && (o.stdio ?? []).every((f) => f === 'ignore' || f > 2)) return this.runForked(args, o);
+    return this.runChild(args, o);
+  }
+
+  /**
+   * The calls on the path of a run (create, start, delete, kill): started by the Reaper without
+   * fork() (@berth/native), stderr into a pipe read once runc has exited (runc's error text,
+   * when its log has none, is a few lines: far below a pipe's 64 KiB).
+   */
+  private async runForked(args: string[], o: RunOptions): Promise<string> {
+    const started = Date.now();
+    const fd = (f: number | 'ignore' | undefined) => (f === undefined || f === 'ignore' ? -1 : f);
+    const [r, w] = o.stdio ? [-1, fd(o.stdio[2])] : pipe();
+    let exited: Promise<ExitInfo>;
+    try {
+      exited = this.reaper.spawn(this.config.binary || 'runc', [...this.globals(), ...args], [fd(o.stdio?.[0]), fd(o.stdio?.[1]), w]);
+    } catch (e) {
+      if (r >= 0) closeSync(r);
+      throw new BerthError(Code.Unknown, `runc ${args[0]}: ${(e as Error).message}`, { cause: e });
+    } finally {
+      if (r >= 0) closeSync(w);
+    }
+    const exit = await exited;
+    const err = r >= 0 ? drain(r) : '';
+    if (trace) process.stderr.write(`trace: runc ${args[0]} ${Date.now() - started} ms\n`);
+    if (exit.code === 0) return '';
+    const why = (await this.lastError(started)) ?? (err.trim() || `exit ${exit.code ?? exit.signal}`);
+    throw runcError(args[0]!, why);
+  }
+
+  private runChild(args: string[], o: RunOptions): Promise<string> {
     const stdio: StdioOptions = [
       o.input !== undefined ? 'pipe' : (o.stdio?.[0] ?? 'ignore'),
       o.output ? 'pipe' : (o.stdio?.[1] ?? 'ignore'),
@@ -84,6 +116,24 @@ export class Runc {
     }
     return undefined;
   }
+}
+
+/** What a pipe's read end holds once its writers are gone (non-blocking: never waits), then closes it. */
+function drain(fd: number): string {
+  const buf = Buffer.allocUnsafe(65536);
+  let out = '';
+  try {
+    for (;;) {
+      const n = readSync(fd, buf);
+      if (n === 0) break;
+      out += buf.toString('utf8', 0, n);
+    }
+  } catch {
+    // EAGAIN: a process runc left behind still holds the write end; what came is enough
+  } finally {
+    closeSync(fd);
+  }
+  return out;
 }
 
 function runcError(cmd: string, why: string): BerthError {

@@ -71,6 +71,8 @@ export interface Addon {
   sendmsg(fd: number, data: Buffer, fds: number[]): number;
   setWinsize(fd: number, rows: number, cols: number): void;
   getWinsize(fd: number): { rows: number; cols: number };
+  spawn(file: string, args: string[], stdio: [number, number, number]): number;
+  pipe(): [number, number];
 }
 
 export const addon = require(addonPath) as Addon;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { closeSync, existsSync, mkdirSync, openSync, rmdirSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readSync, rmdirSync, writeFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import {
   Reaper,
@@ -10,6 +10,7 @@ import {
   eventfdRead,
   eventfdWrite,
   isChildSubreaper,
+  pipe,
   pidfdOpen,
   setChildSubreaper,
   waitidPeek,
@@ -114,6 +115,67 @@ describe('subreaper', { timeout: 20_000 }, () => {
       process.kill(orphan, 'SIGKILL');
       for (let i = 0; i < 200 && exits.length < 1; i++) await new Promise((r) => setTimeout(r, 5));
       assert.deepEqual(exits, [{ pid: orphan, code: null, signal: 9 }]);
+    } finally {
+      reaper.stop();
+    }
+  });
+});
+
+describe('Reaper.spawn', { timeout: 20_000 }, () => {
+  /** What a non-blocking pipe's read end holds (the writer has exited). */
+  function drain(fd: number): string {
+    const buf = Buffer.alloc(65536);
+    let out = '';
+    for (;;) {
+      let n = 0;
+      try {
+        n = readSync(fd, buf);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'EAGAIN') break;
+        throw e;
+      }
+      if (n === 0) break;
+      out += buf.subarray(0, n).toString();
+    }
+    return out;
+  }
+
+  test('answers the exit of the process it started, which onExit never sees; stdio is the fds given', async () => {
+    const exits: ExitInfo[] = [];
+    const reaper = new Reaper((e) => exits.push(e)).start();
+    const [r, w] = pipe();
+    try {
+      const done = reaper.spawn('sh', ['-c', 'echo out; echo err >&2; read x; echo "in:$x"; exit 3'], [-1, w, w]);
+      closeSync(w);
+      assert.deepEqual(await done, { pid: (await done).pid, code: 3, signal: null });
+      assert.equal(drain(r), 'out\nerr\nin:\n', 'fd 0 is /dev/null, 1 and 2 the pipe');
+      assert.deepEqual(exits, []);
+    } finally {
+      closeSync(r);
+      reaper.stop();
+    }
+  });
+
+  test('the child gets default signal dispositions and an empty mask (Node ignores SIGPIPE)', async () => {
+    const reaper = new Reaper(() => undefined).start();
+    const [r, w] = pipe();
+    try {
+      const done = reaper.spawn('cat', ['/proc/self/status'], [-1, w, -1]);
+      closeSync(w);
+      assert.equal((await done).code, 0);
+      const status = drain(r);
+      assert.match(status, /^SigIgn:\s+0+$/m);
+      assert.match(status, /^SigBlk:\s+0+$/m);
+    } finally {
+      closeSync(r);
+      reaper.stop();
+    }
+  });
+
+  test('a program not on PATH is an ENOENT, no process', () => {
+    const reaper = new Reaper(() => undefined).start();
+    try {
+      assert.throws(() => reaper.spawn('berth-no-such-program', []), { code: 'ENOENT', syscall: 'spawn' });
     } finally {
       reaper.stop();
     }

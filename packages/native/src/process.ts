@@ -86,6 +86,20 @@ export class Watch {
 }
 
 /**
+ * Starts `file` (found on PATH) with `args`, this process's environment and `stdio` as its fds
+ * 0-2 (-1: /dev/null; others must be above 2), without fork(): see native.c. Nothing reaps it
+ * but a Reaper: start it with `Reaper.spawn`, which hands its exit back.
+ */
+export function spawnProcess(file: string, args: readonly string[], stdio: readonly [number, number, number] = [-1, -1, -1]): number {
+  return addon.spawn(file, [...args], [...stdio] as [number, number, number]);
+}
+
+/** pipe2(O_CLOEXEC): [read end, non-blocking; write end]. */
+export function pipe(): [number, number] {
+  return addon.pipe();
+}
+
+/**
  * Reaps exited processes that are not child_process children: the orphans a subreaper inherits
  * (a container's init once runc has exited) and processes started without child_process.
  *
@@ -100,6 +114,10 @@ export class Watch {
 export class Reaper {
   readonly #onExit: (e: ExitInfo) => void;
   readonly #tracked = new Set<number>();
+  /** processes of spawn(): their exits go to their callers, not to onExit */
+  readonly #spawned = new Map<number, (e: ExitInfo) => void>();
+  /** keeps the loop alive while a spawned process runs (a signal listener does not) */
+  #keep: NodeJS.Timeout | null = null;
   #retry: NodeJS.Timeout | null = null;
   #started = false;
   readonly #scan = () => this.scan();
@@ -121,6 +139,8 @@ export class Reaper {
   stop(): void {
     this.#started = false;
     process.off('SIGCHLD', this.#scan);
+    if (this.#keep) clearInterval(this.#keep);
+    this.#keep = null;
     if (this.#retry) clearTimeout(this.#retry);
     this.#retry = null;
   }
@@ -133,6 +153,17 @@ export class Reaper {
       child.once('exit', () => this.#tracked.delete(pid));
     }
     return child;
+  }
+
+  /**
+   * Starts a process as spawnProcess does and resolves with its exit. The Reaper must be
+   * started: it reaps the process like any other that is not a child_process child, and its exit
+   * cannot come before the caller knows the pid (exits are handled on the event loop).
+   */
+  spawn(file: string, args: readonly string[], stdio: readonly [number, number, number] = [-1, -1, -1]): Promise<ExitInfo> {
+    const pid = spawnProcess(file, args, stdio);
+    this.#keep ??= setInterval(this.#scan, 1000);
+    return new Promise((resolve) => this.#spawned.set(pid, resolve));
   }
 
   isChildProcess(pid: number): boolean {
@@ -156,7 +187,16 @@ export class Reaper {
         return;
       }
       const reaped = addon.waitpid(next.pid, WNOHANG);
-      if (reaped) this.#onExit(reaped);
+      if (!reaped) continue;
+      const waiter = this.#spawned.get(reaped.pid);
+      if (waiter) {
+        this.#spawned.delete(reaped.pid);
+        if (!this.#spawned.size && this.#keep) {
+          clearInterval(this.#keep);
+          this.#keep = null;
+        }
+        waiter(reaped);
+      } else this.#onExit(reaped);
     }
   }
 }
