@@ -5,6 +5,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { MethodInfo } from '@berth/api';
 import { BusClient, type CallContext, type Channel, type OnCancel } from '@berth/bus';
 import { BerthError, Code, toBerthError } from '@berth/errdefs';
+import type { Route } from './lean.js';
 import { Outflow } from './outflow.js';
 
 const bytes = (b: Buffer) => b;
@@ -110,6 +111,21 @@ const onClientCancel =
     call.once('cancelled', f);
     return () => void call.removeListener('cancelled', f);
   };
+
+/** A forwarded unary call as lean.ts serves it: the request's bytes to the bus, its reply back. */
+export function unaryRoute(bus: BusClient, m: MethodInfo, subject: string): Route {
+  if (!tracing) return (body, ctx, onCancel) => bus.unary(subject, body, ctx, { onCancel });
+  return (body, ctx, onCancel) => {
+    const t0 = performance.now();
+    return bus.unary(subject, body, ctx, { onCancel }).then(
+      (r) => (trace(m, t0, body.length, r.length), r),
+      (e) => {
+        trace(m, t0, body.length, 0, e);
+        throw e;
+      },
+    );
+  };
+}
 
 export function forwarder(bus: BusClient, m: MethodInfo, subject: string): grpc.UntypedHandleCall {
   if (!m.requestStream && !m.responseStream) {

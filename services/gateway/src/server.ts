@@ -12,7 +12,8 @@ import { BerthError, Code } from '@berth/errdefs';
 import { parseAll } from '@berth/filters';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { Svcm } from '@nats-io/services';
-import { forwarder, passthrough, status } from './forward.js';
+import { forwarder, passthrough, status, unaryRoute } from './forward.js';
+import { takeUnaryRoutes, type Route } from './lean.js';
 import { contentRead, contentReadPath } from './contentread.js';
 import { openWindows } from './windows.js';
 import { discoverPlugins, serverUuid, type PluginInfo } from './introspection.js';
@@ -75,6 +76,8 @@ export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Se
     'grpc.enable_channelz': 0,
   });
   const bus = new BusClient(o.nc);
+  // the forwarded unary calls, for lean.ts once the socket is bound
+  const unaryRoutes = new Map<string, Route>();
 
   for (const svc of services) {
     if (local.has(svc.fullName)) continue;
@@ -84,7 +87,9 @@ export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Se
     const impl: grpc.UntypedServiceImplementation = {};
     for (const m of svc.methods) {
       def[m.name] = passthrough(m);
-      const forward = forwarder(bus, m, rpcSubject(o.node, owner, m.name));
+      const subject = rpcSubject(o.node, owner, m.name);
+      const forward = forwarder(bus, m, subject);
+      if (!m.requestStream && !m.responseStream) unaryRoutes.set(m.path, unaryRoute(bus, m, subject));
       // a Read's bytes come from the blob's file on this node (contentread.ts)
       impl[m.name] = m.path === contentReadPath ? contentRead(bus, rpcSubject(o.node, owner, 'BlobPath'), forward as grpc.handleServerStreamingCall<Buffer, Buffer>) : forward;
     }
@@ -127,6 +132,7 @@ export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Se
     server.bindAsync(`unix:${o.address}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
   );
   openWindows(server);
+  if (process.env.BERTH_GATEWAY_LEAN !== '0' && !takeUnaryRoutes(server, unaryRoutes, { maxRecv: o.maxRecv, maxSend: o.maxSend })) console.warn('gateway: grpc-js serves every call (its HTTP/2 servers were not found)');
   // owner first, then mode: the socket is never open to a group it was not meant for
   chownSync(o.address, o.uid ?? 0, o.gid ?? 0);
   chmodSync(o.address, o.mode);
