@@ -479,7 +479,8 @@ export class Container {
     for (const w of this.watches.values()) w.stop();
     this.watches.clear();
     await unmounting;
-    if (this.mounted) await unmountOffLoop(rootfs, this.host.reaper);
+    // unmounted beside runc delete already (it throws when anything is left mounted)
+    if (this.mounted && !unmounting) await unmountOffLoop(rootfs, this.host.reaper);
     this.mounted = false;
     if (p.status === 'created') p.setExited(0, nowTimestamp());
     this.host.unbind(p.pid);
