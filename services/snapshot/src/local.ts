@@ -198,10 +198,18 @@ export class Snapshotter {
         return p;
       };
       const p = await check((k) => this.db.get(k));
-      // the lease holds the snapshot before it exists, so it is never unreferenced
+      // the lease holds the snapshot before its record exists, so it is never unreferenced; the
+      // folder is made meanwhile (a collection sweeps by records, and skips pending folders)
       const lease = ctx.lease;
-      if (lease) await this.opts.leases?.add(ns, lease, { type: `snapshots/${this.name}`, id: name });
-      const id = await this.nextId();
+      const leased = lease ? this.opts.leases?.add(ns, lease, { type: `snapshots/${this.name}`, id: name }) : undefined;
+      leased?.catch(() => undefined); // awaited below, after the folder's cleanup on failure
+      let id: string;
+      try {
+        id = await this.nextId();
+      } catch (e) {
+        await leased;
+        throw e;
+      }
       const chain = p ? [p.id, ...p.chain] : [];
       const final = join(this.driver.dir, id);
       this.pending.add(id);
@@ -214,8 +222,10 @@ export class Snapshotter {
           if (placed) await rename(tmp, final);
         } catch (e) {
           await rm(tmp, { recursive: true, force: true });
+          await leased;
           throw e;
         }
+        await leased;
         faultPoint('snapshot-prepare-placed');
         const parentKey = [...(parent ? [this.recKey(ns, parent)] : []), ...(pending ? [this.recKey(ns, pending)] : [])];
         const rec = await this.db.transact([this.recKey(ns, name), ...parentKey, this.seqKey(ns)], async (tx) => {
