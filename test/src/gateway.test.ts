@@ -10,7 +10,7 @@ import * as http2 from 'node:http2';
 import net from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { codec } from '@berth/api';
-import { startStack, type Stack } from './harness.js';
+import { natsWith, sleep, startStack, type Stack } from './harness.js';
 
 const GET = '/containerd.services.namespaces.v1.Namespaces/Get';
 const LIST = '/containerd.services.namespaces.v1.Namespaces/List';
@@ -102,6 +102,28 @@ for (const lean of ['1', '0']) describe(`gateway: forwarded unary calls on HTTP/
     assert.match(bad.grpcMessage!, /grpc-timeout/);
     const json = await call(LIST, [Buffer.from('{}')], { 'content-type': 'application/json' });
     assert.equal(json.status, 415);
+  });
+
+  test('a client that cancels a call (RST_STREAM) has it cancelled at the service', async () => {
+    // the namespaces service's own credentials: it listens for cancels of its calls there
+    const nc = await natsWith(stack.natsUrl, stack.credentials('namespaces'));
+    const cancels = nc.subscribe('berth.it-node.namespaces.v1.$cancel');
+    await nc.flush();
+    const pid = stack.pid('namespaces');
+    process.kill(pid, 'SIGSTOP'); // the call waits at the service
+    try {
+      const req = session.request({ ':method': 'POST', ':path': LIST, 'content-type': 'application/grpc', te: 'trailers', 'containerd-namespace': 'default' });
+      req.on('error', () => undefined);
+      req.end(frame(new Uint8Array()));
+      await sleep(300);
+      req.close(http2.constants.NGHTTP2_CANCEL);
+      const got = await Promise.race([(async () => { for await (const m of cancels) return m; })(), sleep(5000).then(() => undefined)]);
+      assert.ok(got, 'a cancel reached the service\'s $cancel subject');
+      assert.match(new TextDecoder().decode(got.data), /^_INBOX/, 'naming the call by its reply inbox');
+    } finally {
+      process.kill(pid, 'SIGCONT');
+      await nc.close();
+    }
   });
 
   test('a service that stops answering: the call ends at its grpc-timeout with DEADLINE_EXCEEDED; the service serves again after', async () => {
