@@ -109,11 +109,11 @@ export class Bundles {
       // never recursive: were anything still mounted, its files must not go
       rmdirSync(rootfs);
     }
-    // the bundle's files go after the call has answered (their unlinks were a few ms of the
-    // event loop per Delete); once renamed it is no live bundle, and a start removes leftovers
-    const gone = atomicRemove(path);
-    if (work) await atomicRemove(work);
-    void gone.catch(() => undefined);
+    // the bundle's and the work folder's files go after the call has answered (their unlinks
+    // were a few ms of the event loop per Delete); once renamed they are no live bundle, and a
+    // start removes leftovers
+    void atomicRemove(path).catch(() => undefined);
+    if (work) void atomicRemove(work).catch(() => undefined);
   }
 }
 
