@@ -496,6 +496,22 @@ export class IngestWriter {
     }
   }
 
+  /**
+   * Frees the key of a writer that wrote nothing (IngestFile's, which only tells where the data
+   * is): the ingest stays as durable as it was found. Closing with a sync made each layer of a
+   * pull wait for two journal commits at its start (the data's and `updatedat`'s).
+   */
+  async release(): Promise<void> {
+    const fh = this.fh;
+    if (!fh) return;
+    this.fh = undefined;
+    try {
+      await fh.close();
+    } finally {
+      this.store.unlock(this.ref);
+    }
+  }
+
   /** Leaves the ingest as it is, durable and resumable, and frees the key. */
   async close(): Promise<void> {
     const fh = this.fh;

@@ -266,7 +266,7 @@ export class Content {
     const w = await this.writer(ctx, ref, total, expected);
     const st = w.status();
     const path = w.dataPath();
-    await w.close();
+    await w.release();
     return { path: path ?? '', offset: st.offset, shared: path === undefined };
   }
 
@@ -408,6 +408,11 @@ export class NamespacedWriter {
   /** Ends this session; the ingest stays, resumable. */
   async close(): Promise<void> {
     await this.backend?.close();
+  }
+
+  /** Ends a session that wrote nothing, without syncing what it did not write. */
+  async release(): Promise<void> {
+    await this.backend?.release();
   }
 }
 
