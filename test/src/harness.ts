@@ -175,8 +175,13 @@ export function contentSet(r: Run): string[] {
  */
 export function referenceLikeGc(dir: string, opts: { afterDeletions?: boolean } = {}): string {
   const file = join(dir, 'gc-like-reference.toml');
-  // afterDeletions false: no automatic collection at all (for tests whose removals run concurrently)
-  const deletions = opts.afterDeletions === false ? 'deletion_threshold = 1000000\n' : '';
+  // afterDeletions false: no automatic collection at all (for tests whose removals run
+  // concurrently). A high deletion threshold alone was not that: the scheduler's next tick still
+  // collects once any deletion happened (its rate set by pause_threshold), and a collection
+  // skipped because a service was down (a kill -9 test) retried a second later and took the
+  // test's unleased blob in the middle of its reads. So no start-up collection either, and ticks
+  // hours apart; only a synchronous lease delete or `berth gc` collects.
+  const deletions = opts.afterDeletions === false ? 'deletion_threshold = 1000000\npause_threshold = 0.00001\nstartup_delay = "24h"\n' : '';
   writeFileSync(file, `[gc]\ninterval = "24h"\nmutation_threshold = 1000000\n${deletions}`);
   return file;
 }
