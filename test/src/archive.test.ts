@@ -25,6 +25,39 @@ function berth(...args: string[]): Promise<Run> {
 
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
+/** A tar's entries: each header block as it is and its data. */
+function tarEntries(b: Buffer): { name: string; header: Buffer; data: Buffer }[] {
+  const out = [];
+  for (let at = 0; at + 512 <= b.length; ) {
+    const header = b.subarray(at, at + 512);
+    if (header.every((x) => x === 0)) break;
+    const name = header.subarray(0, 100).toString('latin1').replace(/\0.*$/s, '');
+    const size = parseInt(header.subarray(124, 136).toString('latin1').replace(/\0.*$/s, '').trim() || '0', 8);
+    out.push({ name, header, data: b.subarray(at + 512, at + 512 + size) });
+    at += 512 + Math.ceil(size / 512) * 512;
+  }
+  return out;
+}
+
+/**
+ * Whether two exports are the same tar, byte for byte, but for the order of manifest.json's
+ * entries: containerd builds that list from a Go map, so with several manifests ctr's own order
+ * changes from run to run (ctr against ctr differs too).
+ */
+function sameExport(a: Buffer, b: Buffer): boolean {
+  if (sha(a) === sha(b)) return true;
+  const ea = tarEntries(a);
+  const eb = tarEntries(b);
+  if (ea.length !== eb.length) return false;
+  return ea.every((x, i) => {
+    const y = eb[i]!;
+    if (!x.header.equals(y.header)) return false;
+    if (x.name !== 'manifest.json') return x.data.equals(y.data);
+    const sorted = (d: Buffer) => (JSON.parse(d.toString('utf8')) as unknown[]).map((e) => JSON.stringify(e)).sort();
+    return assert.deepEqual(sorted(x.data), sorted(y.data)) === undefined;
+  });
+}
+
 /**
  * What a namespace holds, comparable across namespaces: images, check, content with labels,
  * snapshots; after a garbage collection, so what either import left unreferenced is gone from both.
@@ -75,7 +108,7 @@ describe('export and import', () => {
       assert.equal(c.code, 0, c.stderr);
       const b = await berth('export', '-a', stack.sock, '-n', 'src', ...flags, f('berth.tar'), ...names);
       assert.equal(b.code, 0, b.stderr);
-      assert.equal(sha(readFileSync(f('berth.tar'))), sha(readFileSync(f('ctr.tar'))), `export ${args.join(' ')}`);
+      assert.ok(sameExport(readFileSync(f('berth.tar')), readFileSync(f('ctr.tar'))), `export ${args.join(' ')}: not ctr's tar`);
     }
     const missing = await berth('export', '-a', stack.sock, '-n', 'src', f('x.tar'), 'nosuch:1');
     assert.equal(missing.code, 1);
