@@ -9,15 +9,12 @@
 import { createInbox, type Msg, type NatsConnection, type Subscription } from '@nats-io/nats-core';
 import { BerthError, Code } from '@berth/errdefs';
 import { presizePayloads } from './payloads.js';
+import { writePerTurn } from './turns.js';
 
-// every process that talks on the bus gathers large frames in buffers of their size (payloads.ts).
-// Writing to nats-server once per event-loop turn (instead of nats.js's once per microtask) cut
-// socket writes by 7× but was taken out: nats.js holds each payload by reference until it writes,
-// and with the write deferred past I/O, `ctr content get` of a blob just ingested under load
-// returned other bytes than were committed (in 4 of 5 runs of test/content under load; in none
-// of 3 under the same busy loops without the deferral). What changes a payload after its publish
-// is still to be found: until then nats.js writes as it came.
+// every process that talks on the bus gathers large frames in buffers of their size (payloads.ts)
+// and writes to nats-server once per event-loop turn (turns.ts)
 presizePayloads();
+writePerTurn();
 
 type FrameHandler = (err: Error | null, msg: Msg) => void;
 
