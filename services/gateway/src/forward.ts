@@ -28,11 +28,11 @@ export function status(err: unknown): Partial<grpc.StatusObject> {
   return { code: e.code as number as grpc.status, details: e.message };
 }
 
-export function callContext(call: { metadata: grpc.Metadata; getDeadline(): grpc.Deadline }): CallContext {
-  const one = (k: string) => {
-    const v = call.metadata.get(k)[0];
-    return v === undefined ? undefined : String(v);
-  };
+/**
+ * The call's context from its metadata, read by `one` (grpc-js's Metadata here, the raw HTTP/2
+ * headers in lean.ts): what containerd carries in its context, the deadline aside.
+ */
+export function metadataContext(one: (key: string) => string | undefined): CallContext {
   const ctx: CallContext = {};
   const namespace = one('containerd-namespace');
   if (namespace) ctx.namespace = namespace;
@@ -42,6 +42,14 @@ export function callContext(call: { metadata: grpc.Metadata; getDeadline(): grpc
   if (tp) ctx.traceparent = tp;
   const ts = one('tracestate');
   if (ts) ctx.tracestate = ts;
+  return ctx;
+}
+
+export function callContext(call: { metadata: grpc.Metadata; getDeadline(): grpc.Deadline }): CallContext {
+  const ctx = metadataContext((k) => {
+    const v = call.metadata.get(k)[0];
+    return v === undefined ? undefined : String(v);
+  });
   const d = call.getDeadline();
   const ms = d instanceof Date ? d.getTime() : d;
   if (Number.isFinite(ms)) ctx.deadline = ms;
@@ -52,7 +60,7 @@ export function callContext(call: { metadata: grpc.Metadata; getDeadline(): grpc
  * The reason every client cancel gives. grpc-js reports each closed stream as cancelled, the
  * finished ones too, so an error made per cancel cost a stack capture on every call.
  */
-const clientCanceled = new BerthError(Code.Canceled, 'context canceled');
+export const clientCanceled = new BerthError(Code.Canceled, 'context canceled');
 
 type Cancellable = { metadata: grpc.Metadata; getDeadline(): grpc.Deadline; once(ev: 'cancelled', f: () => void): unknown; removeListener(ev: 'cancelled', f: () => void): unknown };
 
@@ -129,17 +137,10 @@ export function unaryRoute(bus: BusClient, m: MethodInfo, subject: string): Rout
 
 export function forwarder(bus: BusClient, m: MethodInfo, subject: string): grpc.UntypedHandleCall {
   if (!m.requestStream && !m.responseStream) {
-    if (tracing) {
-      return ((call: UnaryCall, cb: grpc.sendUnaryData<Buffer>) => {
-        const t0 = performance.now();
-        bus.unary(subject, call.request, callContext(call), { onCancel: onClientCancel(call) }).then(
-          (r) => (trace(m, t0, call.request.length, r.length), cb(null, asBuffer(r))),
-          (e) => (trace(m, t0, call.request.length, 0, e), cb(status(e))),
-        );
-      }) as grpc.handleUnaryCall<Buffer, Buffer>;
-    }
+    // the calls lean.ts does not take (a compressed one, or all with BERTH_GATEWAY_LEAN=0)
+    const route = unaryRoute(bus, m, subject);
     return ((call: UnaryCall, cb: grpc.sendUnaryData<Buffer>) => {
-      bus.unary(subject, call.request, callContext(call), { onCancel: onClientCancel(call) }).then(
+      route(call.request, callContext(call), onClientCancel(call)).then(
         (r) => cb(null, asBuffer(r)),
         (e) => cb(status(e)),
       );

@@ -13,6 +13,7 @@ import * as http2 from 'node:http2';
 import type * as grpc from '@grpc/grpc-js';
 import type { CallContext, OnCancel } from '@berth/bus';
 import { BerthError, Code, toBerthError } from '@berth/errdefs';
+import { clientCanceled, metadataContext } from './forward.js';
 
 /** Serves one call on its stream; `ctx` holds the client's metadata and deadline. */
 export type Route = (body: Buffer, ctx: CallContext, onCancel: OnCancel) => Promise<Uint8Array>;
@@ -33,9 +34,6 @@ const okTrailers = { 'grpc-status': '0', 'grpc-message': 'OK' };
 /** grpc-js's units of grpc-timeout */
 const timeoutUnits: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 };
 
-/** the same error object for every cancel: made per call it cost a stack capture each */
-const clientCanceled = new BerthError(Code.Canceled, 'context canceled');
-
 type Http2Headers = http2.IncomingHttpHeaders;
 
 const first = (v: string | string[] | undefined): string | undefined => (Array.isArray(v) ? v[0] : v);
@@ -49,18 +47,7 @@ function notPlain(h: Http2Headers): boolean {
 }
 
 /** The call's context from its headers, as callContext() reads grpc-js's Metadata. */
-export function contextOf(h: Http2Headers): CallContext {
-  const ctx: CallContext = {};
-  const namespace = first(h['containerd-namespace']);
-  if (namespace) ctx.namespace = namespace;
-  const lease = first(h['containerd-lease']);
-  if (lease) ctx.lease = lease;
-  const tp = first(h['traceparent']);
-  if (tp) ctx.traceparent = tp;
-  const ts = first(h['tracestate']);
-  if (ts) ctx.tracestate = ts;
-  return ctx;
-}
+export const contextOf = (h: Http2Headers): CallContext => metadataContext((k) => first(h[k]));
 
 /** ms the grpc-timeout header gives; undefined when there is none, NaN when it is malformed. */
 export function timeoutOf(h: Http2Headers): number | undefined {
