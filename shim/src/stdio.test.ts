@@ -2,12 +2,13 @@
 // client's last write (what `berth run -i` and ctr do) still delivers that write.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, constants as C, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, constants as C, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { BerthError, Code } from '@berth/errdefs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Reaper, S_IF, mknod } from '@berth/native';
-import { ProcessIO } from './stdio.js';
+import { makePipe, ProcessIO } from './stdio.js';
 
 test('CloseIO after the last write: the FIFO still holds it, and the process gets it before EOF', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'berth-stdio-'));
@@ -33,3 +34,24 @@ test('CloseIO after the last write: the FIFO still holds it, and the process get
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a terminal with a file:// log: what the pty master gives is appended to the file; another scheme is refused', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-stdio-'));
+  try {
+    const log = join(dir, 'logs', 'c.log');
+    const opts = { id: 'c', namespace: 'ns', tmp: join(dir, 'tmp'), reaper: new Reaper(() => {}) };
+    const io = await ProcessIO.open({ stdin: '', stdout: `file://${log}`, stderr: '', terminal: true }, opts);
+    // a pipe stands in for the pty master: its writer plays the container's terminal
+    const { r, w } = makePipe(dir);
+    const copy = io.attachConsole(r);
+    writeSync(w, 'hello from a tty\r\n');
+    closeSync(w);
+    await copy.done;
+    io.close();
+    assert.equal(readFileSync(log, 'utf8'), 'hello from a tty\r\n');
+    await assert.rejects(ProcessIO.open({ stdin: '', stdout: 'binary:///bin/logger', stderr: '', terminal: true }, opts), (e: BerthError) => e.code === Code.InvalidArgument && /binary:\/\/ is not supported/.test(e.message));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
