@@ -99,7 +99,7 @@ async function pump(ch: Channel, call: grpc.ServerWritableStream<Buffer, Buffer>
 const tracing = !!process.env.BERTH_GATEWAY_TRACE;
 function trace(m: MethodInfo, t0: number, inBytes: number, outBytes: number, err?: unknown): void {
   const e = err === undefined ? '' : ` code=${toBerthError(err).code}`;
-  console.log(`trace ${m.path} ${(performance.now() - t0).toFixed(2)} ms in=${inBytes} out=${outBytes}${e}`);
+  console.log(`trace ${m.path} ${(performance.now() - t0).toFixed(2)} ms in=${inBytes} out=${outBytes}${e} at=${(performance.timeOrigin + t0).toFixed(1)}`);
 }
 
 type UnaryCall = grpc.ServerUnaryCall<Buffer, Buffer> & { cancelled: boolean };
