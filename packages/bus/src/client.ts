@@ -19,6 +19,12 @@ export interface CallOptions {
   /** ms to wait for the reply when the context has no deadline */
   timeout?: number;
   onCancel?: OnCancel;
+  /**
+   * Sees the reply the moment it arrives, before anything received after it is handled (the
+   * promise resolves later, in a microtask): the gateway's read cache (readcache.ts) orders
+   * replies and change notices by it.
+   */
+  onReply?: (msg: Msg) => void;
 }
 
 interface Pending {
@@ -89,7 +95,7 @@ export class BusClient {
   async unary(subject: string, payload: Uint8Array, ctx: CallContext = {}, opts: CallOptions = {}): Promise<Uint8Array> {
     this.checkConnected(subject);
     const exact = ctx.deadline !== undefined || opts.timeout !== undefined;
-    const msg = await this.request(subject, payload, this.unaryHeaders(ctx), this.timeoutFor(ctx, opts), exact, ctx.signal, opts.onCancel);
+    const msg = await this.request(subject, payload, this.unaryHeaders(ctx), this.timeoutFor(ctx, opts), exact, ctx.signal, opts.onCancel, opts.onReply);
     const err = errorFrom(msg);
     if (err) throw err;
     return msg.data;
@@ -158,7 +164,7 @@ export class BusClient {
    * caller's default timeout are watched by one shared timer (checked every liveness beat); a
    * deadline the caller set gets a timer of its own, so it fires when it is due.
    */
-  private request(subject: string, payload: Uint8Array, h: MsgHdrs, timeout: number, exact: boolean, signal?: AbortSignal, onCancel?: OnCancel): Promise<Msg> {
+  private request(subject: string, payload: Uint8Array, h: MsgHdrs, timeout: number, exact: boolean, signal?: AbortSignal, onCancel?: OnCancel, onReply?: (msg: Msg) => void): Promise<Msg> {
     if (signal?.aborted) return Promise.reject(canceled(subject, signal));
     const max = this.nc.info?.max_payload;
     if (max !== undefined && payload.length > max) return Promise.reject(tooLarge(subject, payload.length, max));
@@ -188,6 +194,7 @@ export class BusClient {
           // nobody serves the subject: NATS answers the reply subject with a 503 at once
           if (hdrs.hasError && hdrs.code === 503) return done(() => reject(noResponders(subject)));
         }
+        if (!finished) onReply?.(msg);
         done(() => resolve(msg));
       });
       const abort = (reason?: unknown) =>

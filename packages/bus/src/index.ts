@@ -12,3 +12,4 @@ export * from './leases.js';
 export * from './outbox.js';
 export * from './json.js';
 export * from './gc.js';
+export * from './changes.js';

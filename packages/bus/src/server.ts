@@ -6,6 +6,7 @@ import { Svcm, type Service, type ServiceMsg } from '@nats-io/services';
 import { BerthError, Code, toBerthError } from '@berth/errdefs';
 import { codec, type Codec, type MethodInfo, type ServiceInfo } from '@berth/api';
 import { Channel, clampLiveness, type ChannelOptions } from './channel.js';
+import type { ChangeNotices } from './changes.js';
 import { cancelSubject } from './client.js';
 import { contextFrom, H, headers, type CallContext } from './headers.js';
 import { headerText, tooLarge } from './status.js';
@@ -38,6 +39,13 @@ export interface ServiceOptions {
   channel?: Partial<ChannelOptions>;
   /** open streams this service serves at most; more are refused with ResourceExhausted */
   maxStreams?: number;
+  /**
+   * The service's change notices (changes.ts): every unary reply then carries the state it was
+   * sent in, and a reply of a method in `cacheable` (reads of the store alone, whose answer
+   * depends on nothing else) says when it may be kept.
+   */
+  changes?: ChangeNotices;
+  cacheable?: readonly string[];
 }
 
 export const defaultMaxStreams = 1024;
@@ -106,10 +114,13 @@ export class BusServer {
 
   /** A raw endpoint: bytes in, bytes out, a thrown error becomes the reply's status. */
   raw(method: string, handler: RawHandler, metadata: Record<string, string> = {}): void {
-    this.endpoint(method, (msg) => void this.answer(msg, handler), metadata);
+    const cacheable = !!this.opts.changes && !!this.opts.cacheable?.includes(method);
+    this.endpoint(method, (msg) => void this.answer(msg, handler, cacheable), metadata);
   }
 
-  private async answer(msg: ServiceMsg, handler: RawHandler): Promise<void> {
+  private async answer(msg: ServiceMsg, handler: RawHandler, cacheable = false): Promise<void> {
+    const changes = this.opts.changes;
+    const start = cacheable ? changes!.readStart() : -1;
     // a Berth caller asks for liveness beats while a call runs, so it can tell a slow call from a
     // dead service; other NATS clients get the plain single reply
     const every = clampLiveness(msg.headers?.get(H.liveness));
@@ -133,7 +144,8 @@ export class BusServer {
       if (run.aborted) return; // the caller gave up: nobody waits for the answer
       const max = this.nc.info?.max_payload;
       if (max !== undefined && res.length > max) throw tooLarge(msg.subject, res.length, max);
-      msg.respond(res);
+      // the state is read as the reply leaves: no notice can be made between the two
+      msg.respond(res, changes ? { headers: changes.stamp(start) } : undefined);
     } catch (err) {
       if (!run.aborted) msg.respondError(...this.status(msg.subject, err));
     } finally {

@@ -4,7 +4,8 @@
 // - a service subscribes to its own subjects only and answers on reply subjects;
 // - only the gateway and services publish on service subjects;
 // - only services publish events (through JetStream), only the events service manages the stream;
-// - the subscriber reads events (core subjects, JetStream consumers) and does nothing else.
+// - the subscriber reads events (core subjects, JetStream consumers) and does nothing else;
+// - a service publishes its own change notices, and only the gateway reads them.
 // Every user has an inbox prefix of its own (`_INBOX.<user>`), so nobody can read another's replies.
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -87,7 +88,8 @@ export function permissionsFor(p: Principal, node: string): Permissions {
       return {
         // replies and stream frames go to the callers' and services' inboxes; $SRV.INFO for Introspection
         publish: { allow: [callServices, '_INBOX.>', '$SRV.>'] },
-        subscribe: { allow: [inbox, ...micro('berth-gateway')] },
+        // berth.changes.<node>.*: the services' change notices, for the gateway's read cache
+        subscribe: { allow: [inbox, ...micro('berth-gateway'), `berth.changes.${node}.*`] },
         allow_responses: true,
       };
     case 'service':
@@ -99,6 +101,8 @@ export function permissionsFor(p: Principal, node: string): Permissions {
         subscribe: { allow: [`berth.${node}.${p.name}.v1.>`, inbox, ...micro(`berth-${p.name}`)] },
         allow_responses: true,
       };
+      // each service its own change notices (@berth/bus changes.ts), read by the gateway alone
+      perms.publish.allow.push(`berth.changes.${node}.${p.name}`);
       // the collector publishes each collection's figures as JSON (berth.gc.<node>.collected)
       if (p.name === 'gc') perms.publish.allow.push(`berth.gc.${node}.>`);
       // a pull publishes its progress on a subject of its own (berth.progress.<node>.<pull id>)

@@ -11,6 +11,21 @@ export { KeyedLock } from './lock.js';
 
 export type BatchOp = { type: 'put'; key: string; value: unknown } | { type: 'del'; key: string };
 
+/**
+ * Told of every write to a store, around it: `begin` before the write reaches the database,
+ * `end` once it is committed or failed (for a transaction, after its afterCommit callbacks, so
+ * what those update is part of the write). The keys let a watcher ignore bookkeeping. Used by
+ * @berth/bus changes.ts to tell readers that their copies may be stale.
+ */
+export interface WriteWatch {
+  begin(keys: readonly string[]): boolean;
+  end(): void;
+}
+
+export interface StoreOptions {
+  watch?: WriteWatch;
+}
+
 export interface Store {
   get<T>(key: string): Promise<T | undefined>;
   put(key: string, value: unknown): Promise<void>;
@@ -61,9 +76,20 @@ function isNotFound(err: unknown): boolean {
 }
 
 /** Wraps any abstract-level database (string keys and values). */
-export async function levelStore(db: LevelLike): Promise<Store> {
+export async function levelStore(db: LevelLike, opts: StoreOptions = {}): Promise<Store> {
   await db.open();
   const locks = new KeyedLock();
+  const watch = opts.watch;
+  const rawBatch = (ops: BatchOp[]) => db.batch(ops.map((o) => (o.type === 'put' ? { type: 'put', key: o.key, value: JSON.stringify(o.value) } : o)));
+  // a write between its watcher's begin and end (when the watcher counts these keys)
+  const watched = async <T>(keys: readonly string[], write: () => Promise<T>): Promise<T> => {
+    if (!watch?.begin(keys)) return write();
+    try {
+      return await write();
+    } finally {
+      watch.end();
+    }
+  };
   const store: Store = {
     async get<T>(key: string) {
       if (db.getSync) {
@@ -78,9 +104,9 @@ export async function levelStore(db: LevelLike): Promise<Store> {
         throw err;
       }
     },
-    put: (key, value) => db.put(key, JSON.stringify(value)),
-    del: (key) => db.del(key),
-    batch: (ops) => db.batch(ops.map((o) => (o.type === 'put' ? { type: 'put', key: o.key, value: JSON.stringify(o.value) } : o))),
+    put: (key, value) => (watch ? watched([key], () => db.put(key, JSON.stringify(value))) : db.put(key, JSON.stringify(value))),
+    del: (key) => (watch ? watched([key], () => db.del(key)) : db.del(key)),
+    batch: (ops) => (watch ? watched(ops.map((o) => o.key), () => rawBatch(ops)) : rawBatch(ops)),
     async *entries<T>(prefix: string): AsyncIterable<[string, T]> {
       for await (const [k, v] of db.iterator({ gte: prefix, lt: prefix + END })) yield [k, JSON.parse(v) as T];
     },
@@ -106,9 +132,18 @@ export async function levelStore(db: LevelLike): Promise<Store> {
           ops,
         };
         const result = await fn(tx);
-        if (ops.length) await store.batch(ops);
-        for (const f of after) f();
-        return result;
+        if (!ops.length) {
+          for (const f of after) f();
+          return result;
+        }
+        return watched(
+          ops.map((o) => o.key),
+          async () => {
+            await rawBatch(ops);
+            for (const f of after) f();
+            return result;
+          },
+        );
       });
     },
     close: () => db.close(),
@@ -117,7 +152,7 @@ export async function levelStore(db: LevelLike): Promise<Store> {
 }
 
 /** Opens (creating if needed) a RocksDB store in `dir`. */
-export async function openStore(dir: string): Promise<Store> {
+export async function openStore(dir: string, opts: StoreOptions = {}): Promise<Store> {
   mkdirSync(dir, { recursive: true });
   // memtables of 2 MB (of an 8 MB budget) instead of RocksDB's 64 MB: a store's memtable grows
   // with every commit until it is flushed, so each store process grew ~0.5 KB per commit up to
@@ -148,7 +183,7 @@ export async function openStore(dir: string): Promise<Store> {
   };
   const getSync = syncReader(rocks);
   if (getSync) db.getSync = getSync;
-  return levelStore(db);
+  return levelStore(db, opts);
 }
 
 interface ChainedBatch {

@@ -3,7 +3,7 @@
 // the namespace-usage answer ("blobs") that lets namespace deletion refuse like containerd.
 import { join } from 'node:path';
 import { service as grpcService } from '@berth/api';
-import { BusClient, BusServer, collectionBarrier, jsonBytes, leaseRefs, namespaceGuard, Outbox, parseJson, serveCollection, type BidiStream, type CallContext, type StreamContext } from '@berth/bus';
+import { BusClient, BusServer, ChangeNotices, collectionBarrier, jsonBytes, leaseRefs, namespaceGuard, Outbox, parseJson, serveCollection, type BidiStream, type CallContext, type StreamContext } from '@berth/bus';
 import type { ServiceEnv, Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
 import { ContentApi } from './api.js';
@@ -26,7 +26,9 @@ export const layout = (root: string) => ({ blobs: root, meta: join(root, 'meta')
 export async function start(env: ServiceEnv, opts: ContentOptions = {}): Promise<Stop> {
   const paths = layout(env.root);
   const blobs = await BlobStore.open(paths.blobs);
-  const db = await openStore(paths.meta);
+  // change notices for the gateway's read cache: Info is answered there until a record changes
+  const changes = new ChangeNotices(env.nc, env.node, 'content');
+  const db = await openStore(paths.meta, { watch: changes });
   const client = new BusClient(env.nc);
   // content written under a lease is recorded by the lease's owner, when this node runs a leases service
   const leases = env.config.services.includes('leases') ? { leases: leaseRefs(client, env.node) } : {};
@@ -40,7 +42,8 @@ export async function start(env: ServiceEnv, opts: ContentOptions = {}): Promise
   content = new Content(blobs, new ContentStore(barrier.gate(db)), outbox, { ...leases, guard, shared: policy === 'shared', ...opts });
   const collector = new ContentCollector(content, outbox);
   const api = new ContentApi(content);
-  const bus = await BusServer.start(env.nc, { name: 'content', node: env.node, metadata: { plugins: JSON.stringify(plugins) } });
+  changes.reset();
+  const bus = await BusServer.start(env.nc, { name: 'content', node: env.node, metadata: { plugins: JSON.stringify(plugins) }, changes, cacheable: ['Info'] });
   bus.serveGrpc(grpcService('containerd.services.content.v1.Content'), {
     Info: (req, ctx: CallContext) => api.info(req, ctx),
     Update: (req, ctx: CallContext) => api.update(req, ctx),

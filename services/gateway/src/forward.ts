@@ -2,6 +2,7 @@
 // the reply bytes come back as they are. Metadata becomes headers, the deadline goes along,
 // errors come back as the same status code, and a stream moves only as fast as its reader.
 import * as grpc from '@grpc/grpc-js';
+import type { Msg } from '@nats-io/nats-core';
 import type { MethodInfo } from '@berth/api';
 import { BusClient, type CallContext, type Channel, type OnCancel } from '@berth/bus';
 import { BerthError, Code, toBerthError } from '@berth/errdefs';
@@ -120,12 +121,17 @@ const onClientCancel =
     return () => void call.removeListener('cancelled', f);
   };
 
-/** A forwarded unary call as lean.ts serves it: the request's bytes to the bus, its reply back. */
-export function unaryRoute(bus: BusClient, m: MethodInfo, subject: string): Route {
-  if (!tracing) return (body, ctx, onCancel) => bus.unary(subject, body, ctx, { onCancel });
-  return (body, ctx, onCancel) => {
+/**
+ * A forwarded unary call as lean.ts serves it: the request's bytes to the bus, its reply back.
+ * `onReply` sees the reply as it arrives (readcache.ts).
+ */
+export type Forward = (body: Buffer, ctx: CallContext, onCancel: OnCancel, onReply?: (msg: Msg) => void) => Promise<Uint8Array>;
+
+export function unaryRoute(bus: BusClient, m: MethodInfo, subject: string): Forward {
+  if (!tracing) return (body, ctx, onCancel, onReply) => bus.unary(subject, body, ctx, { onCancel, onReply });
+  return (body, ctx, onCancel, onReply) => {
     const t0 = performance.now();
-    return bus.unary(subject, body, ctx, { onCancel }).then(
+    return bus.unary(subject, body, ctx, { onCancel, onReply }).then(
       (r) => (trace(m, t0, body.length, r.length), r),
       (e) => {
         trace(m, t0, body.length, 0, e);
@@ -135,10 +141,11 @@ export function unaryRoute(bus: BusClient, m: MethodInfo, subject: string): Rout
   };
 }
 
-export function forwarder(bus: BusClient, m: MethodInfo, subject: string): grpc.UntypedHandleCall {
+/** `unary`: the route lean.ts serves the method by, when there is one (the same for grpc-js's calls). */
+export function forwarder(bus: BusClient, m: MethodInfo, subject: string, unary?: Route): grpc.UntypedHandleCall {
   if (!m.requestStream && !m.responseStream) {
     // the calls lean.ts does not take (a compressed one, or all with BERTH_GATEWAY_LEAN=0)
-    const route = unaryRoute(bus, m, subject);
+    const route = unary ?? unaryRoute(bus, m, subject);
     return ((call: UnaryCall, cb: grpc.sendUnaryData<Buffer>) => {
       route(call.request, callContext(call), onClientCancel(call)).then(
         (r) => cb(null, asBuffer(r)),

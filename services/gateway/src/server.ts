@@ -16,6 +16,7 @@ import { forwarder, passthrough, status, unaryRoute } from './forward.js';
 import { takeUnaryRoutes, type Route } from './lean.js';
 import { contentRead, contentReadPath } from './contentread.js';
 import { openWindows } from './windows.js';
+import { ReadCache, defaultReadCacheOptions, type ReadCacheOptions } from './readcache.js';
 import { discoverPlugins, serverUuid, type PluginInfo } from './introspection.js';
 import { local, owners } from './routes.js';
 
@@ -41,6 +42,8 @@ export interface GatewayOptions {
   root: string;
   maxRecv: number;
   maxSend: number;
+  /** the read cache (readcache.ts); false: every call goes to the bus (BERTH_GATEWAY_CACHE=0) */
+  readCache?: ReadCacheOptions | false;
 }
 
 type Handler = (req: any) => Promise<Record<string, unknown>> | Record<string, unknown>;
@@ -68,7 +71,7 @@ function decodeRequest(c: Codec, b: Buffer): any {
   }
 }
 
-export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Server; stop(): Promise<void> }> {
+export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Server; cache?: ReadCache; stop(): Promise<void> }> {
   const server = new grpc.Server({
     'grpc.max_receive_message_length': o.maxRecv,
     'grpc.max_send_message_length': o.maxSend,
@@ -78,6 +81,8 @@ export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Se
   const bus = new BusClient(o.nc);
   // the forwarded unary calls, for lean.ts once the socket is bound
   const unaryRoutes = new Map<string, Route>();
+  const cacheOpts = o.readCache ?? (process.env.BERTH_GATEWAY_CACHE === '0' ? false : defaultReadCacheOptions);
+  const cache = cacheOpts ? new ReadCache(o.nc, o.node, cacheOpts) : undefined;
 
   for (const svc of services) {
     if (local.has(svc.fullName)) continue;
@@ -88,8 +93,13 @@ export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Se
     for (const m of svc.methods) {
       def[m.name] = passthrough(m);
       const subject = rpcSubject(o.node, owner, m.name);
-      const forward = forwarder(bus, m, subject);
-      if (!m.requestStream && !m.responseStream) unaryRoutes.set(m.path, unaryRoute(bus, m, subject));
+      let route: Route | undefined;
+      if (!m.requestStream && !m.responseStream) {
+        const plain = unaryRoute(bus, m, subject);
+        route = cache ? cache.route(owner, m.path, plain) : plain;
+        unaryRoutes.set(m.path, route);
+      }
+      const forward = forwarder(bus, m, subject, route);
       // a Read's bytes come from the blob's file on this node (contentread.ts)
       impl[m.name] = m.path === contentReadPath ? contentRead(bus, rpcSubject(o.node, owner, 'BlobPath'), forward as grpc.handleServerStreamingCall<Buffer, Buffer>) : forward;
     }
@@ -138,9 +148,11 @@ export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Se
   chmodSync(o.address, o.mode);
   return {
     server,
+    cache,
     stop: () =>
       new Promise<void>((resolve) => {
         health.setStatus('', 'NOT_SERVING');
+        cache?.close();
         void svc.stop();
         server.tryShutdown(() => resolve());
         setTimeout(() => {

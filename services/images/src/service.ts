@@ -1,7 +1,7 @@
 // The images service on the bus: containerd's Images API over the plain library, and Berth's
 // Transfer API (server-side pull) beside it.
 import { nowTimestamp, service as grpcService } from '@berth/api';
-import { BusClient, BusServer, collectionBarrier, gcCollect, namespaceGuard, namespaceRequired, Outbox, serveCollection, type CallContext } from '@berth/bus';
+import { BusClient, BusServer, ChangeNotices, collectionBarrier, gcCollect, namespaceGuard, namespaceRequired, Outbox, serveCollection, type CallContext } from '@berth/bus';
 import { isCode, Code } from '@berth/errdefs';
 import { log, type ServiceEnv, type Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
@@ -22,7 +22,9 @@ export const plugins = [
 const ns = namespaceRequired;
 
 export async function start(env: ServiceEnv): Promise<Stop> {
-  const db = await openStore(env.root);
+  // change notices for the gateway's read cache: Get and List are answered there until a record changes
+  const changes = new ChangeNotices(env.nc, env.node, 'images');
+  const db = await openStore(env.root, { watch: changes });
   const outbox = await new Outbox(db, env.nc, { service: 'images', node: env.node }).start();
   let images!: Images;
   const client = new BusClient(env.nc);
@@ -30,7 +32,8 @@ export async function start(env: ServiceEnv): Promise<Stop> {
   // the collector's write barrier: image writes wait while it reads the records (@berth/bus gc.ts)
   const barrier = await collectionBarrier(env.nc, env.node, env.config.services, db);
   images = new Images(barrier.gate(db), outbox, nowTimestamp, guard);
-  const bus = await BusServer.start(env.nc, { name: 'images', node: env.node, metadata: { plugins: JSON.stringify(plugins) } });
+  changes.reset();
+  const bus = await BusServer.start(env.nc, { name: 'images', node: env.node, metadata: { plugins: JSON.stringify(plugins) }, changes, cacheable: ['Get', 'List'] });
   bus.serveGrpc(grpcService('containerd.services.images.v1.Images'), {
     Get: async (req: { name: string }, ctx: CallContext) => ({ image: await images.get(ns(ctx), req.name) }),
     List: async (req: { filters: string[] }, ctx: CallContext) => ({ images: await images.list(ns(ctx), req.filters ?? []) }),

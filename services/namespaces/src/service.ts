@@ -1,7 +1,7 @@
 // The namespaces service on the bus: containerd's Namespaces API over the plain library, and
 // `NamespaceEnsure` for the services that create namespaces implicitly (see @berth/bus usage.ts).
 import { service as grpcService } from '@berth/api';
-import { BusClient, BusServer, Outbox, releaseNamespace, sealNamespace, serveNamespaceEnsure, type CallContext } from '@berth/bus';
+import { BusClient, BusServer, ChangeNotices, Outbox, releaseNamespace, sealNamespace, serveNamespaceEnsure, type CallContext } from '@berth/bus';
 import type { ServiceEnv, Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
 import type { CreateNamespaceRequest__Output as CreateReq } from '@berth/api/types/containerd/services/namespaces/v1/CreateNamespaceRequest.js';
@@ -14,7 +14,9 @@ import { NamespaceStore } from './store.js';
 export const plugins = [{ type: 'io.containerd.grpc.v1', id: 'namespaces' }];
 
 export async function start(env: ServiceEnv): Promise<Stop> {
-  const db = await openStore(env.root);
+  // change notices for the gateway's read cache: Get and List are answered there until a record changes
+  const changes = new ChangeNotices(env.nc, env.node, 'namespaces');
+  const db = await openStore(env.root, { watch: changes });
   const client = new BusClient(env.nc);
   const outbox = await new Outbox(db, env.nc, { service: 'namespaces', node: env.node }).start();
   const services = env.config.services;
@@ -27,7 +29,8 @@ export async function start(env: ServiceEnv): Promise<Stop> {
     outbox,
   );
   const ctxNs = (ctx: CallContext) => ctx.namespace ?? 'default';
-  const bus = await BusServer.start(env.nc, { name: 'namespaces', node: env.node, metadata: { plugins: JSON.stringify(plugins) } });
+  changes.reset();
+  const bus = await BusServer.start(env.nc, { name: 'namespaces', node: env.node, metadata: { plugins: JSON.stringify(plugins) }, changes, cacheable: ['Get', 'List'] });
   bus.serveGrpc(grpcService('containerd.services.namespaces.v1.Namespaces'), {
     Get: async (req: GetReq) => ({ namespace: await ns.get(req.name) }),
     List: async () => ({ namespaces: await ns.list() }),

@@ -1,0 +1,138 @@
+// The service side of the read cache's protocol: notices around every counted write, and a
+// read's reply marked cacheable only when no write overlapped it.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { levelStore } from '@berth/store';
+import { ChangeNotices, changesSubject, parseState, stateHeader } from './changes.js';
+import { outboxPrefix } from './outbox.js';
+
+/** A connection that records what is published and never changes status. */
+function fakeNc(): { nc: NatsConnection; sent: string[] } {
+  const sent: string[] = [];
+  const nc = {
+    publish: (subject: string, data: string) => {
+      assert.equal(subject, changesSubject('n1', 'content'));
+      sent.push(data);
+    },
+    status: () => ({ async *[Symbol.asyncIterator]() {} }),
+  } as unknown as NatsConnection;
+  return { nc, sent };
+}
+
+/** A database whose writes wait until `release` is called. */
+function slowDb() {
+  const data = new Map<string, string>();
+  const waiting: (() => void)[] = [];
+  const hold = () => new Promise<void>((r) => waiting.push(r));
+  return {
+    waiting,
+    db: {
+      open: async () => undefined,
+      close: async () => undefined,
+      get: async (k: string) => data.get(k),
+      put: async (k: string, v: string) => {
+        await hold();
+        data.set(k, v);
+      },
+      del: async (k: string) => {
+        await hold();
+        data.delete(k);
+      },
+      batch: async (ops: { type: 'put' | 'del'; key: string; value?: string }[]) => {
+        await hold();
+        for (const o of ops) o.type === 'put' ? data.set(o.key, o.value!) : data.delete(o.key);
+      },
+      iterator: () => {
+        throw new Error('not used');
+      },
+    },
+  };
+}
+
+const tick = () => new Promise((r) => setImmediate(r));
+const state = (c: ChangeNotices, start: number) => parseState(c.stamp(start).get(stateHeader))!;
+
+test('a write is announced before it reaches the database and after it ends; a read overlapping it is not cacheable', async () => {
+  const { nc, sent } = fakeNc();
+  const changes = new ChangeNotices(nc, 'n1', 'content');
+  const { db, waiting } = slowDb();
+  const store = await levelStore(db, { watch: changes });
+  changes.reset();
+  assert.deepEqual(sent, [`${changes.boot}.0`]);
+
+  const idle = changes.readStart();
+  assert.equal(idle, 0);
+  assert.deepEqual(state(changes, idle), { boot: changes.boot, seq: 0, cacheable: true });
+
+  const w = store.put('k', { v: 1 });
+  await tick();
+  assert.deepEqual(sent, [`${changes.boot}.0`, `${changes.boot}.1`], 'the notice goes before the write is done');
+  assert.equal(waiting.length, 1, 'the write is under way');
+  assert.equal(changes.readStart(), -1, 'a read that starts during a write is not kept');
+  assert.equal(state(changes, idle).cacheable, false, 'nor one that started before it');
+  waiting.shift()!();
+  await w;
+  assert.deepEqual(sent.slice(2), [`${changes.boot}.2`]);
+  assert.equal(state(changes, idle).cacheable, false, 'a read the write overlapped is not kept');
+  const after = changes.readStart();
+  assert.equal(after, 2);
+  assert.equal(state(changes, after).cacheable, true);
+});
+
+test('a failed write and a transaction are announced too; a transaction ends after its afterCommit', async () => {
+  const { nc, sent } = fakeNc();
+  const changes = new ChangeNotices(nc, 'n1', 'content');
+  const { db, waiting } = slowDb();
+  const store = await levelStore(db, { watch: changes });
+  const seen: string[] = [];
+  const t = store.transact(['a'], async (tx) => {
+    tx.put('a', 1);
+    tx.afterCommit(() => seen.push(`after, ${sent.length} notices`));
+  });
+  await tick();
+  assert.equal(sent.length, 1);
+  waiting.shift()!();
+  await t;
+  assert.deepEqual(seen, ['after, 1 notices'], 'the end notice follows what afterCommit updates');
+  assert.equal(sent.length, 2);
+
+  db.batch = async () => {
+    throw new Error('disk full');
+  };
+  await assert.rejects(store.batch([{ type: 'put', key: 'b', value: 1 }]), /disk full/);
+  assert.equal(sent.length, 4, 'a failed write ends too');
+  assert.equal(changes.readStart(), 4, 'nothing left in flight');
+  // a read-only transaction writes nothing, so it announces nothing
+  await store.transact(['a'], async (tx) => void (await tx.get('a')));
+  assert.equal(sent.length, 4);
+});
+
+test("the outbox's and the collector's bookkeeping is not announced", async () => {
+  const { nc, sent } = fakeNc();
+  const changes = new ChangeNotices(nc, 'n1', 'content');
+  const { db, waiting } = slowDb();
+  const store = await levelStore(db, { watch: changes });
+  const w = store.batch([
+    { type: 'del', key: `${outboxPrefix}0001` },
+    { type: 'put', key: '~gc/barrier', value: {} },
+  ]);
+  await tick();
+  waiting.shift()!();
+  await w;
+  assert.deepEqual(sent, []);
+  const m = store.batch([
+    { type: 'del', key: `${outboxPrefix}0002` },
+    { type: 'put', key: 'blob/x', value: {} },
+  ]);
+  await tick();
+  waiting.shift()!();
+  await m;
+  assert.equal(sent.length, 2, 'a batch with a record in it is');
+});
+
+test('states parse back; malformed ones are none', () => {
+  assert.deepEqual(parseState('abc.12.c'), { boot: 'abc', seq: 12, cacheable: true });
+  assert.deepEqual(parseState('abc.12'), { boot: 'abc', seq: 12, cacheable: false });
+  for (const bad of [undefined, '', 'abc', 'abc.x', '.3', 'abc.-1']) assert.equal(parseState(bad), undefined, String(bad));
+});

@@ -1,0 +1,125 @@
+// Change notices: what lets the gateway answer some reads from a copy (services/gateway
+// readcache.ts) that is never stale, also across a crash or a lost message.
+//
+// A service that opts in counts the writes to its store: every write that reaches the database
+// moves its sequence number once before it starts and once after it ends, and each move is
+// published at once on `berth.changes.<node>.<service>` as `<boot>.<seq>` (boot: random at each
+// start; a start publishes `<boot>.0` before the service serves). Its unary replies carry the
+// state they were sent in (header `berth-state`: `<boot>.<seq>`), and a read's reply is marked
+// cacheable (`<boot>.<seq>.c`) only when no write was under way when it started and the number
+// did not move while it ran: its answer is then the store's state at `<seq>`.
+//
+// Notices and replies leave on the service's one connection, in the order they were made, and
+// nats-server hands one connection's messages to a subscriber's connection in that order. So a
+// reader that takes notices and replies on one connection sees the notice of every change that
+// began before a reply ahead of that reply, and a write's reply after its notices.
+import { randomBytes } from 'node:crypto';
+import type { MsgHdrs, NatsConnection } from '@nats-io/nats-core';
+import type { WriteWatch } from '@berth/store';
+import { headers } from './headers.js';
+import { faultPoint, outboxPrefix } from './outbox.js';
+import { token } from './subjects.js';
+
+export const stateHeader = 'berth-state';
+
+/** Where a service's change notices go: the gateway subscribes to them, nobody else may publish there. */
+export function changesSubject(node: string, service: string): string {
+  return `berth.changes.${token(node)}.${service}`;
+}
+
+/** A reply's or notice's state: the boot, its sequence number, and whether the reply may be kept. */
+export interface State {
+  boot: string;
+  seq: number;
+  cacheable: boolean;
+}
+
+export function parseState(v: string | undefined): State | undefined {
+  if (!v) return undefined;
+  const [boot, seq, flag] = v.split('.');
+  const n = Number(seq);
+  if (!boot || !Number.isSafeInteger(n) || n < 0) return undefined;
+  return { boot, seq: n, cacheable: flag === 'c' };
+}
+
+/** The service side: a store's write watch, and the state stamped on each reply. */
+export class ChangeNotices implements WriteWatch {
+  readonly boot = randomBytes(6).toString('hex');
+  private seq = 0;
+  private inflight = 0;
+  private readonly subject: string;
+  /** the reply headers of the current state, made once per state (most replies share one) */
+  private stamps = new Map<string, MsgHdrs>();
+
+  /**
+   * `ignore`: keys whose writes no read answers from (the event outbox's entries, the collector's
+   * barrier record in gc.ts): they would only empty the readers' copies.
+   */
+  constructor(
+    private readonly nc: NatsConnection,
+    node: string,
+    service: string,
+    private readonly ignore: (key: string) => boolean = (k) => k.startsWith(outboxPrefix) || k === '~gc/barrier',
+  ) {
+    this.subject = changesSubject(node, service);
+    void this.watch();
+  }
+
+  /**
+   * Messages lost when this connection broke may hold notices: after a reconnect the number
+   * moves once more, so whoever kept copies drops them (and replies in flight are not kept).
+   */
+  private async watch(): Promise<void> {
+    for await (const s of this.nc.status()) if (s.type === 'reconnect') this.move();
+  }
+
+  /** Published before the service serves: readers drop what an earlier run of it told them. */
+  reset(): void {
+    this.publish();
+  }
+
+  begin(keys: readonly string[]): boolean {
+    if (keys.every(this.ignore)) return false;
+    this.inflight++;
+    this.move();
+    return true;
+  }
+
+  end(): void {
+    // a crash test's point: the write is committed, its end not yet announced
+    faultPoint('changes:before-end');
+    this.inflight--;
+    this.move();
+  }
+
+  private move(): void {
+    this.seq++;
+    this.stamps.clear();
+    this.publish();
+  }
+
+  private publish(): void {
+    try {
+      this.nc.publish(this.subject, `${this.boot}.${this.seq}`);
+    } catch {
+      // a closed connection: the reply this write would precede cannot leave either
+    }
+  }
+
+  /** Where a read starts: the state it may be kept at, or -1 when a write is under way. */
+  readStart(): number {
+    return this.inflight === 0 ? this.seq : -1;
+  }
+
+  /** The reply's headers: the state now, cacheable when it is `start`'s. */
+  stamp(start = -1): MsgHdrs {
+    const v = `${this.boot}.${this.seq}${start === this.seq ? '.c' : ''}`;
+    let h = this.stamps.get(v);
+    if (!h) {
+      h = headers();
+      h.set(stateHeader, v);
+      this.stamps.set(v, h);
+    }
+    return h;
+  }
+}

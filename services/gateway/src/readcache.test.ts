@@ -1,0 +1,190 @@
+// The read cache's rules, with a connection faked: notices and replies are fed in the order a
+// real connection would deliver them. (test/src/readcache.test.ts runs it against a real stack.)
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Msg, NatsConnection } from '@nats-io/nats-core';
+import { stateHeader, type OnCancel } from '@berth/bus';
+import { ReadCache, type ReadCacheOptions } from './readcache.js';
+
+type Cb = (err: Error | null, msg: Msg) => void;
+
+function fakeNc() {
+  const subs = new Map<string, Cb>();
+  let pushStatus: ((s: { type: string }) => void) | undefined;
+  const statuses: { type: string }[] = [];
+  const nc = {
+    subscribe: (subject: string, o: { callback: Cb }) => {
+      subs.set(subject, o.callback);
+      return { unsubscribe: () => subs.delete(subject) };
+    },
+    status: () => ({
+      async *[Symbol.asyncIterator]() {
+        for (;;) {
+          if (statuses.length) yield statuses.shift()!;
+          else await new Promise<void>((r) => (pushStatus = (s) => (statuses.push(s), r())));
+        }
+      },
+    }),
+  } as unknown as NatsConnection;
+  return {
+    nc,
+    notice: (service: string, v: string) => subs.get("berth.changes.n1.*")!(null, { subject: `berth.changes.n1.${service}`, string: () => v } as Msg),
+    status: (type: string) => pushStatus?.({ type }),
+  };
+}
+
+const reply = (state?: string): Msg => ({ headers: state === undefined ? undefined : { get: (k: string) => (k === stateHeader ? state : '') } }) as unknown as Msg;
+const noCancel: OnCancel = () => () => undefined;
+const tick = () => new Promise((r) => setImmediate(r));
+
+/** A service whose next answers are given by the test: each call takes the next [state, answer]. */
+function service(cache: ReadCache, name = 'content', path = '/x.Content/Info', before?: () => void) {
+  const queue: [string | undefined, string][] = [];
+  let calls = 0;
+  const route = cache.route(name, path, async (_body, _ctx, _c, onReply) => {
+    calls++;
+    const [state, answer] = queue.shift()!;
+    onReply?.(reply(state));
+    before?.(); // what arrives after the reply, before the caller gets it
+    return new TextEncoder().encode(answer);
+  });
+  const call = async (body = 'req', ns = 'default') => new TextDecoder().decode(await route(Buffer.from(body), { namespace: ns }, noCancel));
+  return { queue, call, calls: () => calls };
+}
+
+const opts: ReadCacheOptions = { maxEntries: 100, maxBytes: 1 << 20 };
+
+test('a cacheable answer in the known state is kept and served; a notice drops it', async () => {
+  const f = fakeNc();
+  const cache = new ReadCache(f.nc, 'n1', opts);
+  const s = service(cache);
+  f.notice('content', 'b1.0');
+  s.queue.push(['b1.0.c', 'v1']);
+  assert.equal(await s.call(), 'v1');
+  assert.equal(await s.call(), 'v1');
+  assert.equal(s.calls(), 1, 'the second read was answered by the gateway');
+  assert.deepEqual([cache.stats.hits, cache.stats.misses], [1, 1]);
+  f.notice('content', 'b1.1');
+  s.queue.push(['b1.1', 'v2']);
+  assert.equal(await s.call(), 'v2', 'after a notice the read goes to the service');
+  s.queue.push(['b1.2.c', 'v3']);
+  assert.equal(await s.call(), 'v3', 'a reply in a state with no notice yet is not kept...');
+  assert.equal(s.calls(), 3);
+  assert.equal(await s.call(), 'v3', '...unless it can only be newer than what is known (a missed notice)');
+  assert.equal(s.calls(), 3);
+  cache.close();
+});
+
+test('a notice that arrives between a reply and its caller keeps the reply from being stored', async () => {
+  const f = fakeNc();
+  const cache = new ReadCache(f.nc, 'n1', opts);
+  let raced = false;
+  const s = service(cache, 'content', '/x.Content/Info', () => {
+    if (!raced) f.notice('content', 'b1.1');
+    raced = true;
+  });
+  f.notice('content', 'b1.0');
+  s.queue.push(['b1.0.c', 'old'], ['b1.2.c', 'new']);
+  assert.equal(await s.call(), 'old');
+  assert.equal(await s.call(), 'new', 'the old answer was not kept');
+  assert.equal(cache.snapshot().hits, 0);
+  cache.close();
+});
+
+test('a reply of another boot while one is known is not trusted: a late reply of a process that died', async () => {
+  const f = fakeNc();
+  const cache = new ReadCache(f.nc, 'n1', opts);
+  const s = service(cache);
+  f.notice('content', 'b2.0');
+  s.queue.push(['b1.57.c', 'from the dead'], ['b2.0.c', 'v']);
+  assert.equal(await s.call(), 'from the dead');
+  assert.equal(cache.snapshot().entries, 0, 'not kept');
+  // with nothing known, the next reply is adopted (it can only be the current state) and kept
+  assert.equal(await s.call(), 'v');
+  assert.equal(await s.call(), 'v');
+  assert.equal(s.calls(), 2, 'the third read was answered by the gateway');
+  cache.close();
+});
+
+test("any reply of the service shows a missed notice: a write's reply in a later state drops the copies", async () => {
+  const f = fakeNc();
+  const cache = new ReadCache(f.nc, 'n1', opts);
+  const info = service(cache);
+  const update = service(cache, 'content', '/x.Content/Update');
+  f.notice('content', 'b1.0');
+  info.queue.push(['b1.0.c', 'old']);
+  await info.call();
+  assert.equal(await info.call(), 'old');
+  // the write's notices were lost; its reply says the state moved to 2
+  update.queue.push(['b1.2', 'ok']);
+  await update.call();
+  info.queue.push(['b1.2.c', 'new']);
+  assert.equal(await info.call(), 'new');
+  cache.close();
+});
+
+test('namespaces and request bytes key the copies; errors and unstamped replies are not kept', async () => {
+  const f = fakeNc();
+  const cache = new ReadCache(f.nc, 'n1', opts);
+  const s = service(cache);
+  f.notice('content', 'b1.0');
+  s.queue.push(['b1.0.c', 'a in ns1'], ['b1.0.c', 'a in ns2'], ['b1.0.c', 'b in ns1']);
+  assert.equal(await s.call('a', 'ns1'), 'a in ns1');
+  assert.equal(await s.call('a', 'ns2'), 'a in ns2');
+  assert.equal(await s.call('b', 'ns1'), 'b in ns1');
+  assert.equal(await s.call('a', 'ns2'), 'a in ns2');
+  assert.equal(await s.call('a', 'ns1'), 'a in ns1');
+  assert.equal(s.calls(), 3);
+
+  const failing = cache.route('content', '/x.Content/Other', async (_b, _c, _x, onReply) => {
+    onReply?.(reply('b1.0.c'));
+    throw new Error('boom');
+  });
+  await assert.rejects(failing(Buffer.from('x'), {}, noCancel));
+  await assert.rejects(failing(Buffer.from('x'), {}, noCancel), 'an error is not kept');
+
+  const plain = service(cache, 'tasks', '/x.Tasks/Get');
+  plain.queue.push([undefined, 'a'], [undefined, 'b']);
+  assert.equal(await plain.call(), 'a');
+  assert.equal(await plain.call(), 'b', 'a service that does not stamp its replies is never answered here');
+  cache.close();
+});
+
+test("the gateway's own disconnect forgets everything until a notice or reply", async () => {
+  const f = fakeNc();
+  const cache = new ReadCache(f.nc, 'n1', opts);
+  const s = service(cache);
+  f.notice('content', 'b1.0');
+  s.queue.push(['b1.0.c', 'v']);
+  await s.call();
+  assert.equal(cache.snapshot().entries, 1);
+  f.status('disconnect');
+  await tick();
+  assert.equal(cache.snapshot().entries, 0);
+  s.queue.push(['b1.0.c', 'v']);
+  await s.call();
+  assert.equal(s.calls(), 2);
+  cache.close();
+});
+
+test('bounded: the oldest entries go past the entry and byte limits; one large answer is not kept', async () => {
+  const f = fakeNc();
+  const cache = new ReadCache(f.nc, 'n1', { maxEntries: 3, maxBytes: 800 });
+  const s = service(cache);
+  f.notice('content', 'b1.0');
+  for (let i = 0; i < 5; i++) {
+    s.queue.push(['b1.0.c', `v${i}`]);
+    await s.call(`k${i}`);
+  }
+  assert.equal(cache.snapshot().entries, 3);
+  s.queue.push(['b1.0.c', 'again']);
+  assert.equal(await s.call('k0'), 'again', 'the oldest went');
+  assert.equal(await s.call('k4'), 'v4', 'the newest stayed');
+  s.queue.push(['b1.0.c', 'x'.repeat(200)]);
+  await s.call('big');
+  assert.ok(cache.snapshot().bytes <= 800);
+  s.queue.push(['b1.0.c', 'x'.repeat(200)]);
+  await s.call('big');
+  assert.equal(s.calls(), 8, 'an answer above an eighth of the bytes is not kept');
+  cache.close();
+});

@@ -1,0 +1,209 @@
+// Answers to some reads kept in the gateway, so a client's repeated reads (ctr run asks
+// Content.Info eight times, Namespaces.Get twice) cost no bus round trip. Never stale: a kept
+// answer is dropped as soon as the service may have changed anything, and an answer is kept only
+// when it is known to be the service's current state (the protocol: @berth/bus changes.ts).
+//
+// Per service: `known` is the service's state (`<boot>.<seq>`) as of the last notice or reply
+// received. Notices and replies are taken here in the order they arrived, on one connection
+// (the reply's onReply hook and the notice subscription both run synchronously in nats.js's
+// read loop), so:
+// - a notice empties the service's copies and becomes `known`;
+// - a reply whose state is not `known` says a notice was missed (or none was seen yet): the copies
+//   go, and its state becomes `known` when it can only be newer (same boot and a later number, or
+//   nothing known); another boot with something known forgets `known` (a late reply of a process
+//   that died must not vouch for its successor);
+// - a reply marked cacheable whose state is `known` is kept, unless the copies were emptied
+//   between its arrival and the moment it is stored.
+// When the gateway's own connection drops, messages may have been lost: everything goes and
+// `known` is forgotten until the next notice or reply.
+import type { Msg, NatsConnection, Subscription } from '@nats-io/nats-core';
+import { changesSubject, parseState, stateHeader, token, type CallContext, type OnCancel } from '@berth/bus';
+
+/**
+ * `$SRV.CACHE.berth-gateway.<node>`: the cache's counters as JSON (for tests and debugging). In
+ * the gateway's micro service space: only the gateway's own NATS user may ask.
+ */
+export const cacheStatsSubject = (node: string) => `$SRV.CACHE.berth-gateway.${token(node)}`;
+
+export interface ReadCacheOptions {
+  /** entries kept at most, over all services */
+  maxEntries: number;
+  /** bytes of keys and answers kept at most, over all services */
+  maxBytes: number;
+}
+
+export const defaultReadCacheOptions: ReadCacheOptions = { maxEntries: 4096, maxBytes: 8 << 20 };
+
+export interface ReadCacheStats {
+  hits: number;
+  misses: number;
+  /** answers stored */
+  kept: number;
+  /** times a service's copies were emptied (notices, missed notices, reconnects) */
+  cleared: number;
+  entries: number;
+  bytes: number;
+}
+
+class ServiceCopies {
+  known?: { boot: string; seq: number };
+  /** moves each time the copies are emptied: an answer is stored only when it has not moved since the answer arrived */
+  generation = 0;
+  readonly entries = new Map<string, Uint8Array>();
+
+  constructor(readonly name: string) {}
+}
+
+type Forward = (body: Buffer, ctx: CallContext, onCancel: OnCancel, onReply?: (msg: Msg) => void) => Promise<Uint8Array>;
+
+/** The method, the namespace and the request's bytes: everything such a read's answer depends on. */
+const keyOf = (path: string, ctx: CallContext, body: Buffer) => `${path}\0${ctx.namespace ?? ''}\0${body.toString('latin1')}`;
+
+export class ReadCache {
+  private readonly services = new Map<string, ServiceCopies>();
+  private readonly subs: Subscription[] = [];
+  private bytes = 0;
+  private entries = 0;
+  readonly stats: Omit<ReadCacheStats, 'entries' | 'bytes'> = { hits: 0, misses: 0, kept: 0, cleared: 0 };
+
+  constructor(
+    private readonly nc: NatsConnection,
+    node: string,
+    private readonly opts: ReadCacheOptions = defaultReadCacheOptions,
+  ) {
+    // a callback subscription: notices are handled in arrival order with the replies
+    this.subs.push(
+      nc.subscribe(changesSubject(node, '*'), {
+        callback: (err, msg) => {
+          if (err) return this.forgetAll();
+          const s = this.service(msg.subject.slice(msg.subject.lastIndexOf('.') + 1));
+          const st = parseState(msg.string());
+          this.clear(s);
+          s.known = st ? { boot: st.boot, seq: st.seq } : undefined;
+        },
+      }),
+    );
+    this.subs.push(nc.subscribe(cacheStatsSubject(node), { callback: (err, msg) => void (err || msg.respond(JSON.stringify(this.snapshot()))) }));
+    void this.watch();
+  }
+
+  private async watch(): Promise<void> {
+    for await (const s of this.nc.status()) if (s.type === 'disconnect' || s.type === 'reconnect') this.forgetAll();
+    this.forgetAll();
+  }
+
+  private service(name: string): ServiceCopies {
+    let s = this.services.get(name);
+    if (!s) this.services.set(name, (s = new ServiceCopies(name)));
+    return s;
+  }
+
+  private forgetAll(): void {
+    for (const s of this.services.values()) {
+      this.clear(s);
+      s.known = undefined;
+    }
+  }
+
+  private clear(s: ServiceCopies): void {
+    s.generation++;
+    if (s.entries.size === 0) return;
+    this.stats.cleared++;
+    for (const [k, v] of s.entries) this.bytes -= k.length + v.length;
+    this.entries -= s.entries.size;
+    s.entries.clear();
+  }
+
+  snapshot(): ReadCacheStats {
+    return { ...this.stats, entries: this.entries, bytes: this.bytes };
+  }
+
+  /**
+   * A reply of the service arrived: checks its state against what is known. Returns the
+   * generation the answer may be stored under, or -1.
+   */
+  private observe(s: ServiceCopies, msg: Msg): number {
+    const st = parseState(msg.headers?.get(stateHeader));
+    if (!st) return -1; // a service that does not stamp its replies: nothing is kept for it
+    const k = s.known;
+    if (!k || k.boot !== st.boot || k.seq !== st.seq) {
+      this.clear(s);
+      s.known = !k || (k.boot === st.boot && st.seq > k.seq) ? { boot: st.boot, seq: st.seq } : undefined;
+      if (!s.known) return -1;
+    }
+    return st.cacheable ? s.generation : -1;
+  }
+
+  private store(s: ServiceCopies, key: string, answer: Uint8Array): void {
+    const size = key.length + answer.length;
+    if (size > this.opts.maxBytes / 8) return; // one large answer must not push out everything else
+    const old = s.entries.get(key);
+    if (old) {
+      // two misses of one read at once: the later answer replaces the earlier
+      s.entries.delete(key);
+      this.bytes -= key.length + old.length;
+      this.entries--;
+    }
+    s.entries.set(key, answer);
+    this.bytes += size;
+    this.entries++;
+    this.stats.kept++;
+    // the oldest go first (a Map iterates in insertion order; a hit re-inserts its entry)
+    while (this.entries > this.opts.maxEntries || this.bytes > this.opts.maxBytes) {
+      // the service that took this entry gives up its oldest first, then the others
+      const victim = s.entries.size > 1 ? s : [...this.services.values()].find((c) => c !== s && c.entries.size > 0);
+      if (!victim) break;
+      const [k, v] = victim.entries.entries().next().value as [string, Uint8Array];
+      victim.entries.delete(k);
+      this.bytes -= k.length + v.length;
+      this.entries--;
+    }
+  }
+
+  /**
+   * The route of one forwarded unary method of `service`: every reply is observed (a write's
+   * reply can show a missed notice). Which methods' answers may be kept is the service's to say
+   * (it marks their replies), so the copies are looked at only once the method has had one.
+   */
+  route(service: string, path: string, forward: Forward): (body: Buffer, ctx: CallContext, onCancel: OnCancel) => Promise<Uint8Array> {
+    const s = this.service(service);
+    let cacheable = false;
+    return (body, ctx, onCancel) => {
+      if (cacheable) return this.cached(s, path, forward, body, ctx, onCancel);
+      let at = -1;
+      return forward(body, ctx, onCancel, (msg) => {
+        at = this.observe(s, msg);
+      }).then((answer) => {
+        if (at >= 0) {
+          cacheable = true;
+          this.stats.misses++;
+          if (at === s.generation) this.store(s, keyOf(path, ctx, body), answer);
+        }
+        return answer;
+      });
+    };
+  }
+
+  private async cached(s: ServiceCopies, path: string, forward: Forward, body: Buffer, ctx: CallContext, onCancel: OnCancel): Promise<Uint8Array> {
+    const key = keyOf(path, ctx, body);
+    const hit = s.entries.get(key);
+    if (hit) {
+      this.stats.hits++;
+      s.entries.delete(key);
+      s.entries.set(key, hit);
+      return hit;
+    }
+    this.stats.misses++;
+    let at = -1;
+    const answer = await forward(body, ctx, onCancel, (msg) => {
+      at = this.observe(s, msg);
+    });
+    if (at >= 0 && at === s.generation) this.store(s, key, answer);
+    return answer;
+  }
+
+  close(): void {
+    for (const sub of this.subs) sub.unsubscribe();
+    this.forgetAll();
+  }
+}

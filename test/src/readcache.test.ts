@@ -1,0 +1,185 @@
+// The gateway's read cache (services/gateway/src/readcache.ts, @berth/bus changes.ts) against a
+// real stack: reads answered by the gateway are never older than a write whose answer a client
+// has, from one client or two at once, across a service killed between commit and notice, and
+// across nats-server restarting under the gateway. The gateway's counters (asked on NATS with its
+// own credentials) show that hits happened, without any timing.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { codec, method } from '@berth/api';
+import { ctr, natsWith, startStack, until, type Stack } from './harness.js';
+import { metadata, writeBlob } from './grpc.js';
+
+const C = (m: string) => `/containerd.services.content.v1.Content/${m}`;
+const node = 'it-node';
+const id = (b: Buffer) => b;
+
+interface Stats {
+  hits: number;
+  misses: number;
+  kept: number;
+  cleared: number;
+  entries: number;
+}
+
+/** A gRPC client on one connection, as ctr keeps one. */
+function client(sock: string) {
+  const c = new grpc.Client(`unix:${sock}`, grpc.credentials.createInsecure());
+  const call = (path: string, req: Record<string, unknown>, md: grpc.Metadata): Promise<any> => {
+    const m = method(path);
+    return new Promise((resolve, reject) => {
+      c.makeUnaryRequest(path, id, id, Buffer.from(codec(m.requestType).encode(req)), md, { deadline: Date.now() + 20_000 }, (e, r) => {
+        if (e) reject(Object.assign(new Error(`${path}: ${e.code} ${e.details}`), { code: e.code }));
+        else resolve(codec(m.responseType).decode(r!));
+      });
+    });
+  };
+  return { call, close: () => c.close() };
+}
+
+const digestOf = (b: Buffer) => 'sha256:' + createHash('sha256').update(b).digest('hex');
+
+describe('gateway read cache', { timeout: 300_000 }, () => {
+  let stack: Stack;
+  let nc: NatsConnection;
+  const faults = join('/tmp', `berth-readcache-faults-${process.pid}`);
+
+  before(async () => {
+    stack = await startStack({ env: { BERTH_FAULTS_FILE: faults } });
+    // the gateway's own user: the only one that may ask for its counters
+    nc = await natsWith(stack.natsUrl, stack.credentials('gateway'), { maxReconnectAttempts: -1, reconnectTimeWait: 200 });
+  });
+  after(async () => {
+    await nc?.close();
+    await stack?.stop();
+  });
+
+  const stats = async (): Promise<Stats> => (await nc.request(`$SRV.CACHE.berth-gateway.${node}`, '', { timeout: 5000 })).json<Stats>();
+
+  async function blob(ns: string, text: string): Promise<string> {
+    const data = Buffer.from(text);
+    const dg = digestOf(data);
+    assert.equal(await writeBlob(stack.sock, metadata(ns), `ref-${text}`, data, dg), 'ok');
+    return dg;
+  }
+
+  test('Info after an Update sees the new labels, every time, from two clients at once; repeated Infos are hits', async () => {
+    const ns = 'rc-loop';
+    const dg = await blob(ns, 'loop blob');
+    const md = metadata(ns);
+    const before = await stats();
+    const one = async (who: string) => {
+      const c = client(stack.sock);
+      try {
+        for (let i = 0; i < 150; i++) {
+          const v = `${who}-${i}`;
+          await c.call(C('Update'), { info: { digest: dg, labels: { [who]: v } }, update_mask: { paths: [`labels.${who}`] } }, md);
+          // the first read may go to the service, the second may be answered by the gateway: both
+          // must show this client's write
+          for (let r = 0; r < 2; r++) {
+            const got = (await c.call(C('Info'), { digest: dg }, md)).info.labels[who];
+            assert.equal(got, v, `${who}: read ${r} after write ${i}`);
+          }
+        }
+      } finally {
+        c.close();
+      }
+    };
+    await Promise.all([one('a'), one('b')]);
+    const s = await stats();
+    assert.ok(s.hits > before.hits, `some reads were answered by the gateway: ${JSON.stringify(s)}`);
+    assert.ok(s.cleared > before.cleared, 'and its copies were dropped at the writes');
+  });
+
+  test('the same digest in two namespaces keeps each its own labels', async () => {
+    const text = 'shared digest';
+    const [d1, d2] = [await blob('rc-ns1', text), await blob('rc-ns2', text)];
+    assert.equal(d1, d2);
+    const c = client(stack.sock);
+    try {
+      await c.call(C('Update'), { info: { digest: d1, labels: { who: 'one' } }, update_mask: { paths: ['labels.who'] } }, metadata('rc-ns1'));
+      await c.call(C('Update'), { info: { digest: d1, labels: { who: 'two' } }, update_mask: { paths: ['labels.who'] } }, metadata('rc-ns2'));
+      const h0 = (await stats()).hits;
+      for (let i = 0; i < 3; i++) {
+        assert.equal((await c.call(C('Info'), { digest: d1 }, metadata('rc-ns1'))).info.labels.who, 'one');
+        assert.equal((await c.call(C('Info'), { digest: d1 }, metadata('rc-ns2'))).info.labels.who, 'two');
+      }
+      assert.ok((await stats()).hits >= h0 + 4, 'the repeated reads were hits, each of its own namespace');
+      // NotFound is never kept: the blob written afterwards is seen at once
+      const fresh = Buffer.from('written after a miss');
+      await assert.rejects(c.call(C('Info'), { digest: digestOf(fresh) }, metadata('rc-ns1')), /5 /);
+      await blob('rc-ns1', 'written after a miss');
+      assert.equal(Number((await c.call(C('Info'), { digest: digestOf(fresh) }, metadata('rc-ns1'))).info.size), fresh.length);
+    } finally {
+      c.close();
+    }
+  });
+
+  test('content killed between commit and its end notice: after the restart no read shows the old labels', async () => {
+    const ns = 'rc-crash';
+    const dg = await blob(ns, 'crash blob');
+    const md = metadata(ns);
+    const c = client(stack.sock);
+    try {
+      await c.call(C('Update'), { info: { digest: dg, labels: { v: 'old' } }, update_mask: { paths: ['labels.v'] } }, md);
+      await c.call(C('Info'), { digest: dg }, md);
+      const h0 = (await stats()).hits;
+      assert.equal((await c.call(C('Info'), { digest: dg }, md)).info.labels.v, 'old');
+      assert.equal((await stats()).hits, h0 + 1, 'the old labels are in the cache');
+      const pid = stack.pid('content');
+      writeFileSync(faults, 'changes:before-end');
+      // the write is committed, then the process dies: its caller learns nothing
+      await assert.rejects(c.call(C('Update'), { info: { digest: dg, labels: { v: 'new' } }, update_mask: { paths: ['labels.v'] } }, md));
+      await until(async () => stack.pid('content') !== pid, 30_000, 'content restarted');
+      let last: unknown;
+      await until(
+        async () => {
+          try {
+            await c.call(C('Info'), { digest: dg }, md);
+            return true;
+          } catch (e) {
+            last = e;
+            return false;
+          }
+        },
+        30_000,
+        'content serving again',
+      ).catch((e: Error) => {
+        throw new Error(`${e.message}: ${String(last)}\n${stack.output().slice(-3000)}`);
+      });
+      for (let i = 0; i < 5; i++) assert.equal((await c.call(C('Info'), { digest: dg }, md)).info.labels.v, 'new', `read ${i} after the restart`);
+      assert.ok((await stats()).hits > h0 + 1, 'and the new labels are answered by the gateway again');
+    } finally {
+      c.close();
+    }
+  });
+
+  test('nats-server restarted under the gateway: the copies are dropped, and kept again afterwards', async () => {
+    const ns = 'rc-nats';
+    const dg = await blob(ns, 'nats blob');
+    const md = metadata(ns);
+    const c = client(stack.sock);
+    try {
+      await c.call(C('Info'), { digest: dg }, md);
+      await c.call(C('Info'), { digest: dg }, md);
+      const s0 = await stats();
+      assert.ok(s0.entries > 0);
+      process.kill(stack.pid('nats-server'), 'SIGKILL');
+      await until(async () => (await ctr(stack.sock, '-n', ns, 'content', 'ls')).code === 0, 30_000, 'the stack serving again after nats-server restarted');
+      const s1 = await stats();
+      assert.ok(s1.entries < s0.entries || s1.misses > s0.misses, `dropped: ${JSON.stringify(s0)} then ${JSON.stringify(s1)}`);
+      const m0 = s1.misses;
+      await c.call(C('Info'), { digest: dg }, md);
+      const s2 = await stats();
+      assert.equal(s2.misses, m0 + 1, 'the first read after the restart went to the service');
+      await c.call(C('Info'), { digest: dg }, md);
+      assert.equal((await stats()).hits, s2.hits + 1, 'the next one was a hit');
+    } finally {
+      c.close();
+    }
+  });
+});
