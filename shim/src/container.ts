@@ -1,7 +1,7 @@
 // One container served by the host: containerd's shim v2 Task API over its own ttrpc socket,
 // runc for the work, the bundle for what survives a host restart.
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fromAny, nowTimestamp, service, toAny, type Any, type Timestamp } from '@berth/api';
 import { BerthError, Code, alreadyExists, failedPrecondition, invalidArgument, notFound, unimplemented } from '@berth/errdefs';
@@ -12,6 +12,7 @@ import { OomWatch, cgroupOf, metrics, oomKills, type CgroupPaths } from './cgrou
 import type { Forwarder } from './events.js';
 import { Proc, startTimeOf, stillRuns, type ProcessRecord } from './process.js';
 import { Runc } from './runc.js';
+import { RecordFile } from './record.js';
 import { ProcessIO, type Stdio } from './stdio.js';
 
 const TASK = service('containerd.task.v2.Task');
@@ -94,6 +95,8 @@ export class Container {
   /** poststop hooks run at `runc delete` and may look at the rootfs: it stays mounted until then */
   private poststop = true;
   private watches = new Map<Proc, Watch>();
+  /** <bundle>/berth-shim.json */
+  private readonly record: RecordFile;
 
   constructor(
     readonly reg: Registration,
@@ -102,6 +105,7 @@ export class Container {
     this.key = reg.socket.slice(reg.socket.lastIndexOf('/') + 1);
     this.options = decodeOptions(reg.options ?? undefined);
     this.makeRunc();
+    this.record = new RecordFile(join(reg.bundle, 'berth-shim.json'));
   }
 
   get id(): string {
@@ -181,15 +185,14 @@ export class Container {
       init: this.init.record(),
       execs: [...this.execs.values()].map((p) => p.record()),
     };
-    const file = join(this.bundle, 'berth-shim.json');
-    writeFileSync(`${file}.tmp`, JSON.stringify(rec));
-    renameSync(`${file}.tmp`, file);
+    this.record.write(rec);
   }
 
   /**
    * Takes the container back after a host restart: processes whose pid and start time still
-   * match are watched by pidfd; one that died meanwhile is reported exited, with the status the
-   * `exit` file holds, else 255 as containerd reports a process it lost.
+   * match are watched by pidfd; one that died meanwhile is reported exited with 255, as
+   * containerd reports a process it lost (an exit the host reaped is in the record: it is written
+   * in the same turn as the exit is reaped).
    */
   restore(): void {
     let rec: BundleRecord;
@@ -217,10 +220,6 @@ export class Container {
     };
     this.init = take(rec.init);
     for (const r of rec.execs) this.execs.set(r.execId, take(r));
-    const recorded = this.readExitFile();
-    if (recorded && this.init.status !== 'stopped' && this.init.status !== 'deleted') {
-      this.init.setExited(recorded.status, recorded.at);
-    }
     for (const p of [this.init, ...this.execs.values()]) {
       if (p.status === 'stopped' || p.status === 'deleted' || !p.pid) continue;
       if (stillRuns(p.pid, p.startTime)) this.adopt(p);
@@ -253,15 +252,6 @@ export class Container {
     this.onExit(p, 255, nowTimestamp());
   }
 
-  private readExitFile(): { status: number; at: Timestamp } | undefined {
-    try {
-      const e = JSON.parse(readFileSync(join(this.bundle, 'exit'), 'utf8'));
-      return { status: e.exit_status, at: e.exited_at };
-    } catch {
-      return undefined;
-    }
-  }
-
   // --- exits ---------------------------------------------------------------------------------
 
   /** The reaper (or a pidfd) saw the process end. */
@@ -277,7 +267,6 @@ export class Container {
       this.oom?.stop();
       this.oom = null;
       if (this.killAllOnExit) void this.runc.run(['kill', '--all', this.id, '9']).catch(() => {});
-      writeFileSync(join(this.bundle, 'exit'), JSON.stringify({ exit_status: status, exited_at: at }));
     }
     p.setExited(status, at);
     this.persist();
@@ -361,7 +350,6 @@ export class Container {
     }
     this.init = init;
     this.execs.clear();
-    rmSync(join(this.bundle, 'exit'), { force: true });
     // the cgroup and its OOM watch after the answer, off the path of the run: the init cannot
     // run (nor be OOM-killed) before Start, and an exit handled first finds no cgroup to check
     setImmediate(() => this.watchCgroup(init));
@@ -617,6 +605,7 @@ export class Container {
 
   /** Stops serving (the host's release): the socket goes, the events still pending do not. */
   async close(): Promise<void> {
+    this.record.close();
     this.oom?.stop();
     for (const w of this.watches.values()) w.stop();
     this.watches.clear();
