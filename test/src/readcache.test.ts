@@ -12,7 +12,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { codec, method } from '@berth/api';
 import { ctr, natsWith, startStack, until, type Stack } from './harness.js';
-import { metadata, writeBlob } from './grpc.js';
+import { metadata, unary, writeBlob, type GrpcError } from './grpc.js';
 
 const C = (m: string) => `/containerd.services.content.v1.Content/${m}`;
 const node = 'it-node';
@@ -60,10 +60,12 @@ describe('gateway read cache', { timeout: 300_000 }, () => {
 
   const stats = async (): Promise<Stats> => (await nc.request(`$SRV.CACHE.berth-gateway.${node}`, '', { timeout: 5000 })).json<Stats>();
 
+  /** A blob in `ns`, written under a lease so the collector leaves it alone. */
   async function blob(ns: string, text: string): Promise<string> {
     const data = Buffer.from(text);
     const dg = digestOf(data);
-    assert.equal(await writeBlob(stack.sock, metadata(ns), `ref-${text}`, data, dg), 'ok');
+    await unary(stack.sock, '/containerd.services.leases.v1.Leases/Create', { id: 'keep' }, metadata(ns)).catch((e: GrpcError) => assert.equal(e.code, 6, e.details));
+    assert.equal(await writeBlob(stack.sock, metadata(ns, 'keep'), `ref-${text}`, data, dg), 'ok');
     return dg;
   }
 
