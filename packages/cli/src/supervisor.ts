@@ -162,7 +162,7 @@ export async function startStack(config: Config, out: SupervisorEvents, readyTim
     const credsDir = join(natsDir, 'creds');
     const users = stackUsers(credsDir, config.services, token(config.node));
     const tls = config.nats.tls_cert ? { cert: config.nats.tls_cert, key: config.nats.tls_key } : undefined;
-    const opts: NatsServerOptions = { dir: natsDir, host: config.nats.host, port: config.nats.port, maxPayload: config.nats.max_payload, users, tls };
+    const opts: NatsServerOptions = { dir: natsDir, host: config.nats.host, port: config.nats.port, maxPayload: config.nats.max_payload, users, tls, maxProcs: config.nats.max_procs };
     nats = await startNatsServer(opts);
     out.log(`nats-server on ${nats.url} (pid ${nats.process.pid})`);
     out.log(`subscriber credentials ${join(credsDir, 'subscriber.json')}`);

@@ -42,6 +42,14 @@ export interface Config {
     /** the own nats-server's certificate and key; with `url`, the client certificate (if the cluster asks for one) */
     tls_cert: string;
     tls_key: string;
+    /**
+     * GOMAXPROCS of the own nats-server (0: every core). 1 by default: the stack's calls are
+     * small request/replies one after another, and with one Go thread nats-server hands a
+     * message from the connection it reads to the one it writes without waking another thread
+     * (measured, 3 paired rounds: 65-98 against 128-270 µs of its CPU per request/reply, p50
+     * 210-304 against 337-407 µs; 8 callers at once: the same throughput on less CPU).
+     */
+    max_procs: number;
   };
   /** which services the stack runs, in start order */
   services: string[];
@@ -95,7 +103,7 @@ export function defaultConfig(): Config {
     state: '/run/berth',
     node: hostname(),
     grpc: { address: '/run/berth/berth.sock', mode: '0660', uid: 0, gid: 0, max_recv_message_size: 16 << 20, max_send_message_size: 16 << 20 },
-    nats: { url: '', port: 4222, host: '127.0.0.1', max_payload: 20 << 20, credentials_dir: '', tls_ca: '', tls_cert: '', tls_key: '' },
+    nats: { url: '', port: 4222, host: '127.0.0.1', max_payload: 20 << 20, credentials_dir: '', tls_ca: '', tls_cert: '', tls_key: '', max_procs: 1 },
     services: ['events', 'namespaces', 'content', 'leases', 'images', 'containers', 'snapshot', 'diff', 'tasks', 'gc', 'gateway'],
     events: { max_age: '24h', max_bytes: 1 << 30 },
     content: { sharing_policy: 'shared' },

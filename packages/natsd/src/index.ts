@@ -22,6 +22,8 @@ export interface NatsServerOptions {
   users?: AuthUser[];
   /** the server's certificate: clients must then speak TLS */
   tls?: { cert: string; key: string; ca?: string };
+  /** GOMAXPROCS of nats-server; 0 or absent: Go's default (every core) */
+  maxProcs?: number;
 }
 
 export interface NatsServer {
@@ -96,7 +98,9 @@ export async function startNatsServer(o: NatsServerOptions): Promise<NatsServer>
   chmodSync(conf, 0o600);
   const log = openSync(join(o.dir, 'nats-server.log'), 'a');
   const [cmd, ...args] = diesWithParent([o.binary ?? 'nats-server', '-c', conf]);
-  const proc = spawn(cmd!, args, { stdio: ['ignore', log, log] });
+  const env = { ...process.env };
+  if (o.maxProcs) env.GOMAXPROCS = String(o.maxProcs);
+  const proc = spawn(cmd!, args, { stdio: ['ignore', log, log], env });
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
   let failed: Error | undefined;
   proc.once('error', (e) => (failed = e));
