@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { createServer as httpServer } from 'node:http';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { leanGet, NotLean } from './blobget.js';
+import { leanGet, NotLean, recycle } from './blobget.js';
 import { parseReference } from './reference.js';
 import { Registry } from './registry.js';
 
@@ -198,5 +198,36 @@ test('through the registry client: a chunked answer is read through node:http; a
   } finally {
     await new Promise((r) => reg.close(r));
     await new Promise((r) => other.close(r));
+  }
+});
+
+test('buffers given back take later reads; those not given back are never written again', async () => {
+  const data = [pattern(2_200_000), pattern(2_300_000).reverse(), pattern(2_100_000).fill(9, 5000, 9000)];
+  let i = 0;
+  const srv = await rawServer((s) => {
+    const d = data[i++]!;
+    s.write(`HTTP/1.1 200 OK\r\nContent-Length: ${d.length}\r\n\r\n`);
+    void dribble(s, d, 100_000);
+  });
+  try {
+    const read = async () => {
+      const chunks: Buffer[] = [];
+      for await (const c of (await leanGet(srv.url('/b'), {})).body) chunks.push(c);
+      return chunks;
+    };
+    const kept = await read();
+    const keptCopy = Buffer.concat(kept);
+    assert.ok(keptCopy.equals(data[0]!));
+    const given = await read();
+    assert.ok(Buffer.concat(given).equals(data[1]!));
+    for (const c of given) recycle(c);
+    const third = await read();
+    assert.ok(Buffer.concat(third).equals(data[2]!));
+    // the third body came in the second's buffers; the first's, never given back, are as they were
+    assert.ok(third.some((c) => given.some((g) => g.buffer === c.buffer)));
+    assert.ok(Buffer.concat(kept).equals(keptCopy));
+    recycle(Buffer.alloc(1 << 20)); // not one of ours: ignored
+  } finally {
+    await srv.close();
   }
 });

@@ -16,6 +16,7 @@ import type { PullBackends } from './backends.js';
 import { formatPlatform, hostPlatform, matches, parsePlatform, type Platform } from './platform.js';
 import { Progress, type ProgressReport } from './progress.js';
 import { parseReference, type Reference } from './reference.js';
+import { recycle } from './blobget.js';
 import { isIndex, isManifest, Registry, type Descriptor, type RegistryOptions } from './registry.js';
 
 export interface PullOptions {
@@ -456,6 +457,7 @@ class PullRun {
           const flush = async () => {
             if (!buffered) return;
             // the chunks as they came, in one call and without copying them together
+            const chunks = buf;
             let pending = buf;
             const n = buffered;
             buf = [];
@@ -466,6 +468,8 @@ class PullRun {
               // a short write (rare): the rest, from where it stopped
               if (done < n) pending = [Buffer.concat(pending).subarray(w)];
             }
+            // written: their buffers take the next reads
+            for (const c of chunks) recycle(c);
             offset += n;
             this.progress.bytes(desc.digest, offset);
           };
