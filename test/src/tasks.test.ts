@@ -158,7 +158,8 @@ for (const kind of ['stock', 'berth'] as const) {
       const rm = await C('tasks', 'rm', 'd1');
       assert.equal(rm.code, 0, rm.stderr);
       assert.equal(existsSync(bundle), false, 'bundle removed');
-      assert.deepEqual(readdirSync(join(stack.root, 'tasks', 'work', ns)), [], 'work folder removed');
+      const works = join(stack.root, 'tasks', 'work', ns);
+      assert.deepEqual(existsSync(works) ? readdirSync(works) : [], [], 'no work folder left');
       assert.equal((await C('containers', 'rm', 'd1')).code, 0);
       await sleep(500);
       await events.stop();

@@ -1,7 +1,9 @@
 // Bundles as containerd's runtime v2 lays them out: `<state>/tasks/<namespace>/<id>` holds
 // config.json, rootfs/ (the shim mounts the rootfs there), the `address` file the shim writes
-// and `work` (a link to `<root>/work/<namespace>/<id>`, the runtime's persistent folder). Berth
-// adds `berth.json`: what the tasks service needs to find the shim again after a restart.
+// and, for a stock shim, `work` (a link to `<root>/work/<namespace>/<id>`, the runtime's
+// persistent folder, where containerd's runc shim keeps criu's work; Berth's shim has no use for
+// it, and its two new inodes and their removal were a share of every run). Berth adds
+// `berth.json`: what the tasks service needs to find the shim again after a restart.
 import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -41,15 +43,17 @@ export class Bundles {
       throw (e as import('@berth/errdefs').BerthError).wrap(`invalid task id ${id}`);
     }
     const path = this.path(ns, id);
-    const work = this.work(ns, id);
     mkdirSync(dirname(path), { recursive: true, mode: 0o711 });
     mkdirSync(path, { mode: 0o700 });
     try {
       mkdirSync(join(path, 'rootfs'), { mode: 0o711 });
-      mkdirSync(dirname(work), { recursive: true, mode: 0o711 });
-      rmSync(work, { recursive: true, force: true });
-      mkdirSync(work, { mode: 0o711 });
-      symlinkSync(work, join(path, 'work'));
+      if (info.kind === 'stock') {
+        const work = this.work(ns, id);
+        mkdirSync(dirname(work), { recursive: true, mode: 0o711 });
+        rmSync(work, { recursive: true, force: true });
+        mkdirSync(work, { mode: 0o711 });
+        symlinkSync(work, join(path, 'work'));
+      }
       writeFileSync(join(path, 'config.json'), withRoot(spec), { mode: 0o666 });
       writeFileSync(join(path, 'berth.json'), JSON.stringify(info));
     } catch (e) {
