@@ -293,20 +293,16 @@ class PullRun {
   private async small(desc: Descriptor, children: (data: Buffer) => Descriptor[]): Promise<Buffer> {
     this.progress.add(desc.digest, desc.media_type, desc.size);
     trace(`small ${desc.digest}`);
-    const existing = await this.be.info(this.ctx, desc.digest);
-    trace(`info`);
-    let data: Buffer;
+    // its bytes are read either way (for its children): asked beside the store's record, not after
+    const [existing, data] = await Promise.all([this.be.info(this.ctx, desc.digest), this.reg.readAll(desc, this.ctx.signal)]);
+    trace(`info, read`);
     if (existing) {
-      // in the store already: read it from the registry anyway only if we need its children
-      data = await this.reg.readAll(desc, this.ctx.signal);
       const labels = { ...childLabels(children(data)), ...(await this.sourceLabel(desc.digest, existing)) };
       await this.be.writeBlob(this.ctx, refKey(desc), desc, data, {}); // puts it under the lease
       await this.be.updateLabels(this.ctx, desc.digest, labels);
       this.progress.state(desc.digest, 'exists');
       return data;
     }
-    data = await this.reg.readAll(desc, this.ctx.signal);
-    trace(`read`);
     const labels = { ...childLabels(children(data)), ...(await this.sourceLabel(desc.digest, {})) };
     if (!(await this.be.writeBlob(this.ctx, refKey(desc), desc, data, labels))) await this.be.updateLabels(this.ctx, desc.digest, labels);
     this.progress.state(desc.digest, 'downloaded');
@@ -323,6 +319,7 @@ class PullRun {
     }
     if (!isManifest(desc.media_type)) throw new BerthError(Code.Unimplemented, `${desc.digest}: media type ${desc.media_type} is not supported`);
     let doc!: ManifestDoc;
+    let configData!: Promise<Buffer>;
     await this.small(desc, (data) => {
       const raw = JSON.parse(data.toString('utf8')) as { config?: JsonDescriptor; layers?: JsonDescriptor[] };
       if (!raw.config || !Array.isArray(raw.layers)) throw new BerthError(Code.FailedPrecondition, `manifest ${desc.digest}: no config or layers`);
@@ -330,9 +327,11 @@ class PullRun {
       // the layers start now, while the manifest and config are stored: they are the long part
       // (a lone manifest for another platform fails the pull a moment later, which stops them)
       for (const l of doc.layers) this.fetchLayer(l);
+      // and the config, whose diff ids the unpack waits for, while the manifest is stored
+      configData = this.track(this.small(doc.config, () => []));
       return [doc.config, ...doc.layers];
     });
-    const config = JSON.parse((await this.small(doc.config, () => [])).toString('utf8')) as {
+    const config = JSON.parse((await configData).toString('utf8')) as {
       os?: string;
       architecture?: string;
       variant?: string;
