@@ -136,6 +136,9 @@ describe('overlayfs snapshotter', () => {
     const before = readdirSync(sn.driver.dir).length;
     await sn.remove(ctx, 'v2');
     await sn.remove(ctx, 'uc');
+    // out of the way at the answer (renamed), deleted after it
+    assert.equal(readdirSync(sn.driver.dir).filter((n) => !n.startsWith('rm-')).length, before - 2);
+    await sn.removed();
     assert.equal(readdirSync(sn.driver.dir).length, before - 2);
     await assert.rejects(sn.remove(ctx, 'v2'), code(Code.NotFound, /^snapshot v2 does not exist: not found$/));
     assert.deepEqual(s.events.at(-1), ['default', '/snapshot/remove', { key: 'uc' }]);

@@ -86,6 +86,8 @@ const kindName: Record<Kind, string> = { ACTIVE: 'active', VIEW: 'view', COMMITT
 export class Snapshotter {
   /** ids whose directory is being made: Cleanup leaves them alone */
   private readonly pending = new Set<string>();
+  /** folders of removed snapshots being deleted, by name: Cleanup leaves them alone */
+  private readonly removing = new Map<string, Promise<void>>();
 
   constructor(
     readonly driver: Driver,
@@ -321,6 +323,11 @@ export class Snapshotter {
     if (ctx.lease) await this.opts.leases?.remove(ns, ctx.lease, { type: `snapshots/${this.name}`, id: name });
   }
 
+  /**
+   * Renamed out of the way before the answer, its files deleted after it: the deletion was a
+   * round trip through libuv's pool per entry on the path of `ctr run --rm`, and an `rm-` folder
+   * is nobody's snapshot (Cleanup removes one a crash left).
+   */
   private async removeDir(id: string): Promise<void> {
     const gone = join(this.driver.dir, `rm-${id}`);
     try {
@@ -329,7 +336,17 @@ export class Snapshotter {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return; // a native view has none
       throw e;
     }
-    await rm(gone, { recursive: true, force: true });
+    this.removing.set(
+      `rm-${id}`,
+      rm(gone, { recursive: true, force: true })
+        .catch((e) => console.error(`snapshot: removing ${gone}: ${(e as Error).message}`))
+        .finally(() => this.removing.delete(`rm-${id}`)),
+    );
+  }
+
+  /** Resolves once the folders of removed snapshots are deleted. */
+  async removed(): Promise<void> {
+    await Promise.all([...this.removing.values()]);
   }
 
   async stat(ctx: Ctx, name: string): Promise<Info> {
@@ -465,7 +482,7 @@ export class Snapshotter {
       if (id !== undefined) {
         // an id that is being made is pending until its record is committed, so after this
         // check the store has whatever record it will ever get
-        if (this.pending.has(id)) continue;
+        if (this.pending.has(id) || this.removing.has(n)) continue;
         if (n === id && (await this.db.get(this.idKey(id)))) continue;
       }
       // anything else (a stray name included) is not ours to keep: rename, then delete, so a

@@ -181,8 +181,12 @@ export class Tasks {
 
   async create(ns: string, r: CreateRequest): Promise<{ container_id: string; pid: number }> {
     const id = r.container_id;
+    const trace = process.env.BERTH_TASKS_TRACE ? (what: string, t0: number) => this.o.log(`trace create ${id} ${what} ${(performance.now() - t0).toFixed(1)} ms`) : undefined;
+    let t0 = performance.now();
     const epoch = this.deletions;
     const container = await this.o.peers.container(ns, id);
+    trace?.('container', t0);
+    t0 = performance.now();
     if (r.checkpoint) {
       if (r.checkpoint.media_type !== 'application/vnd.containerd.container.criu.checkpoint.criu.tar') {
         throw new BerthError(Code.Unknown, `unsupported checkpoint type "${r.checkpoint.media_type}"`);
@@ -209,8 +213,8 @@ export class Tasks {
         throw e;
       }
       const t = new ShimTask(info, bundle, (x) => void this.lost(x));
-      const trace = process.env.BERTH_TASKS_TRACE ? (what: string, t0: number) => this.o.log(`trace create ${id} ${what} ${(performance.now() - t0).toFixed(1)} ms`) : undefined;
-      let t0 = performance.now();
+      trace?.('bundle', t0);
+      t0 = performance.now();
       const options = r.options ?? container.runtime?.options ?? null;
       try {
         let address: string;
@@ -224,6 +228,8 @@ export class Tasks {
         t0 = performance.now();
         await t.connect(address);
         await forgotten;
+        trace?.('connect', t0);
+        t0 = performance.now();
         const created = await t
           .call<{ pid: number }>('Create', {
             id,
@@ -240,9 +246,11 @@ export class Tasks {
             throw e instanceof BerthError ? e.wrap('failed to create shim task') : e;
           });
         trace?.('shim create', t0);
+        t0 = performance.now();
         await this.o.store.transact([taskKey(ns, id)], async (tx) => {
           tx.put(taskKey(ns, id), { ...info, created_at: nowTimestamp() } satisfies TaskRecord);
         });
+        trace?.('record', t0);
         this.saw(k, epoch);
         this.tasks.set(k, t);
         return { container_id: id, pid: created.pid };
