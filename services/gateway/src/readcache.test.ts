@@ -13,6 +13,7 @@ function fakeNc() {
   let pushStatus: ((s: { type: string }) => void) | undefined;
   const statuses: { type: string }[] = [];
   const nc = {
+    flush: async () => undefined,
     subscribe: (subject: string, o: { callback: Cb }) => {
       subs.set(subject, o.callback);
       return { unsubscribe: () => subs.delete(subject) };
@@ -30,12 +31,20 @@ function fakeNc() {
     nc,
     notice: (service: string, v: string) => subs.get("berth.changes.n1.*")!(null, { subject: `berth.changes.n1.${service}`, string: () => v } as Msg),
     status: (type: string) => pushStatus?.({ type }),
+    refuse: () => subs.get('berth.changes.n1.*')!(new Error('Permissions Violation for Subscription'), undefined as unknown as Msg),
   };
 }
 
 const reply = (state?: string): Msg => ({ headers: state === undefined ? undefined : { get: (k: string) => (k === stateHeader ? state : '') } }) as unknown as Msg;
 const noCancel: OnCancel = () => () => undefined;
 const tick = () => new Promise((r) => setImmediate(r));
+
+/** A cache on `f`'s connection, once its notice subscription is confirmed. */
+async function started(f: ReturnType<typeof fakeNc>, o: ReadCacheOptions): Promise<ReadCache> {
+  const cache = new ReadCache(f.nc, 'n1', o);
+  await tick();
+  return cache;
+}
 
 /** A service whose next answers are given by the test: each call takes the next [state, answer]. */
 function service(cache: ReadCache, name = 'content', path = '/x.Content/Info', before?: () => void) {
@@ -56,7 +65,7 @@ const opts: ReadCacheOptions = { maxEntries: 100, maxBytes: 1 << 20 };
 
 test('a cacheable answer in the known state is kept and served; a notice drops it', async () => {
   const f = fakeNc();
-  const cache = new ReadCache(f.nc, 'n1', opts);
+  const cache = await started(f, opts);
   const s = service(cache);
   f.notice('content', 'b1.0');
   s.queue.push(['b1.0.c', 'v1']);
@@ -77,7 +86,7 @@ test('a cacheable answer in the known state is kept and served; a notice drops i
 
 test('a notice that arrives between a reply and its caller keeps the reply from being stored', async () => {
   const f = fakeNc();
-  const cache = new ReadCache(f.nc, 'n1', opts);
+  const cache = await started(f, opts);
   let raced = false;
   const s = service(cache, 'content', '/x.Content/Info', () => {
     if (!raced) f.notice('content', 'b1.1');
@@ -93,7 +102,7 @@ test('a notice that arrives between a reply and its caller keeps the reply from 
 
 test('a reply of another boot while one is known is not trusted: a late reply of a process that died', async () => {
   const f = fakeNc();
-  const cache = new ReadCache(f.nc, 'n1', opts);
+  const cache = await started(f, opts);
   const s = service(cache);
   f.notice('content', 'b2.0');
   s.queue.push(['b1.57.c', 'from the dead'], ['b2.0.c', 'v']);
@@ -108,7 +117,7 @@ test('a reply of another boot while one is known is not trusted: a late reply of
 
 test("any reply of the service shows a missed notice: a write's reply in a later state drops the copies", async () => {
   const f = fakeNc();
-  const cache = new ReadCache(f.nc, 'n1', opts);
+  const cache = await started(f, opts);
   const info = service(cache);
   const update = service(cache, 'content', '/x.Content/Update');
   f.notice('content', 'b1.0');
@@ -125,7 +134,7 @@ test("any reply of the service shows a missed notice: a write's reply in a later
 
 test('namespaces and request bytes key the copies; errors and unstamped replies are not kept', async () => {
   const f = fakeNc();
-  const cache = new ReadCache(f.nc, 'n1', opts);
+  const cache = await started(f, opts);
   const s = service(cache);
   f.notice('content', 'b1.0');
   s.queue.push(['b1.0.c', 'a in ns1'], ['b1.0.c', 'a in ns2'], ['b1.0.c', 'b in ns1']);
@@ -152,7 +161,7 @@ test('namespaces and request bytes key the copies; errors and unstamped replies 
 
 test("the gateway's own disconnect forgets everything until a notice or reply", async () => {
   const f = fakeNc();
-  const cache = new ReadCache(f.nc, 'n1', opts);
+  const cache = await started(f, opts);
   const s = service(cache);
   f.notice('content', 'b1.0');
   s.queue.push(['b1.0.c', 'v']);
@@ -169,7 +178,7 @@ test("the gateway's own disconnect forgets everything until a notice or reply", 
 
 test('bounded: the oldest entries go past the entry and byte limits; one large answer is not kept', async () => {
   const f = fakeNc();
-  const cache = new ReadCache(f.nc, 'n1', { maxEntries: 3, maxBytes: 800 });
+  const cache = await started(f, { maxEntries: 3, maxBytes: 800 });
   const s = service(cache);
   f.notice('content', 'b1.0');
   for (let i = 0; i < 5; i++) {
@@ -186,5 +195,31 @@ test('bounded: the oldest entries go past the entry and byte limits; one large a
   s.queue.push(['b1.0.c', 'x'.repeat(200)]);
   await s.call('big');
   assert.equal(s.calls(), 8, 'an answer above an eighth of the bytes is not kept');
+  cache.close();
+});
+
+test('nothing is kept until the notice subscription is confirmed, nor ever after it was refused', async () => {
+  const f = fakeNc();
+  let confirm!: () => void;
+  (f.nc as unknown as { flush: () => Promise<void> }).flush = () => new Promise<void>((r) => (confirm = r));
+  const cache = new ReadCache(f.nc, 'n1', opts);
+  const s = service(cache);
+  f.notice('content', 'b1.0');
+  s.queue.push(['b1.0.c', 'v'], ['b1.0.c', 'v']);
+  await s.call();
+  await s.call();
+  assert.equal(s.calls(), 2, 'not kept before the subscription is confirmed');
+  confirm();
+  await tick();
+  s.queue.push(['b1.0.c', 'v']);
+  await s.call();
+  await s.call();
+  assert.equal(s.calls(), 3, 'kept once it is');
+  f.refuse();
+  assert.equal(cache.snapshot().entries, 0);
+  s.queue.push(['b1.0.c', 'v'], ['b1.0.c', 'v']);
+  await s.call();
+  await s.call();
+  assert.equal(s.calls(), 5, 'and never again once the subscription failed');
   cache.close();
 });

@@ -64,6 +64,13 @@ export class ReadCache {
   private readonly subs: Subscription[] = [];
   private bytes = 0;
   private entries = 0;
+  /**
+   * Whether the notice subscription is known to be in place (nats-server has answered a flush
+   * after it without refusing it): without notices nothing may be kept, or a write this gateway
+   * did not forward (a service's own, the collector's) would go unseen.
+   */
+  private listening = false;
+  private deaf = false;
   readonly stats: Omit<ReadCacheStats, 'entries' | 'bytes'> = { hits: 0, misses: 0, kept: 0, cleared: 0 };
 
   constructor(
@@ -75,7 +82,12 @@ export class ReadCache {
     this.subs.push(
       nc.subscribe(changesSubject(node, '*'), {
         callback: (err, msg) => {
-          if (err) return this.forgetAll();
+          if (err) {
+            // refused (permissions) or closed: never keep anything again
+            this.deaf = true;
+            this.listening = false;
+            return this.forgetAll();
+          }
           const s = this.service(msg.subject.slice(msg.subject.lastIndexOf('.') + 1));
           const st = parseState(msg.string());
           this.clear(s);
@@ -85,6 +97,10 @@ export class ReadCache {
     );
     this.subs.push(nc.subscribe(cacheStatsSubject(node), { callback: (err, msg) => void (err || msg.respond(JSON.stringify(this.snapshot()))) }));
     void this.watch();
+    nc.flush().then(
+      () => void (this.listening = !this.deaf),
+      () => undefined,
+    );
   }
 
   private async watch(): Promise<void> {
@@ -124,7 +140,7 @@ export class ReadCache {
    */
   private observe(s: ServiceCopies, msg: Msg): number {
     const st = parseState(msg.headers?.get(stateHeader));
-    if (!st) return -1; // a service that does not stamp its replies: nothing is kept for it
+    if (!st || !this.listening) return -1; // a service that does not stamp its replies: nothing is kept for it
     const k = s.known;
     if (!k || k.boot !== st.boot || k.seq !== st.seq) {
       this.clear(s);
