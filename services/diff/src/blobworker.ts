@@ -86,6 +86,25 @@ async function run(job: Job): Promise<void> {
         src = file.pipe(gunzip);
       }
     }
+    /** Hands a piece of tar to the other thread, within its credit; false once told to stop. */
+    const send = async (chunk: Buffer): Promise<boolean> => {
+      while (flow.n <= 0 && !flow.stop) await new Promise<void>((r) => (flow.wake = r));
+      if (flow.stop) return false;
+      flow.n--;
+      // moved to the other thread: as it is when it is all of its buffer, else a copy of its own
+      // (a small buffer may be Node's shared pool, which must not move)
+      let own: Uint8Array = chunk;
+      if (chunk.byteOffset !== 0 || chunk.byteLength !== chunk.buffer.byteLength || chunk.buffer.byteLength <= Buffer.poolSize) {
+        own = new Uint8Array(chunk.length);
+        own.set(chunk);
+      }
+      parentPort!.postMessage({ id: job.id, chunk: own }, [own.buffer as ArrayBuffer]);
+      return true;
+    };
+    // zlib fills a 1 MiB buffer of its own in pieces (as much as each read of the file gives)
+    // and takes a new one once it is full, never writing again before the end of what it gave:
+    // the pieces are held until their buffer is whole, which then moves without a copy
+    let held: Buffer | null = null;
     for await (const c of src) {
       const chunk = c as Buffer;
       if (src === file) {
@@ -94,21 +113,21 @@ async function run(job: Job): Promise<void> {
       }
       tarHash.update(chunk);
       tarBytes += chunk.length;
-      while (flow.n <= 0 && !flow.stop) await new Promise<void>((r) => (flow.wake = r));
-      if (flow.stop) {
-        src.destroy();
-        file.destroy();
-        return;
+      if (held && held.buffer === chunk.buffer && held.byteOffset + held.length === chunk.byteOffset && held.buffer.byteLength > Buffer.poolSize) held = Buffer.from(held.buffer, held.byteOffset, held.length + chunk.length);
+      else {
+        if (held && !(await send(held))) break;
+        held = chunk;
       }
-      flow.n--;
-      // moved to the other thread: as it is when it is all of its buffer (zlib's and the
-      // followed file's 1 MiB chunks mostly are), else a copy of its own
-      let own: Uint8Array = chunk;
-      if (chunk.byteOffset !== 0 || chunk.byteLength !== chunk.buffer.byteLength) {
-        own = new Uint8Array(chunk.length);
-        own.set(chunk);
+      if (held.byteOffset + held.length === held.buffer.byteLength) {
+        const whole = held;
+        held = null;
+        if (!(await send(whole))) break;
       }
-      parentPort!.postMessage({ id: job.id, chunk: own }, [own.buffer as ArrayBuffer]);
+    }
+    if (flow.stop || (held && !(await send(held)))) {
+      src.destroy();
+      file.destroy();
+      return;
     }
     parentPort!.postMessage({ id: job.id, end: true, blob: blobHash ? `${job.alg}:${blobHash.digest('hex')}` : '', blobBytes, tar: `sha256:${tarHash.digest('hex')}`, tarBytes });
   } catch (e) {
