@@ -184,4 +184,41 @@ describe('gateway read cache', { timeout: 300_000 }, () => {
       c.close();
     }
   });
+  test('a service may publish only its own notices, and only the gateway may read them', async () => {
+    const images = await natsWith(stack.natsUrl, stack.credentials('images'));
+    const errors: string[] = [];
+    void (async () => {
+      for await (const st of images.status()) if (st.type === 'error') errors.push(String((st as { error: unknown }).error));
+    })();
+    try {
+      images.publish(`berth.changes.${node}.images`, 'x.1');
+      await images.flush();
+      await new Promise((r) => setTimeout(r, 200));
+      assert.deepEqual(errors, [], 'its own notices');
+      images.publish(`berth.changes.${node}.content`, 'x.1');
+      await images.flush();
+      await until(async () => errors.length > 0, 5000, 'a violation reported');
+      assert.match(errors.join(' '), /Permissions Violation for Publish to "berth\.changes\.it-node\.content"/);
+    } finally {
+      await images.close();
+    }
+    for (const who of ['subscriber', 'content']) {
+      const c = await natsWith(stack.natsUrl, stack.credentials(who));
+      try {
+        const sub = c.subscribe(`berth.changes.${node}.*`);
+        await assert.rejects(
+          Promise.race([
+            (async () => {
+              for await (const _ of sub) return;
+            })(),
+            new Promise((r) => setTimeout(r, 5000)),
+          ]),
+          /Permissions Violation for Subscription/,
+          who,
+        );
+      } finally {
+        await c.close();
+      }
+    }
+  });
 });
