@@ -97,6 +97,32 @@ describe('gateway read cache', { timeout: 300_000 }, () => {
     assert.ok(s.cleared > before.cleared, 'and its copies were dropped at the writes');
   });
 
+  test('Namespaces.Get and Images.Get after an Update see the new labels; repeated ones are hits', async () => {
+    const N = (m: string) => `/containerd.services.namespaces.v1.Namespaces/${m}`;
+    const I = (m: string) => `/containerd.services.images.v1.Images/${m}`;
+    const ns = 'rc-records';
+    const dg = await blob(ns, 'image target');
+    const md = metadata(ns);
+    const c = client(stack.sock);
+    try {
+      await c.call(N('Create'), { namespace: { name: 'rc-labelled', labels: {} } }, md);
+      const target = { media_type: 'application/vnd.oci.image.manifest.v1+json', digest: dg, size: 12 };
+      await c.call(I('Create'), { image: { name: 'rc/image:1', labels: {}, target } }, md);
+      const h0 = (await stats()).hits;
+      for (let i = 0; i < 30; i++) {
+        await c.call(N('Update'), { namespace: { name: 'rc-labelled', labels: { v: `${i}` } }, update_mask: { paths: ['labels.v'] } }, md);
+        await c.call(I('Update'), { image: { name: 'rc/image:1', labels: { v: `${i}` }, target }, update_mask: { paths: ['labels.v'] } }, md);
+        for (let r = 0; r < 2; r++) {
+          assert.equal((await c.call(N('Get'), { name: 'rc-labelled' }, md)).namespace.labels.v, `${i}`, `namespace, read ${r} after write ${i}`);
+          assert.equal((await c.call(I('Get'), { name: 'rc/image:1' }, md)).image.labels.v, `${i}`, `image, read ${r} after write ${i}`);
+        }
+      }
+      assert.ok((await stats()).hits >= h0 + 30, 'the second reads were hits');
+    } finally {
+      c.close();
+    }
+  });
+
   test('the same digest in two namespaces keeps each its own labels', async () => {
     const text = 'shared digest';
     const [d1, d2] = [await blob('rc-ns1', text), await blob('rc-ns2', text)];
