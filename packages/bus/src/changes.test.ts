@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { NatsConnection } from '@nats-io/nats-core';
+import { MsgHdrsImpl } from '@nats-io/nats-core/internal';
 import { levelStore } from '@berth/store';
 import { ChangeNotices, changesSubject, parseState, stateHeader } from './changes.js';
 import { outboxPrefix } from './outbox.js';
@@ -51,7 +52,13 @@ function slowDb() {
 }
 
 const tick = () => new Promise((r) => setImmediate(r));
-const state = (c: ChangeNotices, start: number) => parseState(c.stamp(start).get(stateHeader))!;
+const state = (c: ChangeNotices, start: number) => {
+  // what the reply carries: its encoded headers, read back as a receiver reads them
+  const bytes = (c.stamp(start) as unknown as { encode(): Uint8Array }).encode();
+  const st = parseState(MsgHdrsImpl.decode(bytes).get(stateHeader));
+  assert.deepEqual(st, parseState(c.state(start)));
+  return st!;
+};
 
 test('a write is announced before it reaches the database and after it ends; a read overlapping it is not cacheable', async () => {
   const { nc, sent } = fakeNc();
