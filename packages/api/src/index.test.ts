@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { codec, services, fromAny, method, specFromAny, specToAny, toAny, anyTypeName, fromTimestamp, toTimestamp } from './index.js';
+import { codec, root, warmCodecs, services, fromAny, method, specFromAny, specToAny, toAny, anyTypeName, fromTimestamp, toTimestamp } from './index.js';
 
 test('every containerd 1.6 gRPC service is known', () => {
   const names = services.map((s) => s.fullName).sort();
@@ -51,4 +51,20 @@ test('timestamps', () => {
   const ts = toTimestamp(1_700_000_000_123);
   assert.deepEqual(ts, { seconds: 1_700_000_000, nanos: 123_000_000 });
   assert.equal(fromTimestamp(ts)!.getTime(), 1_700_000_000_123);
+});
+
+test('warmCodecs readies a message and every message it holds, in the background', async () => {
+  const name = 'containerd.services.tasks.v1.MetricsResponse';
+  const top = root.lookupType(name);
+  const nested = root.lookupType('containerd.types.Metric');
+  const ready = (t: { encode: unknown }) => Object.prototype.hasOwnProperty.call(t, 'encode');
+  assert.equal(ready(top), false, 'not yet used');
+  assert.equal(ready(nested), false, 'not yet used');
+  warmCodecs([name]);
+  assert.equal(ready(top), false, 'not on the caller\'s turn');
+  for (let i = 0; i < 20 && !ready(nested); i++) await new Promise((r) => setImmediate(r));
+  assert.equal(ready(top), true);
+  assert.equal(ready(nested), true, 'the Metric it holds is readied too');
+  const c = codec(name);
+  assert.equal(c.decode(c.encode({ metrics: [{ id: 'x' }] })).metrics[0].id, 'x');
 });

@@ -9,9 +9,9 @@
 //    JetStream's duplicate window drops it, never doubled.
 import { readFileSync, rmSync } from 'node:fs';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { toAny } from '@berth/api';
+import { toAny, warmCodecs } from '@berth/api';
 import type { Store, Txn } from '@berth/store';
-import { encodeEnvelope, nowEnvelope, storeMessage, type Envelope } from './events.js';
+import { encodeEnvelope, envelopeType, nowEnvelope, storeMessage, type Envelope } from './events.js';
 import { H, headers } from './headers.js';
 import { eventSubject } from './subjects.js';
 import { eventTypes, type Topic } from './topics.js';
@@ -73,6 +73,8 @@ export class Outbox implements EventSink {
 
   /** Picks up where the last run stopped, and publishes what it left. */
   async start(): Promise<this> {
+    // the first event of each kind would otherwise pay for its codec inside a write's transaction
+    warmCodecs([envelopeType, ...new Set(Object.values(eventTypes))]);
     let last = 0;
     for await (const [k] of this.store.entries(outboxPrefix)) last = Number(k.slice(outboxPrefix.length));
     // microseconds since the epoch: unique and increasing across restarts of one store
