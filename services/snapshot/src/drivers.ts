@@ -60,8 +60,9 @@ export class Overlay implements Driver {
     // another they were most of a Prepare's time under load
     const [st] = await Promise.all([chain.length ? stat(this.upper(chain[0]!)) : undefined, mkdir(tmp, { mode: 0o700 })]);
     await Promise.all([mkdir(join(tmp, 'fs'), { mode: 0o755 }), kind === 'ACTIVE' ? mkdir(join(tmp, 'work'), { mode: 0o711 }) : undefined]);
-    // the new upper belongs to whoever owns the parent's root (a userns-remapped image)
-    if (st) await lchown(join(tmp, 'fs'), st.uid, st.gid);
+    // the new upper belongs to whoever owns the parent's root (a userns-remapped image); made by
+    // this process, it has this process's owner already (one round trip less on the path of a run)
+    if (st && (st.uid !== process.getuid?.() || st.gid !== process.getgid?.())) await lchown(join(tmp, 'fs'), st.uid, st.gid);
     return true;
   }
 

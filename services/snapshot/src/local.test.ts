@@ -3,7 +3,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -129,6 +129,21 @@ describe('overlayfs snapshotter', () => {
     writeFileSync(join(upper, 'after'), 'not counted');
     assert.deepEqual(await sn.usage(ctx, 'uc'), du);
     assert.deepEqual(await sn.usage(ctx, 'v1'), { size: 0, inodes: 0 });
+  });
+
+  test("a new upper belongs to the owner of its parent's root (a userns-remapped image), ours otherwise", async () => {
+    const { sn } = s;
+    const upper = async (key: string) => statSync(join((await sn.mounts(ctx, key))[0]!.options.find((o) => o.startsWith('upperdir='))!.slice('upperdir='.length)));
+    await sn.prepare(ctx, 'own-base', '');
+    const base = (await sn.mounts(ctx, 'own-base'))[0]!.source; // a bind of its upper
+    await sn.commit(ctx, 'own-c', 'own-base');
+    await sn.prepare(ctx, 'own-a', 'own-c');
+    assert.deepEqual([(await upper('own-a')).uid, (await upper('own-a')).gid], [process.getuid!(), process.getgid!()]);
+    chownSync(base, 100000, 100000);
+    await sn.prepare(ctx, 'own-b', 'own-c');
+    assert.deepEqual([(await upper('own-b')).uid, (await upper('own-b')).gid], [100000, 100000]);
+    for (const k of ['own-b', 'own-a', 'own-c']) await sn.remove(ctx, k);
+    await sn.removed();
   });
 
   test('remove: record and directory go, leaves first', async () => {
