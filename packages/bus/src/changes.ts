@@ -49,11 +49,11 @@ export class ChangeNotices implements WriteWatch {
   private inflight = 0;
   private readonly subject: string;
   /**
-   * The reply headers of the current state, encoded once per state (most replies share one):
+   * The reply headers of the current state (not cacheable, cacheable), encoded once per state:
    * publish only asks headers for their bytes (as BusClient's unaryHeaders rely on), and encoding
    * them per reply cost a few µs of every reply.
    */
-  private stamps = new Map<string, MsgHdrs>();
+  private stamps: [MsgHdrs | undefined, MsgHdrs | undefined] = [undefined, undefined];
 
   /**
    * `ignore`: keys whose writes no read answers from (the event outbox's entries, the collector's
@@ -98,7 +98,7 @@ export class ChangeNotices implements WriteWatch {
 
   private move(): void {
     this.seq++;
-    this.stamps.clear();
+    this.stamps = [undefined, undefined];
     this.publish();
   }
 
@@ -122,14 +122,13 @@ export class ChangeNotices implements WriteWatch {
 
   /** The reply's headers, carrying `state(start)`. */
   stamp(start = -1): MsgHdrs {
-    const v = this.state(start);
-    let h = this.stamps.get(v);
+    const i = start === this.seq ? 1 : 0;
+    let h = this.stamps[i];
     if (!h) {
       const real = headers();
-      real.set(stateHeader, v);
+      real.set(stateHeader, this.state(start));
       const bytes = (real as unknown as { encode(): Uint8Array }).encode();
-      h = { encode: () => bytes } as unknown as MsgHdrs;
-      this.stamps.set(v, h);
+      h = this.stamps[i] = { encode: () => bytes } as unknown as MsgHdrs;
     }
     return h;
   }
