@@ -1,6 +1,6 @@
 // The containers service on the bus: containerd's Containers API over the plain library.
 import { nowTimestamp, service as grpcService } from '@berth/api';
-import { BusClient, BusServer, collectionBarrier, namespaceGuard, namespaceRequired, Outbox, rpcSubject, serveCollection, type CallContext } from '@berth/bus';
+import { BusClient, BusServer, ChangeNotices, collectionBarrier, namespaceGuard, namespaceRequired, Outbox, rpcSubject, serveCollection, type CallContext } from '@berth/bus';
 import type { ServiceEnv, Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
 import { Containers, type Container } from './local.js';
@@ -13,7 +13,9 @@ export const plugins = [
 const ns = namespaceRequired;
 
 export async function start(env: ServiceEnv): Promise<Stop> {
-  const db = await openStore(env.root);
+  // change notices for the gateway's read cache: Get and List are answered there until a record changes
+  const changes = new ChangeNotices(env.nc, env.node, 'containers');
+  const db = await openStore(env.root, { watch: changes });
   const outbox = await new Outbox(db, env.nc, { service: 'containers', node: env.node }).start();
   let containers!: Containers;
   // The tasks service knows a live task's container without asking (one lookup per task, not
@@ -36,7 +38,8 @@ export async function start(env: ServiceEnv): Promise<Stop> {
   // the collector's write barrier: container writes wait while it reads the records (@berth/bus gc.ts)
   const barrier = await collectionBarrier(env.nc, env.node, env.config.services, db);
   containers = new Containers(barrier.gate(db), outbox, nowTimestamp, guard);
-  const bus = await BusServer.start(env.nc, { name: 'containers', node: env.node, metadata: { plugins: JSON.stringify(plugins) } });
+  changes.reset();
+  const bus = await BusServer.start(env.nc, { name: 'containers', node: env.node, metadata: { plugins: JSON.stringify(plugins) }, changes, cacheable: ['Get', 'List'] });
   bus.serveGrpc(grpcService('containerd.services.containers.v1.Containers'), {
     Get: async (req: { id: string }, ctx: CallContext) => ({ container: await containers.get(ns(ctx), req.id) }),
     List: async (req: { filters: string[] }, ctx: CallContext) => ({ containers: await containers.list(ns(ctx), req.filters ?? []) }),

@@ -2,7 +2,7 @@
 // snapshotters, the namespace-usage answer, and lease references for what is made under a lease.
 import { join } from 'node:path';
 import { nowTimestamp, service as grpcService } from '@berth/api';
-import { BusClient, BusServer, collectionBarrier, jsonBytes, parseJson, leaseRefs, namespaceGuard, Outbox, serveCollection, type CallContext, type StreamContext } from '@berth/bus';
+import { BusClient, BusServer, ChangeNotices, collectionBarrier, jsonBytes, parseJson, leaseRefs, namespaceGuard, Outbox, serveCollection, type CallContext, type StreamContext } from '@berth/bus';
 import type { ServiceEnv, Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
 import { Native, Overlay } from './drivers.js';
@@ -36,7 +36,10 @@ interface Req {
 }
 
 export async function start(env: ServiceEnv): Promise<Stop> {
-  const db = await openStore(join(env.root, 'meta'));
+  // change notices for the gateway's read cache: Stat and Mounts (both from the record alone) are
+  // answered there until a record changes
+  const changes = new ChangeNotices(env.nc, env.node, 'snapshot');
+  const db = await openStore(join(env.root, 'meta'), { watch: changes });
   const client = new BusClient(env.nc);
   const leases = env.config.services.includes('leases') ? { leases: leaseRefs(client, env.node) } : {};
   const outbox = await new Outbox(db, env.nc, { service: 'snapshot', node: env.node }).start();
@@ -51,7 +54,8 @@ export async function start(env: ServiceEnv): Promise<Stop> {
     await new Snapshotter(new Native(join(env.root, 'native')), gated, outbox, nowTimestamp, opts).open(),
   ]);
   const sn = (r: Req) => all.get(r.snapshotter);
-  const bus = await BusServer.start(env.nc, { name: 'snapshot', node: env.node, metadata: { plugins: JSON.stringify(plugins(env.root)) } });
+  changes.reset();
+  const bus = await BusServer.start(env.nc, { name: 'snapshot', node: env.node, metadata: { plugins: JSON.stringify(plugins(env.root)) }, changes, cacheable: ['Stat', 'Mounts'] });
   bus.serveGrpc(grpcService('containerd.services.snapshots.v1.Snapshots'), {
     Prepare: async (r: Req, ctx: CallContext) => ({ mounts: await sn(r).prepare(ctx, r.key ?? '', r.parent ?? '', r.labels ?? {}) }),
     View: async (r: Req, ctx: CallContext) => ({ mounts: await sn(r).view(ctx, r.key ?? '', r.parent ?? '', r.labels ?? {}) }),
