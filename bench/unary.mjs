@@ -1,7 +1,9 @@
-// Unary benchmark: a call the gateway forwards over the bus (Namespaces.List) and one it answers
-// itself (Version), Berth against the reference containerd in the same run, with the CPU the
-// server side spends per call (gateway + namespaces + nats-server, or containerd); and for
-// context the floor, one bare NATS request/reply between two Node processes.
+// Unary benchmark: a call the gateway forwards over the bus (Leases.List: the gateway's read
+// cache keeps no lease answers), one it answers from that cache (Namespaces.List, see
+// services/gateway/README.md) and one it answers itself (Version), Berth against the reference
+// containerd in the same run, with the CPU the server side spends per call (gateway + leases +
+// nats-server, or containerd); and for context the floors, one bare NATS request/reply between
+// two Node processes and node:http2 answering alone.
 // Run: node bench/unary.mjs [N]
 import { spawn } from 'node:child_process';
 import { connect } from '@nats-io/transport-node';
@@ -10,7 +12,8 @@ import { join } from 'node:path';
 import { berthProcesses, client, meta, pct, printRows, startBerth, startReference, unary } from './lib.mjs';
 
 const N = Number(process.argv[2] ?? 2000);
-const LIST = '/containerd.services.namespaces.v1.Namespaces/List';
+const LIST = '/containerd.services.leases.v1.Leases/List';
+const KEPT = '/containerd.services.namespaces.v1.Namespaces/List';
 const VERSION = '/containerd.services.version.v1.Version/Version';
 const empty = new Uint8Array();
 
@@ -103,15 +106,23 @@ try {
   const f = (v) => v.toFixed(3);
   const lb = await latency(berth.sock, LIST);
   const lr = ref && await latency(ref.sock, LIST);
-  rows.push(['Namespaces.List forwarded, p50 ms', f(pct(lb, 0.5)), lr ? f(pct(lr, 0.5)) : '-']);
-  rows.push(['Namespaces.List forwarded, p99 ms', f(pct(lb, 0.99)), lr ? f(pct(lr, 0.99)) : '-']);
-  // the server side's CPU per call: gateway, namespaces and nats-server against containerd
+  rows.push(['Leases.List forwarded, p50 ms', f(pct(lb, 0.5)), lr ? f(pct(lr, 0.5)) : '-']);
+  rows.push(['Leases.List forwarded, p99 ms', f(pct(lb, 0.99)), lr ? f(pct(lr, 0.99)) : '-']);
+  // the server side's CPU per call: gateway, leases and nats-server against containerd
   const procs = berthProcesses(join(berth.dir, 'state'));
-  const rb = await rate(berth.sock, LIST, ['gateway', 'namespaces', 'nats-server'].map((k) => procs[k]));
+  const rb = await rate(berth.sock, LIST, ['gateway', 'leases', 'nats-server'].map((k) => procs[k]));
   const rr = ref && await rate(ref.sock, LIST, [ref.pid]);
-  rows.push(['Namespaces.List calls/s, 8 in flight', String(rb.perS), rr ? String(rr.perS) : '-']);
+  rows.push(['Leases.List calls/s, 8 in flight', String(rb.perS), rr ? String(rr.perS) : '-']);
   rows.push(['server CPU µs per List call, 8 in flight', String(rb.cpuUs), rr ? String(rr.cpuUs) : '-']);
-  rows.push(['  of which gateway / namespaces / nats-server', rb.each.join(' / '), '-']);
+  rows.push(['  of which gateway / leases / nats-server', rb.each.join(' / '), '-']);
+  const kb = await latency(berth.sock, KEPT);
+  const kr = ref && await latency(ref.sock, KEPT);
+  rows.push(['Namespaces.List from the read cache, p50 ms', f(pct(kb, 0.5)), kr ? f(pct(kr, 0.5)) : '-']);
+  const kc = await rate(berth.sock, KEPT, ['gateway', 'namespaces', 'nats-server'].map((k) => procs[k]));
+  const kcr = ref && await rate(ref.sock, KEPT, [ref.pid]);
+  rows.push(['  its calls/s, 8 in flight', String(kc.perS), kcr ? String(kcr.perS) : '-']);
+  rows.push(['  its server CPU µs per call, 8 in flight', String(kc.cpuUs), kcr ? String(kcr.cpuUs) : '-']);
+  rows.push(['  of which gateway / namespaces / nats-server', kc.each.join(' / '), '-']);
   const vb = await latency(berth.sock, VERSION);
   const vr = ref && await latency(ref.sock, VERSION);
   rows.push(['Version (gateway itself), p50 ms', f(pct(vb, 0.5)), vr ? f(pct(vr, 0.5)) : '-']);
