@@ -20,6 +20,9 @@ interface Job {
   follow?: number;
 }
 
+/** the error code of a followed ingest that was gone before it was opened (blobreader's callers act on it) */
+const ingestGone = 'ERR_INGEST_GONE';
+
 const credits = new Map<number, { n: number; wake: (() => void) | null; stop: boolean }>();
 
 // how often a followed file is looked at again when the writer has not caught up: a download
@@ -34,7 +37,14 @@ const followPollMs = 4;
 function followFile(path: string, size: number, flow: { stop: boolean }): Readable {
   return Readable.from(
     (async function* () {
-      const fh = await open(path, 'r');
+      let fh;
+      try {
+        fh = await open(path, 'r');
+      } catch (e) {
+        // the download ended and content moved the file into the store before this read began
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw Object.assign(new Error(`ingest ${path} is no longer there (committed meanwhile)`), { code: ingestGone });
+        throw e;
+      }
       try {
         let pos = 0;
         // a look that finds nothing new keeps its buffer for the next look: a fresh MiB per look,

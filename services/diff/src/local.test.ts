@@ -171,4 +171,10 @@ test('a growing ingest: applied while it is written, proven by the diff id; trou
   const ac = new AbortController();
   setTimeout(() => ac.abort(new Error('pull canceled')), 200);
   await assert.rejects(new Differ().apply(never, desc, bind(r4), ac.signal, false, { path: p4, diffId: sha(layer) }));
+
+  // the file was gone before it was opened (the download ended and its commit moved it):
+  // NotFound, which sends the caller to the committed blob, and nothing made
+  const r5 = mkdtempSync(join(dir, 'grow-'));
+  await assert.rejects(new Differ().apply(never, desc, bind(r5), undefined, false, { path: join(dir, 'ingest-gone'), diffId: sha(layer) }), (e: Error & { code?: number }) => e.code === 5 && /no longer there/.test(e.message));
+  assert.deepEqual(readdirSync(r5), []);
 });

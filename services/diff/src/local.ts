@@ -228,6 +228,9 @@ export class Differ {
       await (r.tar as AsyncGenerator<Buffer>).return?.(undefined);
       if (signal?.aborted) throw e;
       await emptyFolder(root);
+      // nothing was read: the blob is committed (or on its way), and the caller applies that
+      // one beside the parents rather than waiting for them as after an Aborted
+      if ((e as NodeJS.ErrnoException).code === 'ERR_INGEST_GONE') throw new BerthError(Code.NotFound, `applying ${desc.digest} from its ingest: ${(e as Error).message}`);
       throw new BerthError(Code.Aborted, `applying ${desc.digest} from its ingest: ${(e as Error).message}`);
     }
     return { media_type: mediaTypeLayer, digest: d.tar, size: d.tarBytes };

@@ -229,6 +229,11 @@ class PullRun {
   private readonly fetches = new Map<string, Promise<void>>();
   /** per layer: the ingest file its download is appending to, once it starts (undefined: none) */
   private readonly growing = new Map<string, ReturnType<typeof deferred<string | undefined>>>();
+  /**
+   * layers whose download wrote its last byte: their ingest file is about to be renamed into
+   * the store by the commit, so an unpack that has not opened it yet takes the committed blob
+   */
+  private readonly written = new Set<string>();
   private readonly pending: Promise<unknown>[] = [];
   private readonly toUnpack: { platform: string; manifest: ManifestDoc; diffIds: string[] }[] = [];
   private readonly source: { key: string; repo: string };
@@ -368,7 +373,8 @@ class PullRun {
   private ingestOf(desc: Descriptor): Promise<string | undefined> {
     void this.fetchLayer(desc).catch(() => undefined);
     // once fetched, the ingest is the committed blob: nothing to follow
-    return this.growing.get(desc.digest)?.promise ?? Promise.resolve(undefined);
+    const g = this.growing.get(desc.digest);
+    return g ? g.promise.then((path) => (this.written.has(desc.digest) ? undefined : path)) : Promise.resolve(undefined);
   }
 
   private async fetchBlob(desc: Descriptor, writing: (path: string) => void): Promise<void> {
@@ -407,6 +413,7 @@ class PullRun {
       }
       trace(`ingest ${desc.digest}`);
       if (!ingest.shared) await this.download(desc, ingest.path, ingest.offset, () => writing(ingest.path));
+      this.written.add(desc.digest);
       trace(`downloaded ${desc.digest}`);
       return true;
     });
@@ -661,7 +668,16 @@ async function unpackBeside(
     const fetchFailed = new AbortController();
     if (ingest) ready(layer).catch((e: unknown) => fetchFailed.abort(e));
     try {
-      applied = await be.apply(ingest ? { ...lctx, signal: AbortSignal.any([lctx.signal!, fetchFailed.signal]) } : lctx, layer, mounts, i > from && !ours[i - 1], ingest ? { path: ingest, diffId: diffIds[i] } : undefined);
+      try {
+        applied = await be.apply(ingest ? { ...lctx, signal: AbortSignal.any([lctx.signal!, fetchFailed.signal]) } : lctx, layer, mounts, i > from && !ours[i - 1], ingest ? { path: ingest, diffId: diffIds[i] } : undefined);
+      } catch (e) {
+        // the download ended and its commit moved the file before the diff opened it: the
+        // committed blob, still beside the parents
+        if (!ingest || !isCode(e, Code.NotFound) || fetchFailed.signal.aborted || lctx.signal!.aborted) throw e;
+        trace(`committed meanwhile ${layer.digest}`);
+        await ready(layer);
+        applied = await be.apply(lctx, layer, mounts, i > from && !ours[i - 1]);
+      }
     } catch (e) {
       if (fetchFailed.signal.aborted) throw fetchFailed.signal.reason;
       if (!isCode(e, Code.Aborted) || lctx.signal!.aborted) throw e;
