@@ -123,6 +123,39 @@ describe('gateway read cache', { timeout: 300_000 }, () => {
     }
   });
 
+  test('Containers.Get and Snapshots.Stat/Mounts after their writes see them; a removed one is NotFound; repeated reads are hits', async () => {
+    const K = (m: string) => `/containerd.services.containers.v1.Containers/${m}`;
+    const S = (m: string) => `/containerd.services.snapshots.v1.Snapshots/${m}`;
+    const md = metadata('rc-run');
+    const c = client(stack.sock);
+    const code = (p: Promise<unknown>) => p.then(() => 0, (e: { code: number }) => e.code);
+    try {
+      const h0 = (await stats()).hits;
+      for (let i = 0; i < 20; i++) {
+        const key = `rc-snap-${i}`;
+        // the path of a run: prepare, read its mounts twice, then remove it
+        const prepared = await c.call(S('Prepare'), { snapshotter: 'overlayfs', key, parent: '', labels: {} }, md);
+        for (let r = 0; r < 2; r++) {
+          assert.deepEqual((await c.call(S('Mounts'), { snapshotter: 'overlayfs', key }, md)).mounts, prepared.mounts, `mounts, read ${r} of ${key}`);
+          assert.equal((await c.call(S('Stat'), { snapshotter: 'overlayfs', key }, md)).info.name, key);
+        }
+        await c.call(S('Remove'), { snapshotter: 'overlayfs', key }, md);
+        assert.equal(await code(c.call(S('Stat'), { snapshotter: 'overlayfs', key }, md)), grpc.status.NOT_FOUND, `${key} removed`);
+        assert.equal(await code(c.call(S('Mounts'), { snapshotter: 'overlayfs', key }, md)), grpc.status.NOT_FOUND, `${key} has no mounts`);
+
+        const container = { id: 'rc-c', image: 'img', labels: { v: `${i}` }, runtime: { name: 'io.containerd.runc.v2' }, spec: { type_url: 'types.containerd.io/opencontainers/runtime-spec/1/Spec', value: Buffer.from('{}') } };
+        if (i === 0) await c.call(K('Create'), { container }, md);
+        else await c.call(K('Update'), { container, update_mask: { paths: ['labels.v'] } }, md);
+        for (let r = 0; r < 2; r++) assert.equal((await c.call(K('Get'), { id: 'rc-c' }, md)).container.labels.v, `${i}`, `container, read ${r} after write ${i}`);
+      }
+      await c.call(K('Delete'), { id: 'rc-c' }, md);
+      assert.equal(await code(c.call(K('Get'), { id: 'rc-c' }, md)), grpc.status.NOT_FOUND, 'deleted');
+      assert.ok((await stats()).hits >= h0 + 40, 'the second reads were hits');
+    } finally {
+      c.close();
+    }
+  });
+
   test('the same digest in two namespaces keeps each its own labels', async () => {
     const text = 'shared digest';
     const [d1, d2] = [await blob('rc-ns1', text), await blob('rc-ns2', text)];
