@@ -9,10 +9,12 @@ import type { Content } from './local.js';
 import { blobKey, ingestKey, op, type BlobRecord, type IngestRecord } from './store.js';
 
 /**
- * A blob file this young is never removed: a commit moves the file in place before it writes
- * the record (both take milliseconds; a file left by a crash in between goes a minute later).
+ * How young a blob file no namespace has may be and still stay. None: a commit names the file on
+ * its ingest before it moves it in place (IngestRecord.committing), so a file is unnamed only
+ * once nothing will record it, and a collection frees it at once, as containerd's does (a
+ * `ctr images rm --sync` returns with the space free).
  */
-export const fileGrace = 60_000;
+export const fileGrace = 0;
 
 const nsOf = (k: string, from: string) => unescapePart(k.slice(from.length).split('/')[0]!);
 
@@ -90,7 +92,10 @@ export class ContentCollector {
     const out = new Set<string>();
     const blobs = prefix('blob');
     for await (const [k] of this.db.entries(blobs)) out.add(unescapePart(k.slice(blobs.length).split('/')[1] ?? ''));
-    for await (const [, r] of this.db.entries<IngestRecord>(prefix('ingest'))) if (r.expected) out.add(r.expected);
+    for await (const [, r] of this.db.entries<IngestRecord>(prefix('ingest'))) {
+      if (r.expected) out.add(r.expected);
+      if (r.committing) out.add(r.committing);
+    }
     return out;
   }
 

@@ -276,6 +276,14 @@ export class Content {
    */
   readonly blobLocks = new KeyedLock();
 
+  /** @internal names the blob an ingest's commit is about to install (see IngestRecord.committing). */
+  async markCommitting(ns: string, ref: string, digest: string): Promise<void> {
+    await this.store.db.transact([ingestKey(ns, ref)], async (tx) => {
+      const r = await tx.get<IngestRecord>(ingestKey(ns, ref));
+      if (r && r.committing !== digest) tx.add(op.putIngest(ns, ref, { ...r, committing: digest }));
+    });
+  }
+
   /** @internal the metadata half of a commit: the namespace's record, the ingest gone, leases. */
   async recordCommit(ns: string, lease: string | undefined, ref: string, digest: string, size: number, labels: Labels): Promise<void> {
     return this.blobLocks.with([digest], async () => {
@@ -388,6 +396,7 @@ export class NamespacedWriter {
         throw failedPrecondition(`"${this.ref}" failed size validation: ${offset} != ${size}`);
       }
       size = offset;
+      await this.content.markCommitting(this.namespace, this.ref, expected || this.backend.digest());
       try {
         actual = await this.backend.commit(size, expected || undefined);
       } catch (err) {

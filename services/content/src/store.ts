@@ -28,6 +28,12 @@ export interface IngestRecord {
   expected?: string;
   /** that shared blob's size */
   size?: number;
+  /**
+   * the digest a commit of this ingest is installing in blobs/, set before the file moves: the
+   * collector leaves a file an ingest names alone, and the record that makes the blob the
+   * namespace's removes this ingest in the same batch (so no file is unnamed in between)
+   */
+  committing?: string;
   /** when this record was made (a shared ingest has no folder to keep it) */
   started: Timestamp | number;
   /** without a lease, when a collector may abort it (containerd: a day) */
