@@ -126,7 +126,9 @@ describe('gateway read cache', { timeout: 300_000 }, () => {
   test('Containers.Get and Snapshots.Stat/Mounts after their writes see them; a removed one is NotFound; repeated reads are hits', async () => {
     const K = (m: string) => `/containerd.services.containers.v1.Containers/${m}`;
     const S = (m: string) => `/containerd.services.snapshots.v1.Snapshots/${m}`;
-    const md = metadata('rc-run');
+    // under a lease: an active snapshot nothing else holds is the collector's to take
+    await unary(stack.sock, '/containerd.services.leases.v1.Leases/Create', { id: 'rc-keep' }, metadata('rc-run'));
+    const md = metadata('rc-run', 'rc-keep');
     const c = client(stack.sock);
     const code = (p: Promise<unknown>) => p.then(() => 0, (e: { code: number }) => e.code);
     try {
