@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { codec, nowTimestamp, service } from '@berth/api';
+import { codec, nowTimestamp, readyCodecsInBackground, service } from '@berth/api';
 import { TtrpcClient, serviceClient } from '@berth/ttrpc';
 
 type Flags = Record<string, string | boolean>;
@@ -39,6 +39,8 @@ async function main(): Promise<number> {
   const { cmd, flags } = parse(process.argv.slice(2));
   switch (cmd) {
     case 'host':
+      // the resident host lives long: its codecs are readied before its first container's calls
+      readyCodecsInBackground();
       return runHost(flags);
     case 'start':
       return binaryStart(flags);

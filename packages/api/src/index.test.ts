@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { codec, root, warmCodecs, services, fromAny, method, specFromAny, specToAny, toAny, anyTypeName, fromTimestamp, toTimestamp } from './index.js';
+import { codec, readyCodecsInBackground, root, warmCodecs, services, fromAny, method, specFromAny, specToAny, toAny, anyTypeName, fromTimestamp, toTimestamp } from './index.js';
 
 test('every containerd 1.6 gRPC service is known', () => {
   const names = services.map((s) => s.fullName).sort();
@@ -61,6 +61,9 @@ test('warmCodecs readies a message and every message it holds, in the background
   assert.equal(ready(top), false, 'not yet used');
   assert.equal(ready(nested), false, 'not yet used');
   warmCodecs([name]);
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+  assert.equal(ready(top), false, 'not in a process that did not ask for it (the CLI)');
+  readyCodecsInBackground();
   assert.equal(ready(top), false, 'not on the caller\'s turn');
   for (let i = 0; i < 20 && !ready(nested); i++) await new Promise((r) => setImmediate(r));
   assert.equal(ready(top), true);

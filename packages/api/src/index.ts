@@ -131,18 +131,31 @@ export function codec<T = any>(fullName: string): Codec<T> {
  * Readies the codecs of these messages and of every message they hold, in the background:
  * protobufjs writes a type's encoder, decoder and converters the first time it is used (1-4 ms
  * each, measured), so a process paid that on its first call of each kind (a stack's first
- * `ctr run` took 433 ms against 190 for the next). Every codec() made is readied this way, so
- * what a process declares at its start is ready before its first call. One type per turn of the
- * event loop: a call arriving meanwhile waits for one type at most.
+ * `ctr run` took 433 ms against 190 for the next). Every codec() made is queued this way, so
+ * what a process declares at its start is ready before its first call. The queue is worked only
+ * in a process that asks for it (readyCodecsInBackground: the services and the shim host), not
+ * in a short-lived one such as the CLI. One type per turn of the event loop: a call arriving
+ * meanwhile waits for one type at most.
  */
 export function warmCodecs(fullNames: Iterable<string>): void {
   for (const n of fullNames) warmQueue.push(n);
-  if (!warming && warmQueue.length) {
+  kickWarming();
+}
+
+/** Works the queue of warmCodecs from now on: for long-lived processes. */
+export function readyCodecsInBackground(): void {
+  warmingOn = true;
+  kickWarming();
+}
+
+function kickWarming(): void {
+  if (warmingOn && !warming && warmQueue.length) {
     warming = true;
     setImmediate(warmSlice);
   }
 }
 
+let warmingOn = false;
 const warmQueue: string[] = [];
 const warmed = new Set<protobuf.Type>();
 let warming = false;

@@ -13,3 +13,5 @@ export * from './outbox.js';
 export * from './json.js';
 export * from './gc.js';
 export * from './changes.js';
+// for the process runner (@berth/kit), which speaks to the API only through the bus
+export { readyCodecsInBackground } from '@berth/api';

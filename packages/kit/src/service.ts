@@ -5,6 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect, credsAuthenticator, nkeyAuthenticator, usernamePasswordAuthenticator } from '@nats-io/transport-node';
 import type { ConnectionOptions, NatsConnection } from '@nats-io/nats-core';
+import { readyCodecsInBackground } from '@berth/bus';
 import { dialHost, inboxPrefix, readCredential } from '@berth/natsd';
 import { processConfig, serviceRoot, type Config } from './config.js';
 import { serveHeap } from './heap.js';
@@ -68,6 +69,8 @@ export function log(name: string, ...args: unknown[]): void {
 
 /** Runs a service as this process: call from a service's main.ts. */
 export async function runService(name: string, start: (env: ServiceEnv) => Promise<Stop>): Promise<void> {
+  // a service lives long: its codecs are readied before its first calls (@berth/api)
+  readyCodecsInBackground();
   const config = processConfig();
   const nc = await connectNats(config, name);
   let stop: Stop;
