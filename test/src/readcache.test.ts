@@ -158,6 +158,34 @@ describe('gateway read cache', { timeout: 300_000 }, () => {
     }
   });
 
+  /** One Content.Read of a whole blob: its bytes, or the status code it failed with. */
+  function read(dg: string, ns: string): Promise<Buffer | number> {
+    const RReq = codec('containerd.services.content.v1.ReadContentRequest');
+    const RRes = codec('containerd.services.content.v1.ReadContentResponse');
+    const c = new grpc.Client(`unix:${stack.sock}`, grpc.credentials.createInsecure());
+    return new Promise<Buffer | number>((resolve) => {
+      const call = c.makeServerStreamRequest(C('Read'), id, id, Buffer.from(RReq.encode({ digest: dg })), metadata(ns));
+      const parts: Buffer[] = [];
+      call.on('data', (b: Buffer) => parts.push(Buffer.from(RRes.decode(b).data)));
+      call.on('error', (e: grpc.ServiceError) => resolve(e.code));
+      call.on('end', () => resolve(Buffer.concat(parts)));
+    }).finally(() => c.close());
+  }
+
+  test('Read: repeated Reads of a blob take its place from the cache; once deleted, or in another namespace, it is NotFound', async () => {
+    const ns = 'rc-read';
+    const text = 'a blob read again and again';
+    const dg = await blob(ns, text);
+    const h0 = (await stats()).hits;
+    for (let i = 0; i < 4; i++) assert.equal(String(await read(dg, ns)), text, `read ${i}`);
+    assert.ok((await stats()).hits >= h0 + 3, 'the later Reads found the blob without asking content');
+    assert.equal(await read(dg, 'rc-read-other'), grpc.status.NOT_FOUND, 'not visible in a namespace that has not written it');
+    await unary(stack.sock, C('Delete'), { digest: dg }, metadata(ns));
+    assert.equal(await read(dg, ns), grpc.status.NOT_FOUND, 'deleted: no kept answer serves it');
+    await blob(ns, text);
+    assert.equal(String(await read(dg, ns)), text, 'written again: read again');
+  });
+
   test('the same digest in two namespaces keeps each its own labels', async () => {
     const text = 'shared digest';
     const [d1, d2] = [await blob('rc-ns1', text), await blob('rc-ns2', text)];

@@ -65,6 +65,10 @@ function decode(c: Codec, data: Uint8Array): any {
   }
 }
 
+// BERTH_BUS_TRACE=1: each answered call's time inside the service (from arrival to reply), to tell
+// the service's own work from the bus hops around it
+const tracing = !!process.env.BERTH_BUS_TRACE;
+
 export class BusServer {
   private readonly channels = new Set<Channel>();
   /** unary calls in flight by reply inbox, for the caller's cancel */
@@ -119,6 +123,7 @@ export class BusServer {
   }
 
   private async answer(msg: ServiceMsg, handler: RawHandler, cacheable = false): Promise<void> {
+    const t0 = tracing ? performance.now() : 0;
     const changes = this.opts.changes;
     const start = cacheable ? changes!.readStart() : -1;
     // a Berth caller asks for liveness beats while a call runs, so it can tell a slow call from a
@@ -146,6 +151,7 @@ export class BusServer {
       if (max !== undefined && res.length > max) throw tooLarge(msg.subject, res.length, max);
       // the state is read as the reply leaves: no notice can be made between the two
       msg.respond(res, changes ? { headers: changes.stamp(start) } : undefined);
+      if (tracing) console.error(`trace ${msg.subject} ${(performance.now() - t0).toFixed(2)} ms at=${(performance.timeOrigin + t0).toFixed(1)}`);
     } catch (err) {
       if (!run.aborted) msg.respondError(...this.status(msg.subject, err));
     } finally {

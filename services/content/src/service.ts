@@ -26,7 +26,8 @@ export const layout = (root: string) => ({ blobs: root, meta: join(root, 'meta')
 export async function start(env: ServiceEnv, opts: ContentOptions = {}): Promise<Stop> {
   const paths = layout(env.root);
   const blobs = await BlobStore.open(paths.blobs);
-  // change notices for the gateway's read cache: Info is answered there until a record changes
+  // change notices for the gateway's read cache: Info (and the BlobPath of a Read the gateway
+  // serves from the file) is answered there until a record changes
   const changes = new ChangeNotices(env.nc, env.node, 'content');
   const db = await openStore(paths.meta, { watch: changes });
   const client = new BusClient(env.nc);
@@ -43,7 +44,7 @@ export async function start(env: ServiceEnv, opts: ContentOptions = {}): Promise
   const collector = new ContentCollector(content, outbox);
   const api = new ContentApi(content);
   changes.reset();
-  const bus = await BusServer.start(env.nc, { name: 'content', node: env.node, metadata: { plugins: JSON.stringify(plugins) }, changes, cacheable: ['Info'] });
+  const bus = await BusServer.start(env.nc, { name: 'content', node: env.node, metadata: { plugins: JSON.stringify(plugins) }, changes, cacheable: ['Info', blobPathMethod] });
   bus.serveGrpc(grpcService('containerd.services.content.v1.Content'), {
     Info: (req, ctx: CallContext) => api.info(req, ctx),
     Update: (req, ctx: CallContext) => api.update(req, ctx),

@@ -11,7 +11,7 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import { codec } from '@berth/api';
-import { streamed, type BusClient, type CallContext } from '@berth/bus';
+import { streamed, type CallContext, type OnCancel } from '@berth/bus';
 import { BerthError, Code } from '@berth/errdefs';
 import { readRange } from '@berth/content/range';
 import { callContext, status } from './forward.js';
@@ -59,6 +59,16 @@ function varintBefore(buf: Buffer, end: number, v: number): number {
   return start;
 }
 
+/**
+ * Asks the content service's BlobPath (through the gateway's read cache when there is one: the
+ * answer holds until a content record changes, so a client's repeated Reads of one blob cost no
+ * bus round trip).
+ */
+export type BlobPathLookup = (body: Buffer, ctx: CallContext, onCancel: OnCancel) => Promise<Uint8Array>;
+
+// the lookup is short and its answer is kept for others: a client that goes meanwhile does not stop it
+const noCancel: OnCancel = () => () => undefined;
+
 interface BlobFile {
   path: string;
   size: number;
@@ -68,9 +78,9 @@ interface BlobFile {
  * The Read handler: from the file when it opens, else `forward` (the ordinary forwarder).
  * `blobPathSubject` is the node's content service's BlobPath.
  */
-export function contentRead(bus: BusClient, blobPathSubject: string, forward: grpc.handleServerStreamingCall<Buffer, Buffer>): grpc.handleServerStreamingCall<Buffer, Buffer> {
+export function contentRead(blobPath: BlobPathLookup, forward: grpc.handleServerStreamingCall<Buffer, Buffer>): grpc.handleServerStreamingCall<Buffer, Buffer> {
   return (call: Call) => {
-    void serve(bus, blobPathSubject, call).then(
+    void serve(blobPath, call).then(
       (served) => {
         if (!served) forward(call);
       },
@@ -80,7 +90,7 @@ export function contentRead(bus: BusClient, blobPathSubject: string, forward: gr
 }
 
 /** false when the file could not be opened here: the caller forwards the call instead. */
-async function serve(bus: BusClient, subject: string, call: Call): Promise<boolean> {
+async function serve(blobPath: BlobPathLookup, call: Call): Promise<boolean> {
   let req: { digest: string; offset: number; size: number };
   try {
     const r = ReadReq.decode(call.request);
@@ -91,7 +101,7 @@ async function serve(bus: BusClient, subject: string, call: Call): Promise<boole
   const ctx: CallContext = callContext(call);
   let answer: Uint8Array;
   try {
-    answer = await bus.unary(subject, Buffer.from(JSON.stringify({ digest: req.digest })), ctx);
+    answer = await blobPath(Buffer.from(JSON.stringify({ digest: req.digest })), ctx, noCancel);
   } catch (err) {
     // a malformed digest is worded by the content service's Read, as containerd words it
     if (err instanceof BerthError && err.code === Code.InvalidArgument) return false;

@@ -12,7 +12,7 @@ import { BerthError, Code } from '@berth/errdefs';
 import { parseAll } from '@berth/filters';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { Svcm } from '@nats-io/services';
-import { forwarder, passthrough, status, unaryRoute } from './forward.js';
+import { forwarder, passthrough, status, unaryRoute, type Forward } from './forward.js';
 import { takeUnaryRoutes, type Route } from './lean.js';
 import { contentRead, contentReadPath } from './contentread.js';
 import { openWindows } from './windows.js';
@@ -101,7 +101,11 @@ export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Se
       }
       const forward = forwarder(bus, m, subject, route);
       // a Read's bytes come from the blob's file on this node (contentread.ts)
-      impl[m.name] = m.path === contentReadPath ? contentRead(bus, rpcSubject(o.node, owner, 'BlobPath'), forward as grpc.handleServerStreamingCall<Buffer, Buffer>) : forward;
+      if (m.path === contentReadPath) {
+        const blobPath = rpcSubject(o.node, owner, 'BlobPath');
+        const plain: Forward = (body, ctx, onCancel, onReply) => bus.unary(blobPath, body, ctx, { onCancel, onReply });
+        impl[m.name] = contentRead(cache ? cache.route(owner, `${svc.fullName}/BlobPath`, plain) : plain, forward as grpc.handleServerStreamingCall<Buffer, Buffer>);
+      } else impl[m.name] = forward;
     }
     server.addService(def, impl);
   }
