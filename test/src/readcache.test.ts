@@ -23,6 +23,7 @@ interface Stats {
   misses: number;
   kept: number;
   cleared: number;
+  seeded: number;
   entries: number;
 }
 
@@ -184,6 +185,46 @@ describe('gateway read cache', { timeout: 300_000 }, () => {
     assert.equal(await read(dg, ns), grpc.status.NOT_FOUND, 'deleted: no kept answer serves it');
     await blob(ns, text);
     assert.equal(String(await read(dg, ns)), text, 'written again: read again');
+  });
+
+  test('a write kept as a read (Create for Get, Prepare for Mounts) is never older than a write racing it', async () => {
+    const K = (m: string) => `/containerd.services.containers.v1.Containers/${m}`;
+    const S = (m: string) => `/containerd.services.snapshots.v1.Snapshots/${m}`;
+    await unary(stack.sock, '/containerd.services.leases.v1.Leases/Create', { id: 'rc-seed' }, metadata('rc-seed'));
+    const md = metadata('rc-seed', 'rc-seed');
+    const [a, b] = [client(stack.sock), client(stack.sock)];
+    const spec = { type_url: 'types.containerd.io/opencontainers/runtime-spec/1/Spec', value: Buffer.from('{}') };
+    try {
+      const s0 = await stats();
+      // alone: the read right after the write is answered from the write's answer
+      for (let i = 0; i < 5; i++) {
+        const created = await a.call(K('Create'), { container: { id: `alone-${i}`, image: 'img', labels: { v: 'created' }, runtime: { name: 'io.containerd.runc.v2' }, spec } }, md);
+        assert.deepEqual((await a.call(K('Get'), { id: `alone-${i}` }, md)).container, created.container);
+        const prepared = await a.call(S('Prepare'), { snapshotter: 'overlayfs', key: `alone-${i}`, parent: '', labels: {} }, md);
+        assert.deepEqual((await a.call(S('Mounts'), { snapshotter: 'overlayfs', key: `alone-${i}` }, md)).mounts, prepared.mounts);
+      }
+      const s1 = await stats();
+      assert.ok(s1.seeded >= s0.seeded + 10, `the writes' answers were kept: ${JSON.stringify(s1)}`);
+      assert.ok(s1.hits >= s0.hits + 10, 'and the reads after them were answered from them');
+      // raced: b updates the container as soon as it exists; once b has its answer, no read shows
+      // the Create's labels any more, wherever it is answered
+      for (let i = 0; i < 40; i++) {
+        const id = `raced-${i}`;
+        const creating = a.call(K('Create'), { container: { id, image: 'img', labels: { v: 'created' }, runtime: { name: 'io.containerd.runc.v2' }, spec } }, md);
+        let updated = false;
+        while (!updated) {
+          updated = await b.call(K('Update'), { container: { id, labels: { v: 'updated' } }, update_mask: { paths: ['labels.v'] } }, md).then(
+            () => true,
+            (e: { code: number }) => (assert.equal(e.code, grpc.status.NOT_FOUND), false),
+          );
+        }
+        await creating;
+        for (const c of [a, b]) assert.equal((await c.call(K('Get'), { id }, md)).container.labels.v, 'updated', `${id} after the update`);
+      }
+    } finally {
+      a.close();
+      b.close();
+    }
   });
 
   test('the same digest in two namespaces keeps each its own labels', async () => {

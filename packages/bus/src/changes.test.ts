@@ -138,6 +138,47 @@ test("the outbox's and the collector's bookkeeping is not announced", async () =
   assert.equal(sent.length, 2, 'a batch with a record in it is');
 });
 
+test("a seed's reply is kept only when its own write was the only one while it ran", async () => {
+  const { nc } = fakeNc();
+  const changes = new ChangeNotices(nc, 'n1', 'content');
+  const { db, waiting } = slowDb();
+  const store = await levelStore(db, { watch: changes });
+  const stamped = (start: number) => {
+    const bytes = (changes.stampWrite(start) as unknown as { encode(): Uint8Array }).encode();
+    return parseState(MsgHdrsImpl.decode(bytes).get(stateHeader))!;
+  };
+  const write = async (k: string) => {
+    const w = store.put(k, 1);
+    await tick();
+    waiting.shift()!();
+    await w;
+  };
+  // alone: begin and end of its own write
+  let start = changes.writeStart();
+  await write('a');
+  assert.deepEqual(stamped(start), { boot: changes.boot, seq: start + 2, cacheable: true });
+  // another write after its own, before its reply: the record may have changed again
+  start = changes.writeStart();
+  await write('a');
+  await write('a');
+  assert.equal(stamped(start).cacheable, false, 'two writes while it ran');
+  // one under way when it started: not a known state to start from
+  const held = store.put('b', 1);
+  await tick();
+  assert.equal(changes.writeStart(), -1);
+  assert.equal(stamped(-1).cacheable, false);
+  waiting.shift()!();
+  await held;
+  // its own write done, another one still under way at the reply
+  start = changes.writeStart();
+  await write('a');
+  const other = store.put('c', 1);
+  await tick();
+  assert.equal(stamped(start).cacheable, false, 'a write under way at the reply');
+  waiting.shift()!();
+  await other;
+});
+
 test('states parse back; malformed ones are none', () => {
   assert.deepEqual(parseState('abc.12.c'), { boot: 'abc', seq: 12, cacheable: true });
   assert.deepEqual(parseState('abc.12'), { boot: 'abc', seq: 12, cacheable: false });

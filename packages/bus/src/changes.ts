@@ -7,7 +7,9 @@
 // start; a start publishes `<boot>.0` before the service serves). Its unary replies carry the
 // state they were sent in (header `berth-state`: `<boot>.<seq>`), and a read's reply is marked
 // cacheable (`<boot>.<seq>.c`) only when no write was under way when it started and the number
-// did not move while it ran: its answer is then the store's state at `<seq>`.
+// did not move while it ran: its answer is then the store's state at `<seq>`. A write that answers
+// what a read of its record would (a seed, e.g. Containers.Create for Get) is marked so when its
+// own write was the only one while it ran.
 //
 // Notices and replies leave on the service's one connection, in the order they were made, and
 // nats-server hands one connection's messages to a subscriber's connection in that order. So a
@@ -42,6 +44,9 @@ export function parseState(v: string | undefined): State | undefined {
   return { boot, seq: n, cacheable: flag === 'c' };
 }
 
+/** Keys of every service that no read answers from: the event outbox's entries, the collector's barrier record (gc.ts). */
+export const unreadKeys = (k: string): boolean => k.startsWith(outboxPrefix) || k === '~gc/barrier';
+
 /** The service side: a store's write watch, and the state stamped on each reply. */
 export class ChangeNotices implements WriteWatch {
   readonly boot = randomBytes(6).toString('hex');
@@ -56,14 +61,14 @@ export class ChangeNotices implements WriteWatch {
   private stamps: [MsgHdrs | undefined, MsgHdrs | undefined] = [undefined, undefined];
 
   /**
-   * `ignore`: keys whose writes no read answers from (the event outbox's entries, the collector's
-   * barrier record in gc.ts): they would only empty the readers' copies.
+   * `ignore`: keys whose writes no read answers from (by default `unreadKeys`): they would only
+   * empty the readers' copies, and a seed's write would not be known as the only one.
    */
   constructor(
     private readonly nc: NatsConnection,
     node: string,
     service: string,
-    private readonly ignore: (key: string) => boolean = (k) => k.startsWith(outboxPrefix) || k === '~gc/barrier',
+    private readonly ignore: (key: string) => boolean = unreadKeys,
   ) {
     this.subject = changesSubject(node, service);
     void this.watch();
@@ -113,6 +118,20 @@ export class ChangeNotices implements WriteWatch {
   /** Where a read starts: the state it may be kept at, or -1 when a write is under way. */
   readStart(): number {
     return this.inflight === 0 ? this.seq : -1;
+  }
+
+  /** Where a write starts (BusServer's `seeds`): the number then, or -1 when a write is under way. */
+  writeStart(): number {
+    return this.inflight === 0 ? this.seq : -1;
+  }
+
+  /**
+   * A write's reply headers: cacheable (as the answer of the read it stands for) when the number
+   * moved exactly twice since `start` and nothing is under way, i.e. the one write meanwhile was
+   * the caller's own (its begin and its end), so its answer is the store's state now.
+   */
+  stampWrite(start: number): MsgHdrs {
+    return this.stamp(start >= 0 && this.inflight === 0 && this.seq === start + 2 ? this.seq : -1);
   }
 
   /** The reply's state now: cacheable when it is `start`'s. */

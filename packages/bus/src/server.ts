@@ -46,9 +46,19 @@ export interface ServiceOptions {
    */
   changes?: ChangeNotices;
   cacheable?: readonly string[];
+  /**
+   * Writes whose answer is also what a read of the record they wrote answers (Containers.Create
+   * and Get, Snapshots.Prepare and Mounts): their reply says it may be kept as that read's answer
+   * when their own write was the only one while they ran. Only a method that writes exactly once
+   * when it succeeds may be named here (the rule counts writes, it does not know whose they are).
+   */
+  seeds?: readonly string[];
 }
 
 export const defaultMaxStreams = 1024;
+
+/** Whether a method's answer may be kept by the gateway: as a read's, as the seed of a read's, or not. */
+type Kept = 'read' | 'seed' | 'no';
 
 /** A unary call in flight: its AbortController exists once someone needs it. */
 interface Running {
@@ -118,14 +128,14 @@ export class BusServer {
 
   /** A raw endpoint: bytes in, bytes out, a thrown error becomes the reply's status. */
   raw(method: string, handler: RawHandler, metadata: Record<string, string> = {}): void {
-    const cacheable = !!this.opts.changes && !!this.opts.cacheable?.includes(method);
-    this.endpoint(method, (msg) => void this.answer(msg, handler, cacheable), metadata);
+    const kind: Kept = !this.opts.changes ? 'no' : this.opts.cacheable?.includes(method) ? 'read' : this.opts.seeds?.includes(method) ? 'seed' : 'no';
+    this.endpoint(method, (msg) => void this.answer(msg, handler, kind), metadata);
   }
 
-  private async answer(msg: ServiceMsg, handler: RawHandler, cacheable = false): Promise<void> {
+  private async answer(msg: ServiceMsg, handler: RawHandler, kept: Kept = 'no'): Promise<void> {
     const t0 = tracing ? performance.now() : 0;
     const changes = this.opts.changes;
-    const start = cacheable ? changes!.readStart() : -1;
+    const start = kept === 'read' ? changes!.readStart() : kept === 'seed' ? changes!.writeStart() : -1;
     // a Berth caller asks for liveness beats while a call runs, so it can tell a slow call from a
     // dead service; other NATS clients get the plain single reply
     const every = clampLiveness(msg.headers?.get(H.liveness));
@@ -150,7 +160,7 @@ export class BusServer {
       const max = this.nc.info?.max_payload;
       if (max !== undefined && res.length > max) throw tooLarge(msg.subject, res.length, max);
       // the state is read as the reply leaves: no notice can be made between the two
-      msg.respond(res, changes ? { headers: changes.stamp(start) } : undefined);
+      msg.respond(res, changes ? { headers: kept === 'seed' ? changes.stampWrite(start) : changes.stamp(start) } : undefined);
       if (tracing) console.error(`trace ${msg.subject} ${(performance.now() - t0).toFixed(2)} ms at=${(performance.timeOrigin + t0).toFixed(1)}`);
     } catch (err) {
       if (!run.aborted) msg.respondError(...this.status(msg.subject, err));

@@ -39,7 +39,7 @@ export async function start(env: ServiceEnv): Promise<Stop> {
   const barrier = await collectionBarrier(env.nc, env.node, env.config.services, db);
   containers = new Containers(barrier.gate(db), outbox, nowTimestamp, guard);
   changes.reset();
-  const bus = await BusServer.start(env.nc, { name: 'containers', node: env.node, metadata: { plugins: JSON.stringify(plugins) }, changes, cacheable: ['Get', 'List'] });
+  const bus = await BusServer.start(env.nc, { name: 'containers', node: env.node, metadata: { plugins: JSON.stringify(plugins) }, changes, cacheable: ['Get', 'List'], seeds: ['Create'] });
   bus.serveGrpc(grpcService('containerd.services.containers.v1.Containers'), {
     Get: async (req: { id: string }, ctx: CallContext) => ({ container: await containers.get(ns(ctx), req.id) }),
     List: async (req: { filters: string[] }, ctx: CallContext) => ({ containers: await containers.list(ns(ctx), req.filters ?? []) }),

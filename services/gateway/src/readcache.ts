@@ -17,6 +17,7 @@
 // When the gateway's own connection drops, messages may have been lost: everything goes and
 // `known` is forgotten until the next notice or reply.
 import type { Msg, NatsConnection, Subscription } from '@nats-io/nats-core';
+import type { Seed } from './seeds.js';
 import { changesSubject, parseState, stateHeader, token, type CallContext, type OnCancel } from '@berth/bus';
 
 /**
@@ -41,6 +42,8 @@ export interface ReadCacheStats {
   kept: number;
   /** times a service's copies were emptied (notices, missed notices, reconnects) */
   cleared: number;
+  /** answers of writes kept as a read's (seeds.ts) */
+  seeded: number;
   entries: number;
   bytes: number;
 }
@@ -50,6 +53,8 @@ class ServiceCopies {
   /** moves each time the copies are emptied: an answer is stored only when it has not moved since the answer arrived */
   generation = 0;
   readonly entries = new Map<string, Uint8Array>();
+  /** the methods whose replies the service has marked cacheable: only their calls look at the copies */
+  readonly readable = new Set<string>();
 
   constructor(readonly name: string) {}
 }
@@ -71,7 +76,7 @@ export class ReadCache {
    */
   private listening = false;
   private deaf = false;
-  readonly stats: Omit<ReadCacheStats, 'entries' | 'bytes'> = { hits: 0, misses: 0, kept: 0, cleared: 0 };
+  readonly stats: Omit<ReadCacheStats, 'entries' | 'bytes'> = { hits: 0, misses: 0, kept: 0, cleared: 0, seeded: 0 };
 
   constructor(
     private readonly nc: NatsConnection,
@@ -179,22 +184,30 @@ export class ReadCache {
   /**
    * The route of one forwarded unary method of `service`: every reply is observed (a write's
    * reply can show a missed notice). Which methods' answers may be kept is the service's to say
-   * (it marks their replies), so the copies are looked at only once the method has had one.
+   * (it marks their replies), so the copies are looked at only once the method has had one. A
+   * write with a `seed` keeps its marked answer as the answer of the seed's read.
    */
-  route(service: string, path: string, forward: Forward): (body: Buffer, ctx: CallContext, onCancel: OnCancel) => Promise<Uint8Array> {
+  route(service: string, path: string, forward: Forward, seed?: Seed): (body: Buffer, ctx: CallContext, onCancel: OnCancel) => Promise<Uint8Array> {
     const s = this.service(service);
-    let cacheable = false;
     return (body, ctx, onCancel) => {
-      if (cacheable) return this.cached(s, path, forward, body, ctx, onCancel);
+      if (!seed && s.readable.has(path)) return this.cached(s, path, forward, body, ctx, onCancel);
       let at = -1;
       return forward(body, ctx, onCancel, (msg) => {
         at = this.observe(s, msg);
       }).then((answer) => {
-        if (at >= 0) {
-          cacheable = true;
-          this.stats.misses++;
-          if (at === s.generation) this.store(s, keyOf(path, ctx, body), answer);
+        if (at < 0) return answer;
+        if (seed) {
+          const req = at === s.generation ? seed.request(body) : undefined;
+          if (req) {
+            this.stats.seeded++;
+            s.readable.add(seed.read);
+            this.store(s, keyOf(seed.read, ctx, Buffer.from(req.buffer, req.byteOffset, req.byteLength)), answer);
+          }
+          return answer;
         }
+        s.readable.add(path);
+        this.stats.misses++;
+        if (at === s.generation) this.store(s, keyOf(path, ctx, body), answer);
         return answer;
       });
     };

@@ -16,6 +16,7 @@ import { forwarder, passthrough, status, unaryRoute, type Forward } from './forw
 import { takeUnaryRoutes, type Route } from './lean.js';
 import { contentRead, contentReadPath } from './contentread.js';
 import { openWindows } from './windows.js';
+import { seedsByPath } from './seeds.js';
 import { ReadCache, defaultReadCacheOptions, type ReadCacheOptions } from './readcache.js';
 import { discoverPlugins, serverUuid, type PluginInfo } from './introspection.js';
 import { local, owners } from './routes.js';
@@ -83,6 +84,7 @@ export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Se
   const unaryRoutes = new Map<string, Route>();
   const cacheOpts = o.readCache ?? (process.env.BERTH_GATEWAY_CACHE === '0' ? false : defaultReadCacheOptions);
   const cache = cacheOpts ? new ReadCache(o.nc, o.node, cacheOpts) : undefined;
+  const seeds = seedsByPath();
 
   for (const svc of services) {
     if (local.has(svc.fullName)) continue;
@@ -96,7 +98,7 @@ export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Se
       let route: Route | undefined;
       if (!m.requestStream && !m.responseStream) {
         const plain = unaryRoute(bus, m, subject);
-        route = cache ? cache.route(owner, m.path, plain) : plain;
+        route = cache ? cache.route(owner, m.path, plain, seeds.get(m.path)) : plain;
         unaryRoutes.set(m.path, route);
       }
       const forward = forwarder(bus, m, subject, route);

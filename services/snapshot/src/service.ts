@@ -2,7 +2,7 @@
 // snapshotters, the namespace-usage answer, and lease references for what is made under a lease.
 import { join } from 'node:path';
 import { nowTimestamp, service as grpcService } from '@berth/api';
-import { BusClient, BusServer, ChangeNotices, collectionBarrier, jsonBytes, parseJson, leaseRefs, namespaceGuard, Outbox, serveCollection, type CallContext, type StreamContext } from '@berth/bus';
+import { BusClient, BusServer, ChangeNotices, collectionBarrier, jsonBytes, parseJson, leaseRefs, namespaceGuard, Outbox, serveCollection, unreadKeys, type CallContext, type StreamContext } from '@berth/bus';
 import type { ServiceEnv, Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
 import { Native, Overlay } from './drivers.js';
@@ -38,7 +38,8 @@ interface Req {
 export async function start(env: ServiceEnv): Promise<Stop> {
   // change notices for the gateway's read cache: Stat and Mounts (both from the record alone) are
   // answered there until a record changes
-  const changes = new ChangeNotices(env.nc, env.node, 'snapshot');
+  // the id counters (`seq/...`) are read by no answer: a Prepare's taking an id leaves the copies alone
+  const changes = new ChangeNotices(env.nc, env.node, 'snapshot', (k) => unreadKeys(k) || k.startsWith('seq/'));
   const db = await openStore(join(env.root, 'meta'), { watch: changes });
   const client = new BusClient(env.nc);
   const leases = env.config.services.includes('leases') ? { leases: leaseRefs(client, env.node) } : {};
@@ -55,7 +56,7 @@ export async function start(env: ServiceEnv): Promise<Stop> {
   ]);
   const sn = (r: Req) => all.get(r.snapshotter);
   changes.reset();
-  const bus = await BusServer.start(env.nc, { name: 'snapshot', node: env.node, metadata: { plugins: JSON.stringify(plugins(env.root)) }, changes, cacheable: ['Stat', 'Mounts'] });
+  const bus = await BusServer.start(env.nc, { name: 'snapshot', node: env.node, metadata: { plugins: JSON.stringify(plugins(env.root)) }, changes, cacheable: ['Stat', 'Mounts'], seeds: ['Prepare', 'View'] });
   bus.serveGrpc(grpcService('containerd.services.snapshots.v1.Snapshots'), {
     Prepare: async (r: Req, ctx: CallContext) => ({ mounts: await sn(r).prepare(ctx, r.key ?? '', r.parent ?? '', r.labels ?? {}) }),
     View: async (r: Req, ctx: CallContext) => ({ mounts: await sn(r).view(ctx, r.key ?? '', r.parent ?? '', r.labels ?? {}) }),

@@ -1,0 +1,42 @@
+// Writes whose answer is also a read's: the gateway keeps it as that read's answer, so the read a
+// client makes right after its write (ctr run: Containers.Get after Create, Snapshots.Mounts after
+// Prepare) costs no bus round trip. The owning service marks such a reply only when its own write
+// was the only one while it ran (BusServer's `seeds`, @berth/bus changes.ts); a pair here must be
+// named there too, or its replies never say they may be kept.
+import { codec, type Codec } from '@berth/api';
+
+export interface Seed {
+  /** the read whose answer the write's answer is */
+  read: string;
+  /** that read's request bytes, made from the write's (undefined: none to keep) */
+  request: (write: Buffer) => Uint8Array | undefined;
+}
+
+const containers = 'containerd.services.containers.v1';
+const snapshots = 'containerd.services.snapshots.v1';
+
+/** The seeds by the write's path. */
+export function seedsByPath(): Map<string, Seed> {
+  const create = codec(`${containers}.CreateContainerRequest`);
+  const get = codec(`${containers}.GetContainerRequest`);
+  const mounts = codec(`${snapshots}.MountsRequest`);
+  // the snapshot is named by the same fields in Prepare, View and Mounts: snapshotter and key
+  const mountsOf = (write: Codec) => (body: Buffer) => {
+    const r = write.decode(body) as { snapshotter?: string; key?: string };
+    return r.key ? mounts.encode({ snapshotter: r.snapshotter ?? '', key: r.key }) : undefined;
+  };
+  return new Map<string, Seed>([
+    [
+      `/${containers}.Containers/Create`,
+      {
+        read: `/${containers}.Containers/Get`,
+        request: (body) => {
+          const id = (create.decode(body) as { container?: { id?: string } }).container?.id;
+          return id ? get.encode({ id }) : undefined;
+        },
+      },
+    ],
+    [`/${snapshots}.Snapshots/Prepare`, { read: `/${snapshots}.Snapshots/Mounts`, request: mountsOf(codec(`${snapshots}.PrepareSnapshotRequest`)) }],
+    [`/${snapshots}.Snapshots/View`, { read: `/${snapshots}.Snapshots/Mounts`, request: mountsOf(codec(`${snapshots}.ViewSnapshotRequest`)) }],
+  ]);
+}
