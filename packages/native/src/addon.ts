@@ -73,6 +73,7 @@ export interface Addon {
   getWinsize(fd: number): { rows: number; cols: number };
   spawn(file: string, args: string[], stdio: [number, number, number]): number;
   pipe(): [number, number];
+  mallocTrim(): boolean;
 }
 
 export const addon = require(addonPath) as Addon;

@@ -5,4 +5,5 @@ export * from './fs.js';
 export * from './resolve.js';
 export * from './process.js';
 export * from './socket.js';
+export * from './memory.js';
 export { addonPath } from './addon.js';

@@ -7,7 +7,7 @@ import { BusClient, BusServer, namespaceRequired, rpcSubject, type CallContext, 
 import { blobFile } from '@berth/content/client';
 import { Code, isCode } from '@berth/errdefs';
 import { log, type ServiceEnv, type Stop } from '@berth/kit';
-import type { MountSpec } from '@berth/native';
+import { IdleTrim, type MountSpec } from '@berth/native';
 import { Differ, ingestFilePayload, lowersPendingPayload, type IngestSource, type BlobOpener, type ContentSink, type Descriptor } from './local.js';
 import { warmUp } from './blobreader.js';
 import { warmUpApply } from './warmup.js';
@@ -128,24 +128,37 @@ export async function start(env: ServiceEnv): Promise<Stop> {
   // Apply, which is on a pull's critical path
   warmUp();
   await warmUpApply(differ).catch((e: Error) => log('diff', `warm-up apply: ${e.message}`));
+  // what a pull's unpacking freed goes back to the system once layers stop coming (@berth/native memory.ts)
+  const idle = new IdleTrim();
   const bus = await BusServer.start(env.nc, { name: 'diff', node: env.node, metadata: { plugins: JSON.stringify(plugins) } });
   bus.serveGrpc(grpcService('containerd.services.diff.v1.Diff'), {
     Apply: async (req: ApplyRequest, ctx: StreamContext) => {
       namespaceRequired(ctx);
-      const desc = req.diff ?? { media_type: '', digest: '', size: 0 };
-      const t0 = performance.now();
-      const ingest = req.payloads?.[ingestFilePayload] as { value?: Uint8Array } | undefined;
-      const applied = await differ.apply(blobOpener(client, env.node, ctx), desc, req.mounts ?? [], ctx.signal, !!req.payloads?.[lowersPendingPayload], ingest?.value ? parseIngest(ingest.value) : undefined);
-      if (process.env.BERTH_DIFF_TRACE) log('diff', `diff applied d=${(performance.now() - t0).toFixed(1)}ms digest=${desc.digest} size=${desc.size}`);
-      return { applied };
+      const done = idle.begin();
+      try {
+        const desc = req.diff ?? { media_type: '', digest: '', size: 0 };
+        const t0 = performance.now();
+        const ingest = req.payloads?.[ingestFilePayload] as { value?: Uint8Array } | undefined;
+        const applied = await differ.apply(blobOpener(client, env.node, ctx), desc, req.mounts ?? [], ctx.signal, !!req.payloads?.[lowersPendingPayload], ingest?.value ? parseIngest(ingest.value) : undefined);
+        if (process.env.BERTH_DIFF_TRACE) log('diff', `diff applied d=${(performance.now() - t0).toFixed(1)}ms digest=${desc.digest} size=${desc.size}`);
+        return { applied };
+      } finally {
+        done();
+      }
     },
     Diff: async (req: DiffRequest, ctx: StreamContext) => {
       namespaceRequired(ctx);
-      const diff = await differ.diff(req.left ?? [], req.right ?? [], { media_type: req.media_type, ref: req.ref, labels: req.labels }, contentSink(client, env.node, ctx));
-      return { diff };
+      const done = idle.begin();
+      try {
+        const diff = await differ.diff(req.left ?? [], req.right ?? [], { media_type: req.media_type, ref: req.ref, labels: req.labels }, contentSink(client, env.node, ctx));
+        return { diff };
+      } finally {
+        done();
+      }
     },
   });
   return async () => {
+    idle.stop();
     await bus.stop();
   };
 }
