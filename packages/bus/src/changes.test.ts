@@ -154,23 +154,23 @@ test("a seed's reply is kept only when its own write was the only one while it r
     await w;
   };
   // alone: begin and end of its own write
-  let start = changes.writeStart();
+  let start = changes.readStart();
   await write('a');
   assert.deepEqual(stamped(start), { boot: changes.boot, seq: start + 2, cacheable: true });
   // another write after its own, before its reply: the record may have changed again
-  start = changes.writeStart();
+  start = changes.readStart();
   await write('a');
   await write('a');
   assert.equal(stamped(start).cacheable, false, 'two writes while it ran');
   // one under way when it started: not a known state to start from
   const held = store.put('b', 1);
   await tick();
-  assert.equal(changes.writeStart(), -1);
+  assert.equal(changes.readStart(), -1);
   assert.equal(stamped(-1).cacheable, false);
   waiting.shift()!();
   await held;
   // its own write done, another one still under way at the reply
-  start = changes.writeStart();
+  start = changes.readStart();
   await write('a');
   const other = store.put('c', 1);
   await tick();

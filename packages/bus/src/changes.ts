@@ -115,13 +115,11 @@ export class ChangeNotices implements WriteWatch {
     }
   }
 
-  /** Where a read starts: the state it may be kept at, or -1 when a write is under way. */
+  /**
+   * Where a call starts: the state a read's answer may be kept at (or a seed's write counted
+   * from, stampWrite), or -1 when a write is under way.
+   */
   readStart(): number {
-    return this.inflight === 0 ? this.seq : -1;
-  }
-
-  /** Where a write starts (BusServer's `seeds`): the number then, or -1 when a write is under way. */
-  writeStart(): number {
     return this.inflight === 0 ? this.seq : -1;
   }
 

@@ -135,7 +135,7 @@ export class BusServer {
   private async answer(msg: ServiceMsg, handler: RawHandler, kept: Kept = 'no'): Promise<void> {
     const t0 = tracing ? performance.now() : 0;
     const changes = this.opts.changes;
-    const start = kept === 'read' ? changes!.readStart() : kept === 'seed' ? changes!.writeStart() : -1;
+    const start = kept === 'no' ? -1 : changes!.readStart();
     // a Berth caller asks for liveness beats while a call runs, so it can tell a slow call from a
     // dead service; other NATS clients get the plain single reply
     const every = clampLiveness(msg.headers?.get(H.liveness));

@@ -45,3 +45,12 @@ test('IdleTrim releases once the work has been quiet for its time, not while any
   await sleep(100);
   assert.equal(trims, 1, 'none after stop');
 });
+
+test('IdleTrim.during ends its piece of work also when the work fails', async () => {
+  let trims = 0;
+  const t = new IdleTrim(20, () => trims++);
+  await assert.rejects(t.during(async () => Promise.reject(new Error('layer broken'))), /layer broken/);
+  assert.equal(await t.during(async () => 7), 7);
+  await sleep(60);
+  assert.equal(trims, 1);
+});

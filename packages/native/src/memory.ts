@@ -40,6 +40,16 @@ export class IdleTrim {
     };
   }
 
+  /** Runs `work` as one piece of work (begin, and its end however it ends). */
+  async during<T>(work: () => Promise<T>): Promise<T> {
+    const done = this.begin();
+    try {
+      return await work();
+    } finally {
+      done();
+    }
+  }
+
   /** No trim after this (a stopping service). */
   stop(): void {
     clearTimeout(this.timer);

@@ -134,27 +134,20 @@ export async function start(env: ServiceEnv): Promise<Stop> {
   bus.serveGrpc(grpcService('containerd.services.diff.v1.Diff'), {
     Apply: async (req: ApplyRequest, ctx: StreamContext) => {
       namespaceRequired(ctx);
-      const done = idle.begin();
-      try {
+      return idle.during(async () => {
         const desc = req.diff ?? { media_type: '', digest: '', size: 0 };
         const t0 = performance.now();
         const ingest = req.payloads?.[ingestFilePayload] as { value?: Uint8Array } | undefined;
         const applied = await differ.apply(blobOpener(client, env.node, ctx), desc, req.mounts ?? [], ctx.signal, !!req.payloads?.[lowersPendingPayload], ingest?.value ? parseIngest(ingest.value) : undefined);
         if (process.env.BERTH_DIFF_TRACE) log('diff', `diff applied d=${(performance.now() - t0).toFixed(1)}ms digest=${desc.digest} size=${desc.size}`);
         return { applied };
-      } finally {
-        done();
-      }
+      });
     },
     Diff: async (req: DiffRequest, ctx: StreamContext) => {
       namespaceRequired(ctx);
-      const done = idle.begin();
-      try {
-        const diff = await differ.diff(req.left ?? [], req.right ?? [], { media_type: req.media_type, ref: req.ref, labels: req.labels }, contentSink(client, env.node, ctx));
-        return { diff };
-      } finally {
-        done();
-      }
+      return idle.during(async () => ({
+        diff: await differ.diff(req.left ?? [], req.right ?? [], { media_type: req.media_type, ref: req.ref, labels: req.labels }, contentSink(client, env.node, ctx)),
+      }));
     },
   });
   return async () => {
