@@ -223,3 +223,36 @@ test('nothing is kept until the notice subscription is confirmed, nor ever after
   assert.equal(s.calls(), 5, 'and never again once the subscription failed');
   cache.close();
 });
+
+test("a seed's write keeps its marked answer as its read's; a request that cannot be made keeps nothing and fails nothing", async () => {
+  const f = fakeNc();
+  const cache = await started(f, opts);
+  const get = service(cache, 'containers', '/x.Containers/Get');
+  const writes: [string, string][] = [];
+  const create = cache.route(
+    'containers',
+    '/x.Containers/Create',
+    async (_b, _c, _x, onReply) => {
+      const [state, answer] = writes.shift()!;
+      onReply?.(reply(state));
+      return new TextEncoder().encode(answer);
+    },
+    { read: '/x.Containers/Get', request: (w) => (w.toString() === 'bad' ? (() => { throw new Error('undecodable'); })() : Buffer.from(`get ${w}`)) },
+  );
+  f.notice('containers', 'b1.2');
+  writes.push(['b1.2.c', 'c1']);
+  assert.equal(new TextDecoder().decode(await create(Buffer.from('c1'), { namespace: 'default' }, noCancel)), 'c1');
+  assert.equal(await get.call('get c1'), 'c1', 'the read right after the write is its answer');
+  assert.equal(get.calls(), 0);
+  assert.equal(cache.stats.seeded, 1);
+  f.notice('containers', 'b1.4');
+  writes.push(['b1.4.c', 'odd']);
+  assert.equal(new TextDecoder().decode(await create(Buffer.from('bad'), { namespace: 'default' }, noCancel)), 'odd', 'the write answers all the same');
+  assert.equal(cache.stats.seeded, 1, 'nothing kept for it');
+  f.notice('containers', 'b1.6');
+  writes.push(['b1.6', 'unmarked']);
+  await create(Buffer.from('c2'), { namespace: 'default' }, noCancel);
+  get.queue.push(['b1.6.c', 'from the service']);
+  assert.equal(await get.call('get c2'), 'from the service', 'an unmarked write seeds nothing');
+  cache.close();
+});

@@ -64,6 +64,15 @@ type Forward = (body: Buffer, ctx: CallContext, onCancel: OnCancel, onReply?: (m
 /** The method, the namespace and the request's bytes: everything such a read's answer depends on. */
 const keyOf = (path: string, ctx: CallContext, body: Buffer) => `${path}\0${ctx.namespace ?? ''}\0${body.toString('latin1')}`;
 
+/** The seed's read request, or none: the write succeeded, so nothing here may fail its answer. */
+function requestOf(seed: Seed, write: Buffer): Uint8Array | undefined {
+  try {
+    return seed.request(write);
+  } catch {
+    return undefined;
+  }
+}
+
 export class ReadCache {
   private readonly services = new Map<string, ServiceCopies>();
   private readonly subs: Subscription[] = [];
@@ -197,7 +206,7 @@ export class ReadCache {
       }).then((answer) => {
         if (at < 0) return answer;
         if (seed) {
-          const req = at === s.generation ? seed.request(body) : undefined;
+          const req = at === s.generation ? requestOf(seed, body) : undefined;
           if (req) {
             this.stats.seeded++;
             s.readable.add(seed.read);
