@@ -290,6 +290,19 @@ describe('gateway read cache', { timeout: 300_000 }, () => {
     }
   });
 
+  test("content killed mid-Delete of a blob whose place the gateway keeps: after the restart its Read is NotFound", async () => {
+    const ns = 'rc-crash-read';
+    const dg = await blob(ns, 'read then deleted in a crash');
+    for (let i = 0; i < 2; i++) assert.equal(String(await read(dg, ns)), 'read then deleted in a crash');
+    const pid = stack.pid('content');
+    writeFileSync(faults, 'changes:before-end');
+    // the delete is committed, then the process dies before its end notice
+    await assert.rejects(unary(stack.sock, C('Delete'), { digest: dg }, metadata(ns)));
+    await until(async () => stack.pid('content') !== pid, 30_000, 'content restarted');
+    await until(async () => (await read(dg, ns)) === grpc.status.NOT_FOUND, 30_000, 'the deleted blob is NotFound');
+    for (let i = 0; i < 3; i++) assert.equal(await read(dg, ns), grpc.status.NOT_FOUND, `read ${i} after the restart`);
+  });
+
   test('nats-server restarted under the gateway: the copies are dropped, and kept again afterwards', async () => {
     const ns = 'rc-nats';
     const dg = await blob(ns, 'nats blob');
