@@ -192,7 +192,21 @@ export class Forwarder {
     this.append(q, q.addressed ? rec : Buffer.concat([record(ADDRESS, Buffer.from(address)), rec]));
     q.addressed = true;
     q.items.push({ namespace, request });
-    this.kick(q);
+    this.kickSoon(q);
+  }
+
+  /**
+   * Sends after this turn: an event is published by the call that made it, and that call's answer
+   * (which its caller waits for: Create, Start, Delete) goes out first; otherwise the tasks
+   * service would read and commit the event before it read the answer.
+   */
+  private kickSoon(q: Queue): void {
+    if (q.sending || this.closed) return;
+    q.sending = true;
+    setImmediate(() => {
+      q.sending = false;
+      this.kick(q);
+    });
   }
 
   /** The container is gone: remove its spool once everything in it is delivered. */
