@@ -8,8 +8,9 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { codec } from '@berth/api';
 import { metadata, outcome, unary } from './grpc.js';
-import { ctr, endShimHosts, repo, run, shared, sleep, startStack, until, type Run, type Stack } from './harness.js';
+import { ctr, endShimHosts, natsWith, repo, run, shared, sleep, startStack, until, type Run, type Stack } from './harness.js';
 
 const registry = process.env.REGISTRY ?? '127.0.0.1:5000';
 const BB = `${registry}/library/busybox:latest`;
@@ -206,6 +207,45 @@ for (const kind of ['stock', 'berth'] as const) {
       assert.equal(await api('containers.v1.Containers', 'Delete', { id: 'gone1' }), 'ok');
       assert.equal(await api('tasks.v1.Tasks', 'Get', { container_id: 'gone1' }), notFound);
       await C('snapshots', 'rm', 'gone1');
+    });
+
+    test('Tasks.Create takes its container as the gateway holds it: never an older copy, never one a client sends', async (t) => {
+      if (!registryUp) return t.skip('no local registry');
+      const md = metadata(ns);
+      const gw = await natsWith(stack.natsUrl, stack.credentials('gateway'));
+      const lent = async (): Promise<number> => (await gw.request('$SRV.CACHE.berth-gateway.it-node', '', { timeout: 5000 })).json<{ lent: number }>().lent;
+      const argsOf = (id: string) => JSON.parse(readFileSync(join(stack.state, 'tasks', ns, id, 'config.json'), 'utf8')).process.args;
+      const api = (svc: string, m: string, req: Record<string, unknown>, meta = md) => unary(stack.sock, `/containerd.services.${svc}/${m}`, req, meta);
+      try {
+        // created, then its task: the record comes with the Create (the gateway kept Create's answer)
+        assert.equal((await C('containers', 'create', BB, 'carry1', 'echo', 'one')).code, 0);
+        const l0 = await lent();
+        await api('tasks.v1.Tasks', 'Create', { container_id: 'carry1' });
+        assert.equal(await lent(), l0 + 1, 'the container went along with the call');
+        assert.deepEqual(argsOf('carry1'), ['echo', 'one']);
+        // its spec changed after it was kept: the task runs the new one
+        assert.equal((await C('containers', 'create', BB, 'carry2', 'echo', 'one')).code, 0);
+        const { container } = await api('containers.v1.Containers', 'Get', { id: 'carry2' });
+        const spec = JSON.parse(Buffer.from(container.spec.value).toString());
+        spec.process.args = ['echo', 'two'];
+        await api('containers.v1.Containers', 'Update', { container: { id: 'carry2', spec: { type_url: container.spec.type_url, value: Buffer.from(JSON.stringify(spec)) } }, update_mask: { paths: ['spec'] } });
+        await api('tasks.v1.Tasks', 'Create', { container_id: 'carry2' });
+        assert.deepEqual(argsOf('carry2'), ['echo', 'two']);
+        // a client naming a record of its own in the header's name is not heard
+        assert.equal((await C('containers', 'create', BB, 'carry3', 'echo', 'three')).code, 0);
+        const forged = { ...container, id: 'carry3', spec: { type_url: container.spec.type_url, value: Buffer.from(JSON.stringify({ ...spec, process: { ...spec.process, args: ['echo', 'forged'] } })) } };
+        const meta = metadata(ns);
+        meta.set('berth-container', Buffer.from(codec('containerd.services.containers.v1.GetContainerResponse').encode({ container: forged })).toString('base64'));
+        await api('containers.v1.Containers', 'Update', { container: { id: 'carry3', labels: { x: 'y' } }, update_mask: { paths: ['labels.x'] } });
+        await api('tasks.v1.Tasks', 'Create', { container_id: 'carry3' }, meta);
+        assert.deepEqual(argsOf('carry3'), ['echo', 'three']);
+      } finally {
+        await gw.close();
+        for (const id of ['carry1', 'carry2', 'carry3']) {
+          await outcome(api('tasks.v1.Tasks', 'Delete', { container_id: id }));
+          await C('containers', 'rm', id);
+        }
+      }
     });
 
     test("the runc options' BinaryName: another OCI runtime per container (a runc wrapper that leaves a trace)", async (t) => {

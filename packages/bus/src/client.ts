@@ -5,7 +5,7 @@ import type { Msg, MsgHdrs, NatsConnection } from '@nats-io/nats-core';
 import { streamMux } from './mux.js';
 import { BerthError, Code } from '@berth/errdefs';
 import { Channel, clampLiveness, type ChannelOptions } from './channel.js';
-import { contextHeaders, H, type CallContext } from './headers.js';
+import { contextHeaders, H, namespaceOnly, type CallContext } from './headers.js';
 import { errorFrom, noResponders, publishFailure, tooLarge } from './status.js';
 import { TimerTicks } from './stall.js';
 
@@ -109,7 +109,7 @@ export class BusClient {
   private readonly encodedHeaders = new Map<string, MsgHdrs>();
 
   private unaryHeaders(ctx: CallContext): MsgHdrs {
-    if (ctx.lease || ctx.traceparent || ctx.tracestate || ctx.deadline !== undefined) return contextHeaders(ctx);
+    if (!namespaceOnly(ctx)) return contextHeaders(ctx);
     const liveness = clampLiveness(this.liveness, 1000)!;
     const key = `${liveness} ${ctx.namespace ?? ''}`;
     let h = this.encodedHeaders.get(key);

@@ -28,6 +28,8 @@ export const H = {
   liveness: 'berth-liveness',
   /** streams: the sender takes data frames that carry several messages (channel.ts) */
   batch: 'berth-batch',
+  /** Tasks.Create: its container's record as the caller holds it (CallContext.container) */
+  container: 'berth-container',
 } as const;
 
 /** Per-call context: what containerd keeps in its context.Context. */
@@ -40,6 +42,12 @@ export interface CallContext {
   deadline?: number;
   /** the caller gave up: a call in flight is cancelled at the service too (never sent as a header) */
   signal?: AbortSignal;
+  /**
+   * Tasks.Create: the answer of Containers.Get for its container, base64, as the gateway's read
+   * cache holds it (services/gateway/src/carry.ts), so the tasks service need not ask for it.
+   * Only the gateway sets it (gRPC metadata never becomes it).
+   */
+  container?: string;
 }
 
 const contextKeys = [
@@ -47,6 +55,7 @@ const contextKeys = [
   ['lease', H.lease],
   ['traceparent', H.traceparent],
   ['tracestate', H.tracestate],
+  ['container', H.container],
 ] as const;
 
 export function contextHeaders(ctx: CallContext = {}, into: MsgHdrs = natsHeaders()): MsgHdrs {
@@ -56,6 +65,12 @@ export function contextHeaders(ctx: CallContext = {}, into: MsgHdrs = natsHeader
   }
   if (ctx.deadline !== undefined) into.set(H.deadline, String(Math.floor(ctx.deadline)));
   return into;
+}
+
+/** Whether a call's headers would say nothing but its namespace (the ones a client may encode once). */
+export function namespaceOnly(ctx: CallContext): boolean {
+  for (const [k] of contextKeys) if (k !== 'namespace' && ctx[k]) return false;
+  return ctx.deadline === undefined;
 }
 
 export function contextFrom(h: MsgHdrs | undefined): CallContext {

@@ -44,6 +44,8 @@ export interface ReadCacheStats {
   cleared: number;
   /** answers of writes kept as a read's (seeds.ts) */
   seeded: number;
+  /** answers handed to a forwarded call that takes them along (carry.ts) */
+  lent: number;
   entries: number;
   bytes: number;
 }
@@ -85,7 +87,7 @@ export class ReadCache {
    */
   private listening = false;
   private deaf = false;
-  readonly stats: Omit<ReadCacheStats, 'entries' | 'bytes'> = { hits: 0, misses: 0, kept: 0, cleared: 0, seeded: 0 };
+  readonly stats: Omit<ReadCacheStats, 'entries' | 'bytes'> = { hits: 0, misses: 0, kept: 0, cleared: 0, seeded: 0, lent: 0 };
 
   constructor(
     private readonly nc: NatsConnection,
@@ -220,6 +222,18 @@ export class ReadCache {
         return answer;
       });
     };
+  }
+
+  /**
+   * The answer held for a read, asking nobody (undefined: none held). A held answer is as current
+   * as a hit: a change clears it before that change's answer reaches this gateway.
+   */
+  peek(service: string, path: string, ctx: CallContext, request: Uint8Array): Uint8Array | undefined {
+    const s = this.services.get(service);
+    if (!s || !this.listening) return undefined;
+    const hit = s.entries.get(keyOf(path, ctx, Buffer.from(request.buffer, request.byteOffset, request.byteLength)));
+    if (hit) this.stats.lent++;
+    return hit;
   }
 
   private async cached(s: ServiceCopies, path: string, forward: Forward, body: Buffer, ctx: CallContext, onCancel: OnCancel): Promise<Uint8Array> {

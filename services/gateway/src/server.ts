@@ -17,6 +17,7 @@ import { takeUnaryRoutes, type Route } from './lean.js';
 import { contentRead, contentReadPath } from './contentread.js';
 import { openWindows } from './windows.js';
 import { seedsByPath } from './seeds.js';
+import { carriersByPath } from './carry.js';
 import { ReadCache, defaultReadCacheOptions, type ReadCacheOptions } from './readcache.js';
 import { discoverPlugins, serverUuid, type PluginInfo } from './introspection.js';
 import { local, owners } from './routes.js';
@@ -85,6 +86,7 @@ export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Se
   const cacheOpts = o.readCache ?? (process.env.BERTH_GATEWAY_CACHE === '0' ? false : defaultReadCacheOptions);
   const cache = cacheOpts ? new ReadCache(o.nc, o.node, cacheOpts) : undefined;
   const seeds = seedsByPath();
+  const carriers = cache ? carriersByPath(cache) : new Map<string, (r: Route) => Route>();
 
   for (const svc of services) {
     if (local.has(svc.fullName)) continue;
@@ -99,6 +101,7 @@ export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Se
       if (!m.requestStream && !m.responseStream) {
         const plain = unaryRoute(bus, m, subject);
         route = cache ? cache.route(owner, m.path, plain, seeds.get(m.path)) : plain;
+        route = carriers.get(m.path)?.(route) ?? route;
         unaryRoutes.set(m.path, route);
       }
       const forward = forwarder(bus, m, subject, route);

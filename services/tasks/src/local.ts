@@ -179,12 +179,13 @@ export class Tasks {
     return t;
   }
 
-  async create(ns: string, r: CreateRequest): Promise<{ container_id: string; pid: number }> {
+  /** `held`: the container's record as the caller already holds it (not asked for again) */
+  async create(ns: string, r: CreateRequest, held?: Container): Promise<{ container_id: string; pid: number }> {
     const id = r.container_id;
     const trace = process.env.BERTH_TASKS_TRACE ? (what: string, t0: number) => this.o.log(`trace create ${id} ${what} ${(performance.now() - t0).toFixed(1)} ms`) : undefined;
     let t0 = performance.now();
     const epoch = this.deletions;
-    const container = await this.o.peers.container(ns, id);
+    const container = held ?? (await this.o.peers.container(ns, id));
     trace?.('container', t0);
     t0 = performance.now();
     if (r.checkpoint) {

@@ -28,6 +28,17 @@ const getMounts = {
   res: codec<{ mounts: Mount[] }>('containerd.services.snapshots.v1.MountsResponse'),
 };
 
+/** The container's record the gateway took along (CallContext.container), when it is this task's. */
+function carried(ctx: CallContext, id: string): Container | undefined {
+  if (!ctx.container) return undefined;
+  try {
+    const c = getContainer.res.decode(Buffer.from(ctx.container, 'base64')).container;
+    return c?.id === id ? c : undefined;
+  } catch {
+    return undefined; // asked for as without it
+  }
+}
+
 function peers(client: BusClient, node: string): Peers {
   return {
     async container(namespace, id) {
@@ -96,7 +107,7 @@ export async function start(env: ServiceEnv): Promise<Stop> {
   const handlers: Record<string, (req: any, ctx: StreamContext) => Promise<unknown>> = {
     Create: async (req: any, ctx: CallContext) => {
       const n = ns(ctx);
-      return guard.write(n, () => tasks.create(n, req));
+      return guard.write(n, () => tasks.create(n, req, carried(ctx, req.container_id)));
     },
     Start: async (req: any, ctx: CallContext) => tasks.start(ns(ctx), req.container_id, req.exec_id ?? ''),
     Delete: async (req: any, ctx: CallContext) => tasks.delete(ns(ctx), req.container_id),
