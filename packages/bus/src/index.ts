@@ -6,6 +6,8 @@ export { streamed } from './collect.js';
 export * from './client.js';
 export * from './server.js';
 export * from './events.js';
+export * from './eventfields.js';
+export * from './live.js';
 export * from './usage.js';
 export * from './topics.js';
 export * from './leases.js';

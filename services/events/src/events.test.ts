@@ -7,10 +7,10 @@ import { connect } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { startNatsServer, type NatsServer } from '@berth/natsd';
 import { fromAny, toAny } from '@berth/api';
-import { decodeEnvelope, encodeEnvelope, ensureEventStream, envelope, publishEnvelope } from '@berth/bus';
+import { decodeEnvelope, encodeEnvelope, ensureEventStream, envelope, publishEnvelope, subjectFor } from '@berth/bus';
 import { Code, type BerthError } from '@berth/errdefs';
 import { envelopeJson } from './json.js';
-import { Events, subjectFor } from './local.js';
+import { Events } from './local.js';
 import { validateTopic } from './validate.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,65 +1,18 @@
 // The events service's logic: containerd's Publish/Forward/Subscribe over NATS subjects, and
 // Berth's replay of the JetStream history. NATS is this service's store: live events are plain
 // subscriptions, history is the BERTH_EVENTS stream.
-import type { NatsConnection, Subscription } from '@nats-io/nats-core';
 import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { formatTimestamp, type Any, type Timestamp } from '@berth/api';
-import { decodeEnvelope, eventStream, eventSubjects, H, nowEnvelope, publishEnvelope, token, type Envelope } from '@berth/bus';
-import { BerthError, Code, invalidArgument, toBerthError } from '@berth/errdefs';
-import { parseAll, type Filter } from '@berth/filters';
-import { envelopeAdaptor } from './adaptor.js';
+import { decodeEnvelope, envelopeAdaptor, eventStream, eventSubjects, LiveEvents, nowEnvelope, parseFilters, publishEnvelope, subjectFor, type Envelope, type LiveEventsOptions } from '@berth/bus';
+import { invalidArgument, toBerthError } from '@berth/errdefs';
 import { requireNamespace, validateEnvelope, validateTopic } from './validate.js';
 
-export interface EventsOptions {
-  nc: NatsConnection;
-  node: string;
-  /** events a subscriber may fall behind by before it is cut off */
-  maxPending?: number;
-  /** bytes of events a subscriber may fall behind by before it is cut off: events are up to
-   * NATS's max_payload each, so a count alone does not bound memory */
-  maxPendingBytes?: number;
-}
-
-export function parseFilters(filters: string[]): Filter {
-  try {
-    return parseAll(filters);
-  } catch (e) {
-    // containerd's words (its code is Unknown there; a malformed filter is the caller's error)
-    throw invalidArgument(`subscription error: failed parsing subscription filters: ${toBerthError(e).message}`);
-  }
-}
-
-const simpleTerm = /^\s*(namespace|topic)\s*==\s*"?([^",|]+?)"?\s*$/;
-
-/**
- * The narrowest subject that still carries every event the filters can match. Only a single
- * filter made of `namespace==` and `topic==` terms narrows it; anything else listens to all
- * events and the filter does the rest.
- */
-export function subjectFor(filters: string[]): string {
-  if (filters.length !== 1 || filters[0]!.includes('|')) return eventSubjects;
-  let ns = '*';
-  let topic = '>';
-  for (const term of filters[0]!.split(',')) {
-    const m = simpleTerm.exec(term);
-    if (!m) return eventSubjects;
-    if (m[1] === 'namespace') ns = token(m[2]!);
-    else if (m[2]!.startsWith('/') && m[2]!.length > 1) topic = m[2]!.slice(1).split('/').map(token).join('.');
-    else return eventSubjects;
-  }
-  return `berth.events.${ns}.${topic}`;
-}
-
-/** one subscriber's share of a subject's events: the raw envelope and its fields for filters */
-type Listener = (data: Uint8Array, fields: ReturnType<typeof envelopeAdaptor>) => void;
+export type EventsOptions = LiveEventsOptions;
 
 export class Events {
-  private readonly fans = new Map<string, { sub: Subscription; listeners: Set<Listener> }>();
-  private readonly maxPending: number;
-  private readonly maxPendingBytes: number;
+  private readonly live: LiveEvents;
   constructor(private readonly o: EventsOptions) {
-    this.maxPending = o.maxPending ?? 10_000;
-    this.maxPendingBytes = o.maxPendingBytes ?? 64 << 20;
+    this.live = new LiveEvents(o);
   }
 
   async publish(ctxNamespace: string | undefined, topic: string, event: Any | null): Promise<void> {
@@ -79,107 +32,9 @@ export class Events {
     await publishEnvelope(this.o.nc, e, this.o.node);
   }
 
-  /**
-   * Delivers live events matching `filters` (encoded envelopes) until `signal` aborts. Like
-   * containerd's, a subscription sees the events of its own node; a subscriber that falls
-   * more than maxPending events or maxPendingBytes behind is cut off rather than let memory grow.
-   */
-  async subscribe(filters: string[], signal: AbortSignal, send: (envelope: Uint8Array) => Promise<void>): Promise<void> {
-    const filter = parseFilters(filters);
-    const queue: Uint8Array[] = [];
-    let queuedBytes = 0;
-    let wake: (() => void) | undefined;
-    // rejects once the subscriber has fallen too far behind: even a send that never returns
-    // (a reader that stopped reading) is abandoned then
-    let cutOff!: (e: BerthError) => void;
-    const cut = new Promise<never>((_, reject) => (cutOff = reject));
-    cut.catch(() => undefined);
-    let overflowed = false;
-    // events handed to send() whose sends have not finished: pending still, they count
-    let handed = 0;
-    const unlisten = this.listen(subjectFor(filters), (data, fields) => {
-      if (overflowed || !filter.match(fields)) return;
-      if (queue.length + handed >= this.maxPending) {
-        overflowed = true;
-        cutOff(new BerthError(Code.ResourceExhausted, `events: subscriber too slow: more than ${this.maxPending} events pending, cut off`));
-      } else if (queuedBytes + data.length > this.maxPendingBytes) {
-        overflowed = true;
-        cutOff(new BerthError(Code.ResourceExhausted, `events: subscriber too slow: more than ${this.maxPendingBytes} bytes of events pending, cut off`));
-      } else {
-        queue.push(data);
-        queuedBytes += data.length;
-      }
-      wake?.();
-    });
-    const onAbort = () => wake?.();
-    signal.addEventListener('abort', onAbort);
-    try {
-      while (!signal.aborted) {
-        if (!queue.length) {
-          await Promise.race([new Promise<void>((r) => (wake = r)), cut]);
-          wake = undefined;
-          continue;
-        }
-        // all that waits, handed over at once and in order: the stream sends what its credit
-        // allows in this turn (one batched frame) and the rest as credit comes, instead of an
-        // await and a wake-up per event
-        const batch = queue.splice(0);
-        let bytes = 0;
-        for (const b of batch) bytes += b.length;
-        handed = batch.length;
-        await Promise.race([Promise.all(batch.map(send)), cut]);
-        handed = 0;
-        queuedBytes -= bytes;
-      }
-    } finally {
-      signal.removeEventListener('abort', onAbort);
-      unlisten();
-    }
-  }
-
-  /**
-   * Subscribers whose filters narrow to the same subject share one NATS subscription: each event
-   * reaches this process once and is decoded once (its event too, when filters ask), however many subscribers there are (ten
-   * `ctr events` were ten deliveries and ten decodes of every event).
-   */
-  private listen(subject: string, l: Listener): () => void {
-    let f = this.fans.get(subject);
-    if (!f) {
-      const listeners = new Set<Listener>();
-      const sub = this.o.nc.subscribe(subject, {
-        callback: (err, msg) => {
-          if (err) return;
-          // like containerd's, a subscription sees the events of its own node
-          const from = msg.headers?.get(H.node);
-          if (from && from !== this.o.node) return;
-          let e: Envelope;
-          try {
-            e = decodeEnvelope(msg.data);
-          } catch {
-            return; // not an envelope: somebody published garbage on an event subject
-          }
-          // one adaptor for all: an event's own fields are decoded once, by the first filter that asks
-          const fields = envelopeAdaptor(e);
-          for (const each of listeners) {
-            try {
-              each(msg.data, fields);
-            } catch {
-              // one subscriber's failure is no other's
-            }
-          }
-        },
-      });
-      this.fans.set(subject, (f = { sub, listeners }));
-    }
-    const fan = f;
-    fan.listeners.add(l);
-    return () => {
-      fan.listeners.delete(l);
-      if (fan.listeners.size === 0 && this.fans.get(subject) === fan) {
-        fan.sub.unsubscribe();
-        this.fans.delete(subject);
-      }
-    };
+  /** Live events for bus clients (@berth/bus LiveEvents; the gateway serves its own the same way). */
+  subscribe(filters: string[], signal: AbortSignal, send: (envelope: Uint8Array) => Promise<void>): Promise<void> {
+    return this.live.subscribe(filters, signal, send);
   }
 
   /** The stream's state: what replay can deliver. */

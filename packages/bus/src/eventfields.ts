@@ -2,7 +2,7 @@
 // `event.<field>` inside the event the envelope carries (string fields, nested messages and
 // string maps such as labels; other kinds do not match, as in containerd).
 import { fromAny } from '@berth/api';
-import type { Envelope } from '@berth/bus';
+import type { Envelope } from './events.js';
 
 function lookup(v: unknown, path: string[]): string | undefined {
   let cur = v;
