@@ -62,6 +62,23 @@ describe('events', () => {
     assert.deepEqual(ours, theirs);
   });
 
+  test('Subscribe is the gateway\'s own: with the events service stopped, ctr events still gets every event', async () => {
+    // SIGSTOP rather than kill -9, which the supervisor answers with a restart within 100 ms: a
+    // stopped events service keeps its NATS subscriptions, so a call the gateway forwarded there
+    // would wait for it and never answer
+    const pid = stack.pid('events');
+    process.kill(pid, 'SIGSTOP');
+    try {
+      assert.deepEqual(await ctrEvents(stack.sock, actions(stack.sock)), ['/namespaces/create', '/namespaces/update', '/namespaces/delete']);
+      const bad = await run('ctr', ['--address', stack.sock, 'events', 'topic=='], { timeout: 10_000 });
+      assert.notEqual(bad.code, 0);
+      assert.match(bad.stderr, /code = InvalidArgument desc = subscription error: failed parsing subscription filters/);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    assert.equal(stack.pid('events'), pid, 'the events service was not restarted meanwhile');
+  });
+
   test('berth events replays the history through the gateway, with sequence numbers', async () => {
     const r = await run(process.execPath, [join(repo, 'packages/cli/dist/main.js'), 'events', '--address', stack.sock, '--since-seq', '1', 'topic~="/namespaces/"']);
     assert.equal(r.code, 0, r.stderr);

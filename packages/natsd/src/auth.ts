@@ -5,7 +5,8 @@
 // - only the gateway and services publish on service subjects;
 // - only services publish events (through JetStream), only the events service manages the stream;
 // - the subscriber reads events (core subjects, JetStream consumers) and does nothing else;
-// - a service publishes its own change notices, and only the gateway reads them.
+// - a service publishes its own change notices, and only the gateway reads them;
+// - the gateway reads live events (it serves Subscribe), but publishes none.
 // Every user has an inbox prefix of its own (`_INBOX.<user>`), so nobody can read another's replies.
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -88,8 +89,9 @@ export function permissionsFor(p: Principal, node: string): Permissions {
       return {
         // replies and stream frames go to the callers' and services' inboxes; $SRV.INFO for Introspection
         publish: { allow: [callServices, '_INBOX.>', '$SRV.>'] },
-        // berth.changes.<node>.*: the services' change notices, for the gateway's read cache
-        subscribe: { allow: [inbox, ...micro('berth-gateway'), `berth.changes.${node}.*`] },
+        // berth.changes.<node>.*: the services' change notices, for the gateway's read cache;
+        // berth.events.>: the live events it answers Events.Subscribe with (gateway/src/subscribe.ts)
+        subscribe: { allow: [inbox, ...micro('berth-gateway'), `berth.changes.${node}.*`, 'berth.events.>'] },
         allow_responses: true,
       };
     case 'service':

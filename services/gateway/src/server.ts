@@ -21,6 +21,7 @@ import { carriersByPath } from './carry.js';
 import { ReadCache, defaultReadCacheOptions, type ReadCacheOptions } from './readcache.js';
 import { discoverPlugins, serverUuid, type PluginInfo } from './introspection.js';
 import { local, owners } from './routes.js';
+import { subscribeHandler, subscribePath } from './subscribe.js';
 
 export const version = '1.6.20+berth.0.1.0';
 export const revision = 'berth';
@@ -110,7 +111,8 @@ export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Se
         const blobPath = rpcSubject(o.node, owner, 'BlobPath');
         const plain: Forward = (body, ctx, onCancel, onReply) => bus.unary(blobPath, body, ctx, { onCancel, onReply });
         impl[m.name] = contentRead(cache ? cache.route(owner, `${svc.fullName}/BlobPath`, plain) : plain, forward as grpc.handleServerStreamingCall<Buffer, Buffer>);
-      } else impl[m.name] = forward;
+      } else if (m.path === subscribePath) impl[m.name] = subscribeHandler({ nc: o.nc, node: o.node });
+      else impl[m.name] = forward;
     }
     server.addService(def, impl);
   }
