@@ -248,6 +248,36 @@ for (const kind of ['stock', 'berth'] as const) {
       }
     });
 
+    test("a stopped task's Get: the exit the shim recorded, the same every time, until the delete", async (t) => {
+      if (!registryUp) return t.skip('no local registry');
+      const md = metadata(ns);
+      const api = (svc: string, m: string, req: Record<string, unknown>) => unary(stack.sock, `/containerd.services.${svc}/${m}`, req, md);
+      assert.equal((await C('containers', 'create', BB, 'fin1', 'false')).code, 0);
+      try {
+        const { pid } = await api('tasks.v1.Tasks', 'Create', { container_id: 'fin1' });
+        const running = (await api('tasks.v1.Tasks', 'Get', { container_id: 'fin1' })).process;
+        assert.equal(running.status, 'CREATED');
+        await api('tasks.v1.Tasks', 'Start', { container_id: 'fin1' });
+        const waited = await api('tasks.v1.Tasks', 'Wait', { container_id: 'fin1' });
+        assert.equal(waited.exit_status, 1);
+        const seen = [];
+        for (let i = 0; i < 3; i++) {
+          seen.push((await api('tasks.v1.Tasks', 'Get', { container_id: 'fin1' })).process);
+          await sleep(50);
+        }
+        for (const p of seen) {
+          assert.deepEqual(p, { ...running, status: 'STOPPED', exit_status: 1, exited_at: waited.exited_at }, 'as created, stopped with the exit Wait gave');
+          assert.equal(p.pid, pid);
+        }
+        const deleted = await api('tasks.v1.Tasks', 'Delete', { container_id: 'fin1' });
+        assert.equal(deleted.exit_status, 1);
+        assert.equal(await outcome(api('tasks.v1.Tasks', 'Get', { container_id: 'fin1' })), '5 task fin1 not found');
+      } finally {
+        await outcome(api('tasks.v1.Tasks', 'Delete', { container_id: 'fin1' }));
+        await C('containers', 'rm', 'fin1');
+      }
+    });
+
     test("the runc options' BinaryName: another OCI runtime per container (a runc wrapper that leaves a trace)", async (t) => {
       if (!registryUp) return t.skip('no local registry');
       const trace = join(tmp, 'trace');

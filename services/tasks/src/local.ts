@@ -214,6 +214,7 @@ export class Tasks {
         throw e;
       }
       const t = new ShimTask(info, bundle, (x) => void this.lost(x));
+      t.stdio = { stdin: r.stdin ?? '', stdout: r.stdout ?? '', stderr: r.stderr ?? '', terminal: !!r.terminal };
       trace?.('bundle', t0);
       t0 = performance.now();
       const options = r.options ?? container.runtime?.options ?? null;
@@ -320,6 +321,7 @@ export class Tasks {
   }
 
   private async state(t: ShimTask, execId = ''): Promise<Process> {
+    if (!execId && t.final) return t.final as Process;
     let s: any;
     try {
       s = await t.call('State', { id: t.id, exec_id: execId }, { timeoutMs: 2000 });
@@ -486,6 +488,11 @@ export class Tasks {
       tx.put(dk, { at: tsKey(env.timestamp), status: event?.exit_status ?? 0 });
       this.o.outbox.forward(tx, env);
     });
+    if (env.topic === '/tasks/exit' && event && event.id === cid) {
+      // the shim has this state already: it reports an exit after it recorded it
+      const t = this.tasks.get(this.k(env.namespace, cid));
+      if (t?.stdio && !t.deleting) t.final = { id: cid, pid: event.pid ?? 0, status: 'STOPPED', ...t.stdio, exit_status: event.exit_status ?? 0, exited_at: event.exited_at ?? null };
+    }
   }
 
   /** Drops the marks of a container's earlier task. */

@@ -25,6 +25,13 @@ export class ShimTask {
   /** set while the tasks service itself ends the shim: its connection closing is expected */
   deleting = false;
   closed = false;
+  /** the Create's stdio (unknown to a restarted tasks service): part of the init's state */
+  stdio?: { stdin: string; stdout: string; stderr: string; terminal: boolean };
+  /**
+   * The init process's state once it has exited: it no longer changes until the task is deleted,
+   * so a Get after the exit (dockerd asks twice, ctr once) needs no round trip to the shim.
+   */
+  final?: { id: string; pid: number; status: string; stdin: string; stdout: string; stderr: string; terminal: boolean; exit_status: number; exited_at: unknown };
 
   constructor(
     readonly info: BundleInfo,
