@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { codec } from '@berth/api';
+import { BusClient, rpcSubject } from '@berth/bus';
 import { metadata, outcome, unary } from './grpc.js';
 import { ctr, endShimHosts, natsWith, repo, run, shared, sleep, startStack, until, type Run, type Stack } from './harness.js';
 
@@ -275,6 +276,47 @@ for (const kind of ['stock', 'berth'] as const) {
       } finally {
         await outcome(api('tasks.v1.Tasks', 'Delete', { container_id: 'fin1' }));
         await C('containers', 'rm', 'fin1');
+      }
+    });
+
+    test("a task deleted through the gateway: its Get is the gateway's NotFound until the tasks change, by any path", async (t) => {
+      if (!registryUp) return t.skip('no local registry');
+      const md = metadata(ns);
+      const api = (svc: string, m: string, req: Record<string, unknown>) => unary(stack.sock, `/containerd.services.${svc}/${m}`, req, md);
+      const get = () => outcome(api('tasks.v1.Tasks', 'Get', { container_id: 'neg1' }));
+      const gw = await natsWith(stack.natsUrl, stack.credentials('gateway'));
+      const hits = async (): Promise<number> => (await gw.request('$SRV.CACHE.berth-gateway.it-node', '', { timeout: 5000 })).json<{ hits: number }>().hits;
+      assert.equal((await C('containers', 'create', BB, 'neg1', 'true')).code, 0);
+      try {
+        const runToEnd = async () => {
+          await api('tasks.v1.Tasks', 'Create', { container_id: 'neg1' });
+          await api('tasks.v1.Tasks', 'Start', { container_id: 'neg1' });
+          await api('tasks.v1.Tasks', 'Wait', { container_id: 'neg1' });
+          await api('tasks.v1.Tasks', 'Delete', { container_id: 'neg1' });
+        };
+        await runToEnd();
+        const h0 = await hits();
+        assert.equal(await get(), '5 task neg1 not found');
+        assert.equal(await get(), '5 task neg1 not found');
+        assert.equal(await hits(), h0 + 2, 'both answered by the gateway');
+        // created again through the gateway: seen at once
+        await api('tasks.v1.Tasks', 'Create', { container_id: 'neg1' });
+        assert.equal(await get(), 'ok');
+        await api('tasks.v1.Tasks', 'Delete', { container_id: 'neg1' });
+        assert.equal(await get(), '5 task neg1 not found');
+        // created again by another caller on the bus (another gateway would): seen at once too
+        const bus = new BusClient(gw);
+        await bus.unary(rpcSubject('it-node', 'tasks', 'Create'), codec('containerd.services.tasks.v1.CreateTaskRequest').encode({ container_id: 'neg1' }), { namespace: ns });
+        assert.equal(await get(), 'ok');
+        await api('tasks.v1.Tasks', 'Delete', { container_id: 'neg1' });
+        assert.equal(await get(), '5 task neg1 not found');
+        // the container deleted: its NotFound, as the tasks service gives it
+        assert.equal((await C('containers', 'rm', 'neg1')).code, 0);
+        assert.equal(await get(), `5 container "neg1" in namespace "${ns}": not found`);
+      } finally {
+        await gw.close();
+        await outcome(api('tasks.v1.Tasks', 'Delete', { container_id: 'neg1' }));
+        await C('containers', 'rm', 'neg1');
       }
     });
 

@@ -101,6 +101,11 @@ export class ChangeNotices implements WriteWatch {
     this.move();
   }
 
+  /** What reads answer from changed outside the store (the tasks service hears of a container's delete). */
+  touch(): void {
+    this.move();
+  }
+
   private move(): void {
     this.seq++;
     this.stamps = [undefined, undefined];

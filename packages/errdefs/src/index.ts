@@ -68,6 +68,8 @@ export const invalidArgument = (context?: string) => kindError(Code.InvalidArgum
 export const failedPrecondition = (context?: string) => kindError(Code.FailedPrecondition, context);
 export const unavailable = (context?: string) => kindError(Code.Unavailable, context);
 export const unimplemented = (context?: string) => kindError(Code.Unimplemented, context);
+/** containerd's words for a container without a task: the tasks service's, and the gateway's answer for a task it saw deleted */
+export const taskNotFound = (id: string) => new BerthError(Code.NotFound, `task ${id} not found`);
 
 /** Any thrown value as a BerthError; non-Berth errors become Unknown (or Internal for bugs). */
 export function toBerthError(err: unknown): BerthError {

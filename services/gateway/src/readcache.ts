@@ -17,6 +17,7 @@
 // When the gateway's own connection drops, messages may have been lost: everything goes and
 // `known` is forgotten until the next notice or reply.
 import type { Msg, NatsConnection, Subscription } from '@nats-io/nats-core';
+import { BerthError, type Code } from '@berth/errdefs';
 import type { Seed } from './seeds.js';
 import { changesSubject, parseState, stateHeader, token, type CallContext, type OnCancel } from '@berth/bus';
 
@@ -50,11 +51,28 @@ export interface ReadCacheStats {
   bytes: number;
 }
 
+/**
+ * A read's kept answer that is an error (a task seen deleted: Get is NotFound). Its `length`
+ * counts toward the cache's bytes as an answer's does.
+ */
+export class Refusal {
+  constructor(
+    readonly code: Code,
+    readonly message: string,
+  ) {}
+
+  get length(): number {
+    return this.message.length;
+  }
+}
+
+type Kept = Uint8Array | Refusal;
+
 class ServiceCopies {
   known?: { boot: string; seq: number };
   /** moves each time the copies are emptied: an answer is stored only when it has not moved since the answer arrived */
   generation = 0;
-  readonly entries = new Map<string, Uint8Array>();
+  readonly entries = new Map<string, Kept>();
   /** the methods whose replies the service has marked cacheable: only their calls look at the copies */
   readonly readable = new Set<string>();
 
@@ -166,7 +184,7 @@ export class ReadCache {
     return st.cacheable ? s.generation : -1;
   }
 
-  private store(s: ServiceCopies, key: string, answer: Uint8Array): void {
+  private store(s: ServiceCopies, key: string, answer: Kept): void {
     const size = key.length + answer.length;
     if (size > this.opts.maxBytes / 8) return; // one large answer must not push out everything else
     const old = s.entries.get(key);
@@ -185,7 +203,7 @@ export class ReadCache {
       // the service that took this entry gives up its oldest first, then the others
       const victim = s.entries.size > 1 ? s : [...this.services.values()].find((c) => c !== s && c.entries.size > 0);
       if (!victim) break;
-      const [k, v] = victim.entries.entries().next().value as [string, Uint8Array];
+      const [k, v] = victim.entries.entries().next().value as [string, Kept];
       victim.entries.delete(k);
       this.bytes -= k.length + v.length;
       this.entries--;
@@ -212,7 +230,8 @@ export class ReadCache {
           if (req) {
             this.stats.seeded++;
             s.readable.add(seed.read);
-            this.store(s, keyOf(seed.read, ctx, Buffer.from(req.buffer, req.byteOffset, req.byteLength)), answer);
+            const refused = seed.refusal?.(req);
+            this.store(s, keyOf(seed.read, ctx, Buffer.from(req.buffer, req.byteOffset, req.byteLength)), refused ? new Refusal(refused.code, refused.message) : answer);
           }
           return answer;
         }
@@ -232,7 +251,8 @@ export class ReadCache {
     const s = this.services.get(service);
     if (!s || !this.listening) return undefined;
     const hit = s.entries.get(keyOf(path, ctx, Buffer.from(request.buffer, request.byteOffset, request.byteLength)));
-    if (hit) this.stats.lent++;
+    if (!(hit instanceof Uint8Array)) return undefined;
+    this.stats.lent++;
     return hit;
   }
 
@@ -243,6 +263,7 @@ export class ReadCache {
       this.stats.hits++;
       s.entries.delete(key);
       s.entries.set(key, hit);
+      if (hit instanceof Refusal) throw new BerthError(hit.code, hit.message);
       return hit;
     }
     this.stats.misses++;

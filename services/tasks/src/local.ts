@@ -5,7 +5,7 @@
 // still reported exited) and the marks that keep a forwarded event from being published twice.
 import { fromAny, nowTimestamp, type Any, type Timestamp } from '@berth/api';
 import type { Outbox } from '@berth/bus';
-import { BerthError, Code, alreadyExists, invalidArgument, isCode, unimplemented } from '@berth/errdefs';
+import { BerthError, Code, alreadyExists, invalidArgument, isCode, taskNotFound, unimplemented } from '@berth/errdefs';
 import { parseAll } from '@berth/filters';
 import { validateIdentifier } from '@berth/identifiers';
 import { key, prefix, unescapePart, type Store } from '@berth/store';
@@ -83,7 +83,6 @@ const seenKey = (ns: string, id: string, topic: string, ts: string) => key('seen
 /** containers remembered as existing at most (a forgotten one is looked up again) */
 const maxKnown = 10_000;
 
-const taskNotFound = (id: string) => new BerthError(Code.NotFound, `task ${id} not found`);
 /** a shim that is gone answers like containerd's ErrNotFound on State */
 const gone = (e: unknown) => isCode(e, Code.Unavailable) || isCode(e, Code.NotFound);
 

@@ -2,7 +2,7 @@
 // forward their events to, and the resident shim host kept warm.
 import { join } from 'node:path';
 import { codec, fromAny, service as grpcService } from '@berth/api';
-import { BusClient, BusServer, namespaceGuard, namespaceRequired, Outbox, rpcSubject, type CallContext, type StreamContext } from '@berth/bus';
+import { BusClient, BusServer, ChangeNotices, namespaceGuard, namespaceRequired, Outbox, rpcSubject, type CallContext, type StreamContext } from '@berth/bus';
 import { log, type ServiceEnv, type Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
 import { TtrpcServer, serveService } from '@berth/ttrpc';
@@ -59,7 +59,10 @@ export function eventsAddress(env: ServiceEnv): string {
 
 export async function start(env: ServiceEnv): Promise<Stop> {
   const say = (m: string) => log('tasks', m);
-  const db = await openStore(env.root);
+  // change notices for the gateway's read cache, which answers a Get of a task it saw deleted
+  // (NotFound, seeds.ts) until the tasks change: only task records count, not the event marks
+  const changes = new ChangeNotices(env.nc, env.node, 'tasks', (k) => !k.startsWith('task/'));
+  const db = await openStore(env.root, { watch: changes });
   const outbox = await new Outbox(db, env.nc, { service: 'tasks', node: env.node }).start();
   const client = new BusClient(env.nc);
   const shimEnv = { address: env.config.grpc.address, ttrpcAddress: eventsAddress(env) };
@@ -103,7 +106,8 @@ export async function start(env: ServiceEnv): Promise<Stop> {
   // tasks hold no kind of their own in containerd's usage list (their containers do), but a
   // create keeps a concurrent namespace delete out
   const guard = namespaceGuard(client, env.node, env.config.services, { kinds: async () => [] });
-  const bus = await BusServer.start(env.nc, { name: 'tasks', node: env.node, metadata: { plugins: JSON.stringify(plugins) } });
+  changes.reset();
+  const bus = await BusServer.start(env.nc, { name: 'tasks', node: env.node, metadata: { plugins: JSON.stringify(plugins) }, changes, seeds: ['Delete'] });
   const handlers: Record<string, (req: any, ctx: StreamContext) => Promise<unknown>> = {
     Create: async (req: any, ctx: CallContext) => {
       const n = ns(ctx);
@@ -167,6 +171,8 @@ export async function start(env: ServiceEnv): Promise<Stop> {
   bus.raw('ContainerDeleted', async (data, ctx) => {
     if (data.length === 0) tasks.containersUnknown();
     else tasks.containerDeleted(ns(ctx), Buffer.from(data).toString('utf8'));
+    // a deleted task's NotFound becomes its container's: what the gateway kept no longer holds
+    changes.touch();
     return new Uint8Array();
   });
   // a notice missed while cut off from NATS: every task's container is looked up again
