@@ -13,7 +13,7 @@ import { parseAll } from '@berth/filters';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { Svcm } from '@nats-io/services';
 import { forwarder, passthrough, status, unaryRoute, type Forward } from './forward.js';
-import { takeUnaryRoutes, type Route } from './lean.js';
+import { takeUnaryRoutes, type Route, type StreamHandler } from './lean.js';
 import { contentRead, contentReadPath } from './contentread.js';
 import { openWindows } from './windows.js';
 import { seedsByPath } from './seeds.js';
@@ -84,6 +84,8 @@ export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Se
   const bus = new BusClient(o.nc);
   // the forwarded unary calls, for lean.ts once the socket is bound
   const unaryRoutes = new Map<string, Route>();
+  // Content.Read, answered on node:http2 directly too (leanstream.ts)
+  const streamRoutes = new Map<string, StreamHandler>();
   const cacheOpts = o.readCache ?? (process.env.BERTH_GATEWAY_CACHE === '0' ? false : defaultReadCacheOptions);
   const cache = cacheOpts ? new ReadCache(o.nc, o.node, cacheOpts) : undefined;
   const seeds = seedsByPath();
@@ -111,6 +113,7 @@ export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Se
         const blobPath = rpcSubject(o.node, owner, 'BlobPath');
         const plain: Forward = (body, ctx, onCancel, onReply) => bus.unary(blobPath, body, ctx, { onCancel, onReply });
         impl[m.name] = contentRead(cache ? cache.route(owner, `${svc.fullName}/BlobPath`, plain) : plain, forward as grpc.handleServerStreamingCall<Buffer, Buffer>);
+        streamRoutes.set(m.path, impl[m.name] as unknown as StreamHandler);
       } else if (m.path === subscribePath) impl[m.name] = subscribeHandler({ nc: o.nc, node: o.node });
       else impl[m.name] = forward;
     }
@@ -153,7 +156,7 @@ export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Se
     server.bindAsync(`unix:${o.address}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
   );
   openWindows(server);
-  if (process.env.BERTH_GATEWAY_LEAN !== '0' && !takeUnaryRoutes(server, unaryRoutes, { maxRecv: o.maxRecv, maxSend: o.maxSend })) console.warn('gateway: grpc-js serves every call (its HTTP/2 servers were not found)');
+  if (process.env.BERTH_GATEWAY_LEAN !== '0' && !takeUnaryRoutes(server, unaryRoutes, { maxRecv: o.maxRecv, maxSend: o.maxSend }, streamRoutes)) console.warn('gateway: grpc-js serves every call (its HTTP/2 servers were not found)');
   // owner first, then mode: the socket is never open to a group it was not meant for
   chownSync(o.address, o.uid ?? 0, o.gid ?? 0);
   chmodSync(o.address, o.mode);
