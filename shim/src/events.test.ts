@@ -90,3 +90,65 @@ test('forwarder: the spool folder of an earlier host (a file per event) is sent,
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('forwarder: a container\'s events go without waiting for each answer, in order; a failed one goes again with those after it, in order', async () => {
+  const dir = mkdtempSync('/tmp/berth-fwd-');
+  const spool = join(dir, 'events');
+  const sock = join(dir, 'ev.sock');
+  const address = `unix://${sock}`;
+  try {
+    // an endpoint that answers only when told, commits in arrival order, and after a failed
+    // event fails the ones behind it until its queue is empty (as the tasks service does)
+    const arrived: string[] = [];
+    const committed: string[] = [];
+    let release!: () => void;
+    let held = new Promise<void>((r) => (release = r));
+    let failOnce = 'e3';
+    let broken = false;
+    let queued = 0;
+    let tail: Promise<unknown> = Promise.resolve();
+    const server = new TtrpcServer();
+    serveService(server, service('containerd.services.events.ttrpc.v1.Events'), {
+      Forward: (req: any) => {
+        const id = (fromAny(req.envelope.event) as { container_id: string }).container_id;
+        arrived.push(id);
+        queued++;
+        const done = tail
+          .then(async () => {
+            await held;
+            if (broken) throw new Error('behind a failed one');
+            if (id === failOnce) {
+              failOnce = '';
+              throw new Error('store unavailable');
+            }
+            committed.push(id);
+          })
+          .catch((e) => {
+            broken = true;
+            throw e;
+          })
+          .finally(() => {
+            if (--queued === 0) broken = false;
+          });
+        tail = done.catch(() => undefined);
+        return done;
+      },
+    });
+    await server.listen(sock);
+    const f = new Forwarder(spool, { minDelayMs: 10, maxDelayMs: 20, timeoutMs: 2000 });
+    for (const id of ['e1', 'e2', 'e3', 'e4', 'e5']) f.publish('k1', address, 'ns', '/tasks/exit', { container_id: id });
+    // all five are out before any is answered
+    await until(() => arrived.length === 5);
+    assert.deepEqual(arrived, ['e1', 'e2', 'e3', 'e4', 'e5']);
+    assert.deepEqual(committed, []);
+    release();
+    await until(() => f.pending() === 0);
+    assert.deepEqual(committed, ['e1', 'e2', 'e3', 'e4', 'e5'], 'committed once each, in order');
+    assert.deepEqual(arrived.slice(5), ['e3', 'e4', 'e5'], 'sent again from the failed one');
+    held = Promise.resolve();
+    f.close();
+    await server.close({ timeoutMs: 500 });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -30,12 +30,28 @@ const compactAt = 64 << 10;
 interface Pending {
   namespace: string;
   request: Uint8Array;
+  /** the endpoint acknowledged it (marked in the log once everything before it is too) */
+  acked?: boolean;
 }
+
+/**
+ * Events of one container in flight at once. The tasks service commits a connection's forwards
+ * in the order they arrive and answers in that order, so an exit need not wait for the round
+ * trip of the start before it (a `docker run` of a short command waits on that exit).
+ */
+const window = 16;
 
 /** One container's ordered queue and its spool log. */
 class Queue {
+  /** undelivered, oldest first: items[0, sent) are in flight */
   readonly items: Pending[] = [];
-  sending = false;
+  sent = 0;
+  /** a send is scheduled for after this turn (kickSoon) */
+  soon = false;
+  /** waiting out a failure: nothing is sent until the retry */
+  waiting = false;
+  /** moves at each failure: the answers of sends before it are not heeded */
+  round = 0;
   backoff = 0;
   /** drop the spool log once empty (the container is gone) */
   retire = false;
@@ -201,10 +217,10 @@ export class Forwarder {
    * service would read and commit the event before it read the answer.
    */
   private kickSoon(q: Queue): void {
-    if (q.sending || this.closed) return;
-    q.sending = true;
+    if (q.soon || this.closed) return;
+    q.soon = true;
     setImmediate(() => {
-      q.sending = false;
+      q.soon = false;
       this.kick(q);
     });
   }
@@ -224,14 +240,14 @@ export class Forwarder {
     return n;
   }
 
+  /** Sends what is not in flight yet, in order, up to the window. */
   private kick(q: Queue): void {
-    if (q.sending || this.closed) return;
+    if (q.waiting || this.closed) return;
     if (!q.items.length) {
       if (q.retire) this.drop(q);
       return;
     }
-    q.sending = true;
-    void this.sendHead(q);
+    while (q.sent < q.items.length && q.sent < window) void this.send(q, q.items[q.sent++]!);
   }
 
   private drop(q: Queue): void {
@@ -262,26 +278,37 @@ export class Forwarder {
     }
   }
 
-  private async sendHead(q: Queue): Promise<void> {
-    const item = q.items[0]!;
+  private async send(q: Queue, item: Pending): Promise<void> {
+    const round = q.round;
     try {
       const client = await this.client(q.address);
       await client.call(SERVICE, 'Forward', item.request, { timeoutMs: this.timeout, metadata: { 'containerd-namespace-ttrpc': item.namespace } });
-      q.items.shift();
-      q.backoff = 0;
-      // a retired container's log goes whole once it is empty: no mark needed
-      if (!(q.retire && !q.items.length)) this.delivered(q);
-      q.sending = false;
-      this.kick(q);
     } catch (e) {
+      if (round !== q.round || this.closed) return; // the retry after an earlier failure sends it again
+      q.round++;
       this.log(`forward to ${q.address} failed (will retry): ${(e as Error).message}`);
       this.dropClient(q.address);
+      // everything not marked delivered goes again, in order (the tasks service drops a copy it committed)
+      q.sent = 0;
+      for (const i of q.items) i.acked = false;
+      q.waiting = true;
       q.backoff = Math.min(this.maxDelay, q.backoff ? q.backoff * 2 : this.minDelay);
       setTimeout(() => {
-        q.sending = false;
+        q.waiting = false;
         this.kick(q);
       }, q.backoff).unref();
+      return;
     }
+    if (round !== q.round) return;
+    item.acked = true;
+    q.backoff = 0;
+    while (q.items[0]?.acked) {
+      q.items.shift();
+      q.sent--;
+      // a retired container's log goes whole once it is empty: no mark needed
+      if (!(q.retire && !q.items.length)) this.delivered(q);
+    }
+    this.kick(q);
   }
 
   private client(address: string): Promise<TtrpcClient> {

@@ -21,6 +21,8 @@ export interface ServerContext {
   readonly deadline: number | undefined;
   /** Aborts at the deadline (reason: DeadlineExceeded) or when the connection goes (Unavailable). */
   readonly signal: AbortSignal;
+  /** The connection the call came on: the same object for every call of one connection. */
+  readonly connection: object;
 }
 
 export type UnaryHandler = (request: Buffer, ctx: ServerContext) => Uint8Array | void | Promise<Uint8Array | void>;
@@ -296,6 +298,10 @@ class ServerCall implements ServerContext {
     this.service = req.service;
     this.method = req.method;
     this.metadata = req.metadata;
+  }
+
+  get connection(): object {
+    return this.conn;
   }
 
   // Made on first use: most handlers never look, and a controller plus deadline timer per call

@@ -5,7 +5,8 @@ import { codec, fromAny, service as grpcService } from '@berth/api';
 import { BusClient, BusServer, ChangeNotices, namespaceGuard, namespaceRequired, Outbox, rpcSubject, type CallContext, type StreamContext } from '@berth/bus';
 import { log, type ServiceEnv, type Stop } from '@berth/kit';
 import { openStore } from '@berth/store';
-import { TtrpcServer, serveService } from '@berth/ttrpc';
+import { TtrpcServer, serveService, type ServerContext } from '@berth/ttrpc';
+import { InOrder } from './inorder.js';
 import { Bundles } from './bundle.js';
 import { ShimHost } from './host.js';
 import { Tasks, type Container, type Mount, type Peers } from './local.js';
@@ -82,8 +83,10 @@ export async function start(env: ServiceEnv): Promise<Stop> {
 
   // the events endpoint first: shims that kept running may have exits to hand over
   const events = new TtrpcServer();
+  // each connection's forwards committed in the order they came (inorder.ts)
+  const connections = new WeakMap<object, InOrder>();
   serveService(events, grpcService('containerd.services.events.ttrpc.v1.Events'), {
-    Forward: async (req: any) => {
+    Forward: async (req: any, ctx: ServerContext) => {
       const env = req.envelope;
       let event: Record<string, unknown> | undefined;
       try {
@@ -91,7 +94,9 @@ export async function start(env: ServiceEnv): Promise<Stop> {
       } catch {
         event = undefined;
       }
-      await tasks.forwarded(env, event);
+      let inOrder = connections.get(ctx.connection);
+      if (!inOrder) connections.set(ctx.connection, (inOrder = new InOrder()));
+      await inOrder.run(() => tasks.forwarded(env, event));
     },
   });
   await events.listen(shimEnv.ttrpcAddress);
