@@ -1,6 +1,6 @@
 // One collection across the node's services (the protocol: @berth/bus gc.ts): enter epoch E
 // everywhere (writes wait, records come back), mark, sweep exactly what E left unreferenced, then
-// release. Any service that does not answer its enter makes the collection skip. No NATS here:
+// release (a service with nothing to sweep as soon as the mark is done). Any service that does not answer its enter makes the collection skip. No NATS here:
 // the services are reached through `Peer`.
 import { randomBytes } from 'node:crypto';
 import { gcEnterMethod, gcReleaseMethod, gcServices, gcSweepMethod, type GcRecords, type GcSweep, type GcSwept } from '@berth/bus';
@@ -52,6 +52,12 @@ export class Collector {
     // stop a margin before that
     const deadline = startedAt + ttl - Math.min(2000, ttl / 5);
     const asked = gcServices.filter((s) => this.o.services.includes(s));
+    const released = new Set<string>();
+    const release = (services: string[]) => {
+      for (const s of services) released.add(s);
+      return Promise.allSettled(services.map((s) => this.call(s, gcReleaseMethod, { epoch }, 2000)));
+    };
+    let releasing: Promise<unknown> = Promise.resolve();
     const stats: CollectStats = { epoch, startedAt, durationMs: 0, barrierMs: 0, marked: 0, removed: { content: 0, blobs: 0, ingests: 0, snapshots: 0, leases: 0 }, bytes: 0 };
     try {
       const answers = await Promise.allSettled(asked.map((s) => this.call(s, gcEnterMethod, { epoch, ttl_ms: ttl }, Math.max(1000, deadline - Date.now()))));
@@ -65,14 +71,19 @@ export class Collector {
       const m = mark(records, Date.now());
       stats.marked = m.marked.size;
       if (m.nextExpiry !== undefined) stats.nextExpiry = m.nextExpiry;
+      const parts = sweepers
+        .filter(([s]) => asked.includes(s))
+        .map(([s, part]) => [s, part(m.sweep)] as const)
+        // content's sweep also removes the blob files no namespace has once they are past their
+        // grace: asked only when records went, files unrecorded while young would stay for good
+        .filter(([s, part]) => s === 'content' || !isEmpty(part));
+      // the cut is taken: a service with nothing to sweep is let go now, not after the sweeps. A
+      // write there from here on can only reference what a writer already held (reference
+      // first), which the cut found referenced and no sweep removes (containers and images are
+      // never swept: their writes wait for a collection's read only)
+      releasing = release(asked.filter((s) => !parts.some(([p]) => p === s)));
       const swept = await Promise.allSettled(
-        sweepers
-          .filter(([s]) => asked.includes(s))
-          .map(([s, part]) => [s, part(m.sweep)] as const)
-          // content's sweep also removes the blob files no namespace has once they are past their
-          // grace: asked only when records went, files unrecorded while young would stay for good
-          .filter(([s, part]) => s === 'content' || !isEmpty(part))
-          .map(async ([s, part]) => (await this.call(s, gcSweepMethod, { epoch, deadline, sweep: part }, Math.max(1000, deadline - Date.now() + 1000))) as GcSwept),
+        parts.map(async ([s, part]) => (await this.call(s, gcSweepMethod, { epoch, deadline, sweep: part }, Math.max(1000, deadline - Date.now() + 1000))) as GcSwept),
       );
       const errors: string[] = [];
       for (const r of swept) {
@@ -86,7 +97,7 @@ export class Collector {
       // a sweep that failed removed less, never more: what it left goes at the next collection
       if (errors.length) throw new BerthError(Code.Unavailable, `gc: collection ${epoch} incomplete: ${errors.join('; ')}`);
     } finally {
-      await Promise.allSettled(asked.map((s) => this.call(s, gcReleaseMethod, { epoch }, 2000)));
+      await Promise.all([releasing, release(asked.filter((s) => !released.has(s)))]);
       stats.barrierMs = Date.now() - startedAt;
       stats.durationMs = stats.barrierMs;
     }
