@@ -401,7 +401,10 @@ export class Container {
     }
     const early = p.deferredExit ?? (p.isInit ? undefined : this.host.claim(p.pid));
     p.deferredExit = null;
-    if (early) this.onExit(p, early.status, early.at);
+    // an exit seen while starting is handled right after this answer leaves: its cgroup reads and
+    // state writes are not on the path of the Start the caller waits for (its events keep their
+    // order: /tasks/start is queued already)
+    if (early) setImmediate(() => this.onExit(p, early.status, early.at));
     return { pid: p.pid };
   }
 
