@@ -106,15 +106,21 @@ describe('events', () => {
     assert.deepEqual(out.trim().split('\n').map((l) => l.split(' ')[3]), ['/namespaces/delete']);
   });
 
-  test('a plain NATS subscriber (with the subscriber credential) gets them too, as protobuf and as JSON', async () => {
+  test('a plain NATS subscriber (with the subscriber credential) gets them too, as protobuf and as JSON, each published with its event (the events service stopped meanwhile)', async () => {
     const nc = await natsWith(stack.natsUrl, stack.credentials('subscriber'));
     const subjects: string[] = [];
     const json: { topic: string; namespace: string; event: Record<string, unknown> }[] = [];
     nc.subscribe('berth.events.>', { callback: (_e, m) => void subjects.push(m.subject) });
     nc.subscribe('berth.json.events.>', { callback: (_e, m) => void json.push(m.json()) });
     await nc.flush();
-    await actions(stack.sock)();
-    await sleep(300);
+    const pid = stack.pid('events');
+    process.kill(pid, 'SIGSTOP');
+    try {
+      await actions(stack.sock)();
+      await sleep(300);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
     await nc.close();
     assert.deepEqual(subjects, ['berth.events.default.namespaces.create', 'berth.events.default.namespaces.update', 'berth.events.ev-a.namespaces.delete']);
     assert.deepEqual(json.map((j) => j.topic), ['/namespaces/create', '/namespaces/update', '/namespaces/delete']);

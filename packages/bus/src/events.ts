@@ -9,6 +9,7 @@ import { BerthError, Code } from '@berth/errdefs';
 import { H, headers } from './headers.js';
 import { eventSubject } from './subjects.js';
 import { streamMux } from './mux.js';
+import { envelopeJson } from './eventjson.js';
 
 export interface Envelope {
   timestamp: Timestamp;
@@ -126,11 +127,35 @@ export function storeMessage(nc: NatsConnection, subject: string, data: Uint8Arr
 }
 
 /** Publishes an event and waits until the history stored it; `node` says where it happened. */
+/**
+ * Stores an encoded event envelope in the stream (storeMessage) and, in the same write, publishes
+ * its JSON form on `berth.json.<subject>` for subscribers without protobuf. Whoever stores an
+ * event mirrors it (a service's outbox, the events service for Publish and Forward): a mirror in
+ * the events service was two more trips through nats-server and a wake-up of that process for
+ * every event, a tenth of a `ctr run`'s CPU. Like the event on its core subject, the mirror goes
+ * out with every attempt (JetStream drops a retry's copy from the stream, not from subscribers).
+ */
+export function storeEvent(nc: NatsConnection, subject: string, data: Uint8Array, h: MsgHdrs): Promise<number> {
+  const stored = storeMessage(nc, subject, data, h);
+  let json: string | undefined;
+  try {
+    json = envelopeJson(data);
+  } catch {
+    // not an envelope: nothing to mirror
+  }
+  try {
+    if (json !== undefined) nc.publish(`berth.json.${subject.slice('berth.'.length)}`, json, { headers: h });
+  } catch {
+    // a closed connection: the store above fails and says so
+  }
+  return stored;
+}
+
 export async function publishEnvelope(nc: NatsConnection, e: Envelope, node?: string): Promise<number> {
   const h = headers();
   if (node) h.set(H.node, node);
   try {
-    return await storeMessage(nc, eventSubject(e.namespace, e.topic), encodeEnvelope(e), h);
+    return await storeEvent(nc, eventSubject(e.namespace, e.topic), encodeEnvelope(e), h);
   } catch (err) {
     throw new BerthError(Code.Unavailable, `publishing event ${e.topic}: ${(err as Error).message}`);
   }

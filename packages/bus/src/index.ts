@@ -13,6 +13,7 @@ export * from './topics.js';
 export * from './leases.js';
 export * from './outbox.js';
 export * from './json.js';
+export { envelopeJson } from './eventjson.js';
 export * from './gc.js';
 export * from './changes.js';
 // for the process runner (@berth/kit), which speaks to the API only through the bus

@@ -11,7 +11,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { toAny, warmCodecs } from '@berth/api';
 import type { Store, Txn } from '@berth/store';
-import { encodeEnvelope, envelopeType, nowEnvelope, storeMessage, type Envelope } from './events.js';
+import { encodeEnvelope, envelopeType, nowEnvelope, storeEvent, type Envelope } from './events.js';
 import { H, headers } from './headers.js';
 import { eventSubject } from './subjects.js';
 import { eventTypes, type Topic } from './topics.js';
@@ -198,7 +198,7 @@ export class Outbox implements EventSink {
           h.set(H.node, this.o.node);
           // JetStream drops a second copy with the same id (a publish whose ack was lost)
           h.set('Nats-Msg-Id', `${this.o.service}.${this.o.node}.${k.slice(outboxPrefix.length)}`);
-          return storeMessage(this.nc, e.s, Buffer.from(e.d, 'base64'), h);
+          return storeEvent(this.nc, e.s, Buffer.from(e.d, 'base64'), h);
         }),
       );
       const done = batch.filter((_, i) => results[i]!.status === 'fulfilled').map(([k]) => ({ type: 'del' as const, key: k }));

@@ -81,7 +81,7 @@ export function permissionsFor(p: Principal, node: string): Permissions {
     case 'subscriber':
       return {
         publish: { allow: readHistory },
-        // a queue subscription in the events service's mirror group would steal its work
+        // (berth-json: the queue group of an earlier events service's JSON mirror, never to be joined)
         // berth.progress.>: a pull's per-layer progress (the images service's Transfer API)
         subscribe: { allow: ['berth.events.>', 'berth.json.events.>', 'berth.gc.>', 'berth.progress.>', inbox], deny: ['> berth-json'] },
       };
@@ -98,8 +98,9 @@ export function permissionsFor(p: Principal, node: string): Permissions {
     case 'events': {
       const perms: Permissions = {
         // services call each other (content asks leases, namespaces asks everyone) and publish
-        // their own events into the stream (a JetStream publish is a request on the subject)
-        publish: { allow: [callServices, '_INBOX.>', 'berth.events.>', '$JS.API.INFO', `$JS.API.STREAM.INFO.${eventStream}`] },
+        // their own events into the stream (a JetStream publish is a request on the subject),
+        // each with its JSON form (@berth/bus storeEvent)
+        publish: { allow: [callServices, '_INBOX.>', 'berth.events.>', 'berth.json.events.>', '$JS.API.INFO', `$JS.API.STREAM.INFO.${eventStream}`] },
         subscribe: { allow: [`berth.${node}.${p.name}.v1.>`, inbox, ...micro(`berth-${p.name}`)] },
         allow_responses: true,
       };
@@ -110,8 +111,8 @@ export function permissionsFor(p: Principal, node: string): Permissions {
       // a pull publishes its progress on a subject of its own (berth.progress.<node>.<pull id>)
       if (p.name === 'images') perms.publish.allow.push(`berth.progress.${node}.>`);
       if (p.role === 'events') {
-        // the events path: relays, mirrors as JSON, keeps the stream and reads it for Replay
-        perms.publish.allow = [...new Set([...perms.publish.allow, 'berth.json.events.>', `$JS.API.STREAM.*.${eventStream}`, `$JS.API.STREAM.MSG.*.${eventStream}`, ...readHistory, `$JS.API.CONSUMER.DELETE.${eventStream}.*`])];
+        // the events path: relays, keeps the stream and reads it for Replay
+        perms.publish.allow = [...new Set([...perms.publish.allow, `$JS.API.STREAM.*.${eventStream}`, `$JS.API.STREAM.MSG.*.${eventStream}`, ...readHistory, `$JS.API.CONSUMER.DELETE.${eventStream}.*`])];
         perms.subscribe.allow.push('berth.events.>');
       }
       return perms;

@@ -9,7 +9,7 @@ import { startNatsServer, type NatsServer } from '@berth/natsd';
 import { fromAny, toAny } from '@berth/api';
 import { decodeEnvelope, encodeEnvelope, ensureEventStream, envelope, publishEnvelope, subjectFor } from '@berth/bus';
 import { Code, type BerthError } from '@berth/errdefs';
-import { envelopeJson } from './json.js';
+import { envelopeJson } from '@berth/bus';
 import { Events } from './local.js';
 import { validateTopic } from './validate.js';
 

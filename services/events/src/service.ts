@@ -1,5 +1,5 @@
-// The events service on the bus: containerd's Events API and Berth's Replay, plus the JSON
-// mirror of every event on `berth.json.events.<namespace>.<topic>`.
+// The events service on the bus: containerd's Events API and Berth's Replay. (The JSON form of
+// each event is published beside it by whoever stores it: @berth/bus storeEvent.)
 import { service as grpcService, type Any } from '@berth/api';
 import { BusServer, durationNs, ensureEventStream, type CallContext, type StreamContext } from '@berth/bus';
 import type { ServiceEnv, Stop } from '@berth/kit';
@@ -8,8 +8,6 @@ import type { PublishRequest__Output } from '@berth/api/types/containerd/service
 import type { SubscribeRequest__Output } from '@berth/api/types/containerd/services/events/v1/SubscribeRequest.js';
 import type { ReplayRequest__Output } from '@berth/api/types/berth/events/v1/ReplayRequest.js';
 import type { Envelope } from '@berth/bus';
-import type { Msg } from '@nats-io/nats-core';
-import { envelopeJson } from './json.js';
 import { Events } from './local.js';
 
 export const plugins = [
@@ -37,28 +35,7 @@ export async function start(env: ServiceEnv): Promise<Stop> {
       events.replay({ filters: req.filters, since_seq: Number(req.since_seq), since_time: req.since_time as never, follow: req.follow }, ctx.signal, send),
     Info: () => events.info(),
   });
-  // one replica mirrors each event as JSON (queue group), for subscribers without protobuf. The
-  // conversion waits until the socket's batch of messages is handled, so it is never ahead of
-  // a Publish's ack or a subscriber's delivery; events keep their order.
-  const toMirror: Msg[] = [];
-  const mirrorAll = () => {
-    for (const msg of toMirror.splice(0)) {
-      try {
-        env.nc.publish(`berth.json.${msg.subject.slice('berth.'.length)}`, envelopeJson(msg.data), { headers: msg.headers });
-      } catch {
-        // not an envelope: nothing to mirror
-      }
-    }
-  };
-  const mirror = env.nc.subscribe('berth.events.>', {
-    queue: 'berth-json',
-    callback: (err, msg) => {
-      if (err) return;
-      if (toMirror.push(msg) === 1) setImmediate(mirrorAll);
-    },
-  });
   return async () => {
-    mirror.unsubscribe();
     await bus.stop();
   };
 }

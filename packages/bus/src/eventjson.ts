@@ -1,4 +1,5 @@
-// Events as JSON for subscribers that do not speak protobuf: protobuf's canonical JSON mapping
+// Events as JSON for subscribers that do not speak protobuf (berth.json.events.<ns>.<topic>,
+// published beside each event by whoever stores it: events.ts storeEvent): protobuf's canonical JSON mapping
 // (RFC 3339 timestamps, base64 bytes, 64-bit integers as strings, enum names, Any expanded with
 // its `@type`), keeping the proto field names (the mapping's `preserving_proto_field_name`).
 import protobuf from 'protobufjs';
