@@ -115,6 +115,16 @@ for (const kind of ['stock', 'berth'] as const) {
       assert.equal((await C('containers', 'ls', '-q')).stdout.includes('r2'), false, 'run --rm removed the container');
     });
 
+    test('run --rm of one id again and again: each create waits for the last shim to let go, none fails', async (t) => {
+      if (!registryUp) return t.skip('no local registry');
+      for (let i = 0; i < 8; i++) {
+        const r = await C('run', '--rm', BB, 'again', 'echo', `round-${i}`);
+        assert.equal(r.code, 0, `round ${i}: ${r.stderr}`);
+        assert.equal(r.stdout, `round-${i}\n`);
+      }
+      assert.equal((await C('tasks', 'ls', '-q')).stdout.includes('again'), false);
+    });
+
     test('run --rm -t: a terminal', async (t) => {
       if (!registryUp) return t.skip('no local registry');
       const r = await run('script', ['-qc', `ctr --address ${stack.sock} -n ${ns} run --rm -t ${BB} r3 sh -c 'tty; stty size'`, '/dev/null']);

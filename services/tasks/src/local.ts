@@ -93,6 +93,8 @@ function tsKey(t: Timestamp | null | undefined): string {
 export class Tasks {
   private readonly tasks = new Map<string, ShimTask>();
   private readonly creating = new Set<string>();
+  /** shims of deleted tasks still shutting down: a create of the same id waits for its own */
+  private readonly ending = new Map<string, Promise<void>>();
   /** containers known to exist (see get), oldest first */
   private readonly known = new Map<string, true>();
   /** container deletes heard so far: a lookup that overlapped one does not mark its container known */
@@ -198,6 +200,7 @@ export class Tasks {
     if (this.tasks.has(k) || this.creating.has(k)) throw alreadyExists(`task ${id}`);
     this.creating.add(k);
     try {
+      await this.ending.get(k);
       const choice = chooseRuntime(runtime, this.o.runtimes, !!this.o.host);
       const info: BundleInfo = { namespace: ns, id, kind: choice.kind, binary: choice.binary, runtime };
       const mounts = r.rootfs?.length ? r.rootfs : container.snapshot_key ? await this.o.peers.mounts(ns, container.snapshotter, container.snapshot_key) : [];
@@ -298,16 +301,28 @@ export class Tasks {
         throw e;
       }
     }
-    // independent of each other: the shim lets go of the container while its bundle and record go
+    // independent of each other: the shim lets go of the container while its bundle and record
+    // go. The answer does not wait for the shim's Shutdown (a round trip of 3-5 ms to a host busy
+    // with the container's last events and unmount): a create of the same id waits for it instead
+    const k = this.k(ns, id);
+    const ending = t
+      .call('Shutdown', { id, now: false }, { timeoutMs: 3000 })
+      .then(
+        () => undefined,
+        () => undefined,
+      )
+      .finally(() => {
+        t.close();
+        if (this.ending.get(k) === ending) this.ending.delete(k);
+      });
+    this.ending.set(k, ending);
     try {
       await Promise.all([
-        t.call('Shutdown', { id, now: false }, { timeoutMs: 3000 }).catch(() => undefined),
         this.o.bundles.remove(ns, id).catch((e) => this.o.log(`remove bundle ${ns}/${id}: ${(e as Error).message}`)),
         this.o.store.transact([taskKey(ns, id)], async (tx) => tx.del(taskKey(ns, id))),
       ]);
     } finally {
-      t.close();
-      this.tasks.delete(this.k(ns, id));
+      this.tasks.delete(k);
     }
     if (shimErr) throw shimErr;
     return { pid: res!.pid, exit_status: res!.exit_status, exited_at: res!.exited_at };
