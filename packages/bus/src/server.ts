@@ -67,7 +67,7 @@ interface Running {
 }
 
 /** Bytes that are not the message they claim to be are the caller's error, not ours. */
-function decode(c: Codec, data: Uint8Array): any {
+export function decodeMessage(c: Pick<Codec, 'name' | 'decode'>, data: Uint8Array): any {
   try {
     return c.decode(data);
   } catch (e) {
@@ -223,14 +223,14 @@ export class BusServer {
   unary(m: MethodInfo, handler: UnaryHandler): void {
     const req = codec(m.requestType);
     const res = codec(m.responseType);
-    this.raw(m.name, async (data, ctx) => res.encode(await handler(decode(req, data), ctx)), { grpc: m.path });
+    this.raw(m.name, async (data, ctx) => res.encode(await handler(decodeMessage(req, data), ctx)), { grpc: m.path });
   }
 
   serverStream(m: MethodInfo, handler: ServerStreamHandler): void {
     const req = codec(m.requestType);
     const res = codec(m.responseType);
     // a handler may send bytes it already has in wire form (events relay envelopes untouched)
-    this.stream(m, (ch, data, ctx) => handler(decode(req, data), ctx, (r) => ch.send(r instanceof Uint8Array ? r : res.encode(r))));
+    this.stream(m, (ch, data, ctx) => handler(decodeMessage(req, data), ctx, (r) => ch.send(r instanceof Uint8Array ? r : res.encode(r))));
   }
 
   bidi(m: MethodInfo, handler: BidiHandler): void {
@@ -239,7 +239,7 @@ export class BusServer {
     this.stream(m, (ch, _data, ctx) =>
       handler(ctx, {
         recv: async function* () {
-          for await (const b of ch) yield decode(req, b);
+          for await (const b of ch) yield decodeMessage(req, b);
         },
         send: (r) => ch.send(res.encode(r)),
       }),

@@ -25,6 +25,7 @@ export function seedsByPath(): Map<string, Seed> {
   const get = codec(`${containers}.GetContainerRequest`);
   const mounts = codec(`${snapshots}.MountsRequest`);
   const taskGet = codec(`${tasks}.GetRequest`);
+  const taskDelete = codec(`${tasks}.DeleteTaskRequest`);
   // the snapshot is named by the same fields in Prepare, View and Mounts: snapshotter and key
   const mountsOf = (write: Codec) => (body: Buffer) => {
     const r = write.decode(body) as { snapshotter?: string; key?: string };
@@ -50,7 +51,7 @@ export function seedsByPath(): Map<string, Seed> {
       {
         read: `/${tasks}.Tasks/Get`,
         request: (body) => {
-          const id = (codec(`${tasks}.DeleteTaskRequest`).decode(body) as { container_id?: string }).container_id;
+          const id = (taskDelete.decode(body) as { container_id?: string }).container_id;
           return id ? taskGet.encode({ container_id: id }) : undefined;
         },
         refusal: (read) => taskNotFound((taskGet.decode(read) as { container_id: string }).container_id),

@@ -6,8 +6,8 @@ import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
-import { codec, services, service as grpcService, type Codec, type MethodInfo } from '@berth/api';
-import { BusClient, rpcSubject } from '@berth/bus';
+import { codec, services, service as grpcService, type MethodInfo } from '@berth/api';
+import { BusClient, decodeMessage, rpcSubject } from '@berth/bus';
 import { BerthError, Code } from '@berth/errdefs';
 import { parseAll } from '@berth/filters';
 import type { NatsConnection } from '@nats-io/nats-core';
@@ -57,21 +57,12 @@ function own(m: MethodInfo, fn: Handler): grpc.handleUnaryCall<Buffer, Buffer> {
   const res = codec(m.responseType);
   return (call, cb) => {
     Promise.resolve()
-      .then(() => fn(decodeRequest(req, call.request)))
+      .then(() => fn(decodeMessage(req, call.request)))
       .then(
         (r) => cb(null, Buffer.from(res.encode(r))),
         (e) => cb(status(e)),
       );
   };
-}
-
-// bytes that are no request are the caller's error, worded as the bus words it for the services
-function decodeRequest(c: Codec, b: Buffer): any {
-  try {
-    return c.decode(b);
-  } catch (e) {
-    throw new BerthError(Code.InvalidArgument, `malformed ${c.name}: ${(e as Error).message}`);
-  }
 }
 
 export async function startGateway(o: GatewayOptions): Promise<{ server: grpc.Server; cache?: ReadCache; stop(): Promise<void> }> {

@@ -6,8 +6,7 @@
 // with the events service.
 import type * as grpc from '@grpc/grpc-js';
 import { codec, method } from '@berth/api';
-import { LiveEvents, type LiveEventsOptions } from '@berth/bus';
-import { BerthError, Code } from '@berth/errdefs';
+import { decodeMessage, LiveEvents, type LiveEventsOptions } from '@berth/bus';
 import { clientCanceled, status } from './forward.js';
 
 export const subscribePath = '/containerd.services.events.v1.Events/Subscribe';
@@ -28,7 +27,7 @@ export function subscribeHandler(o: LiveEventsOptions): grpc.handleServerStreami
         call.write(Buffer.from(b.buffer, b.byteOffset, b.byteLength), (err?: Error | null) => (err ? reject(err) : resolve()));
       });
     Promise.resolve()
-      .then(() => live.subscribe(decode(request, call.request).filters ?? [], ac.signal, send))
+      .then(() => live.subscribe((decodeMessage(request, call.request) as { filters?: string[] }).filters ?? [], ac.signal, send))
       .then(
         () => {
           if (!call.cancelled) call.end();
@@ -39,13 +38,4 @@ export function subscribeHandler(o: LiveEventsOptions): grpc.handleServerStreami
       )
       .finally(() => call.removeListener('cancelled', onCancel));
   };
-}
-
-// bytes that are no request are the caller's error, worded as the bus words it for the services
-function decode<T>(c: { name: string; decode(b: Uint8Array): T }, b: Buffer): T {
-  try {
-    return c.decode(b);
-  } catch (e) {
-    throw new BerthError(Code.InvalidArgument, `malformed ${c.name}: ${(e as Error).message}`);
-  }
 }

@@ -335,7 +335,7 @@ export class Tasks {
   }
 
   private async state(t: ShimTask, execId = ''): Promise<Process> {
-    if (!execId && t.final) return t.final as Process;
+    if (!execId && t.final) return t.final;
     let s: any;
     try {
       s = await t.call('State', { id: t.id, exec_id: execId }, { timeoutMs: 2000 });

@@ -9,6 +9,7 @@ import { service } from '@berth/api';
 import { BerthError, Code } from '@berth/errdefs';
 import { TtrpcClient, serviceClient, type CallOptions, type TypedClient } from '@berth/ttrpc';
 import type { BundleInfo } from './bundle.js';
+import type { Process } from './local.js';
 
 const taskService = service('containerd.task.v2.Task');
 
@@ -31,7 +32,7 @@ export class ShimTask {
    * The init process's state once it has exited: it no longer changes until the task is deleted,
    * so a Get after the exit (dockerd asks twice, ctr once) needs no round trip to the shim.
    */
-  final?: { id: string; pid: number; status: string; stdin: string; stdout: string; stderr: string; terminal: boolean; exit_status: number; exited_at: unknown };
+  final?: Process;
 
   constructor(
     readonly info: BundleInfo,
