@@ -353,16 +353,35 @@ for (const kind of ['stock', 'berth'] as const) {
     let registryUp = false;
     const ns = `it-recover-${kind}-${process.pid}`;
     const tmp = mkdtempSync('/tmp/berth-tasks-rec-');
+    const faults = join(tmp, 'faults');
     let C: (...args: string[]) => ReturnType<typeof ctr>;
 
     before(async () => {
       const reg = run(join(shared, 'testenv', 'registry.sh'), ['start'], { timeout: 300_000 });
-      stack = await startStack({ config: config(tmp, kind) });
+      stack = await startStack({ config: config(tmp, kind), env: { BERTH_FAULTS_FILE: faults } });
       C = (...args) => ctr(stack.sock, '-n', ns, ...args);
       registryUp = (await reg).code === 0;
       if (registryUp) assert.equal((await C('images', 'pull', '--plain-http', BB)).code, 0);
     });
     after(() => teardown(C, stack, tmp));
+
+    test('the tasks service killed after a delete, before it told the shim host: the restarted service ends that container at the host', async (t) => {
+      if (!registryUp) return t.skip('no local registry');
+      if (kind !== 'berth') return t.skip("the host's registry is Berth's shim's");
+      const registry = join(stack.state, 'shim', 'containers');
+      const served = () => readdirSync(registry).filter((f) => f.endsWith('.json')).map((f) => JSON.parse(readFileSync(join(registry, f), 'utf8')) as { id: string; namespace: string });
+      assert.equal((await C('run', '-d', BB, 'cut1', 'sleep', '300')).code, 0);
+      assert.ok(served().some((r) => r.id === 'cut1' && r.namespace === ns), 'the host serves it');
+      assert.equal((await C('tasks', 'kill', '-s', 'KILL', 'cut1')).code, 0);
+      await until(async () => (await status(stack.sock, ns, 'cut1')) === 'STOPPED', 5000, 'cut1 STOPPED');
+      const before = stack.pid('tasks');
+      writeFileSync(faults, 'tasks-delete-before-shutdown');
+      await C('tasks', 'rm', 'cut1'); // answered or cut off by the crash: the task is gone either way
+      await until(async () => stack.pid('tasks') !== before, 10_000, 'the tasks service restarted');
+      await until(async () => !served().some((r) => r.id === 'cut1' && r.namespace === ns), 10_000, 'the host no longer serves cut1');
+      assert.equal((await C('tasks', 'ls', '-q')).stdout.includes('cut1'), false);
+      assert.equal((await C('containers', 'rm', 'cut1')).code, 0);
+    });
 
     test('the 4 running answer exec, metrics, kill and wait afterwards; the exit meanwhile is reported once, with its status', async (t) => {
       if (!registryUp) return t.skip('no local registry');

@@ -4,7 +4,7 @@
 // service keeps a record per created task (so a task whose bundle vanished, as on a reboot, is
 // still reported exited) and the marks that keep a forwarded event from being published twice.
 import { fromAny, nowTimestamp, type Any, type Timestamp } from '@berth/api';
-import type { Outbox } from '@berth/bus';
+import { faultPoint, type Outbox } from '@berth/bus';
 import { BerthError, Code, alreadyExists, invalidArgument, isCode, taskNotFound, unimplemented } from '@berth/errdefs';
 import { parseAll } from '@berth/filters';
 import { validateIdentifier } from '@berth/identifiers';
@@ -305,8 +305,16 @@ export class Tasks {
     // go. The answer does not wait for the shim's Shutdown (a round trip of 3-5 ms to a host busy
     // with the container's last events and unmount): a create of the same id waits for it instead
     const k = this.k(ns, id);
-    const ending = t
-      .call('Shutdown', { id, now: false }, { timeoutMs: 3000 })
+    const removed = Promise.all([
+      this.o.bundles.remove(ns, id).catch((e) => this.o.log(`remove bundle ${ns}/${id}: ${(e as Error).message}`)),
+      this.o.store.transact([taskKey(ns, id)], async (tx) => tx.del(taskKey(ns, id))),
+    ]);
+    const ending = removed
+      .then(() => {
+        // a crash test's point: the task is gone, its shim not yet told (recover ends such shims)
+        faultPoint('tasks-delete-before-shutdown');
+        return t.call('Shutdown', { id, now: false }, { timeoutMs: 3000 });
+      })
       .then(
         () => undefined,
         () => undefined,
@@ -317,10 +325,7 @@ export class Tasks {
       });
     this.ending.set(k, ending);
     try {
-      await Promise.all([
-        this.o.bundles.remove(ns, id).catch((e) => this.o.log(`remove bundle ${ns}/${id}: ${(e as Error).message}`)),
-        this.o.store.transact([taskKey(ns, id)], async (tx) => tx.del(taskKey(ns, id))),
-      ]);
+      await removed;
     } finally {
       this.tasks.delete(k);
     }
@@ -607,6 +612,7 @@ export class Tasks {
         const t = new ShimTask(info ?? { ...b, kind: 'stock', binary: '', runtime: '' }, this.o.bundles.path(b.namespace, b.id), () => undefined);
         await this.endShim(t).catch((e) => this.o.log(`cleanup of ${b.namespace}/${b.id}: ${(e as Error).message}`));
       }
+      await this.endUnclaimed();
       await this.purgeMarks();
       await pool([...this.tasks.values()], 32, (t) => this.check(t));
     })().catch((e) => this.o.log(`recovery: ${(e as Error).message}`));
@@ -614,6 +620,30 @@ export class Tasks {
   }
 
   /** Marks of containers without a task (late retries after a delete) go. */
+  /**
+   * Containers the shim host serves with neither a task nor a bundle: a task deleted just before a
+   * crash, whose shim was never told to shut down (Delete answers before that Shutdown). Asking
+   * the host to start it again with its bundle's path gives its address back; then it is ended.
+   */
+  private async endUnclaimed(): Promise<void> {
+    for (const key of (await this.o.host?.containers()) ?? []) {
+      const cut = key.indexOf('/');
+      const [ns, id] = [key.slice(0, cut), key.slice(cut + 1)];
+      const k = this.k(ns, id);
+      if (this.tasks.has(k) || this.creating.has(k) || this.o.bundles.exists(ns, id)) continue;
+      this.o.log(`the shim host serves ${key}, which has no task: ending it`);
+      const bundle = this.o.bundles.path(ns, id);
+      const t = new ShimTask({ namespace: ns, id, kind: 'berth', binary: '', runtime: '' }, bundle, () => undefined);
+      try {
+        await t.connect(await this.o.host!.start({ id, namespace: ns, bundle, options: null }));
+        await this.endShim(t);
+      } catch (e) {
+        this.o.log(`ending ${key}: ${(e as Error).message}`);
+        t.close();
+      }
+    }
+  }
+
   private async purgeMarks(): Promise<void> {
     const dels: string[] = [];
     for (const kind of ['exit', 'seen']) {
