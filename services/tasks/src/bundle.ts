@@ -75,27 +75,13 @@ export class Bundles {
     return existsSync(this.path(ns, id));
   }
 
-  /** Every bundle on disk, as namespace and id. */
+  /**
+   * Every bundle on disk, as namespace and id. Bundles and stock work folders whose removal a
+   * crash interrupted (renamed with a leading dot, see remove) go now.
+   */
   list(): { namespace: string; id: string }[] {
-    const out: { namespace: string; id: string }[] = [];
-    let namespaces: string[] = [];
-    try {
-      namespaces = readdirSync(this.state);
-    } catch {
-      return out;
-    }
-    for (const ns of namespaces) {
-      let ids: string[] = [];
-      try {
-        ids = readdirSync(join(this.state, ns));
-      } catch {
-        continue;
-      }
-      // a leading dot: a delete that was interrupted (see remove)
-      for (const id of ids) if (id.startsWith('.')) rmSync(join(this.state, ns, id), { recursive: true, force: true });
-      else out.push({ namespace: ns, id });
-    }
-    return out;
+    sweepEntries(this.root);
+    return sweepEntries(this.state);
   }
 
   /** Unmounts the rootfs (in case the shim could not), then removes bundle and work folder. */
@@ -118,6 +104,26 @@ export class Bundles {
     // start removes leftovers
     void atomicRemove(path).catch(() => undefined);
     if (work) void atomicRemove(work).catch(() => undefined);
+  }
+}
+
+/** The `<namespace>/<id>` entries under dir; those with a leading dot are removed instead. */
+function sweepEntries(dir: string): { namespace: string; id: string }[] {
+  const out: { namespace: string; id: string }[] = [];
+  for (const ns of readdirOr(dir)) {
+    for (const id of readdirOr(join(dir, ns))) {
+      if (id.startsWith('.')) rmSync(join(dir, ns, id), { recursive: true, force: true });
+      else out.push({ namespace: ns, id });
+    }
+  }
+  return out;
+}
+
+function readdirOr(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
   }
 }
 

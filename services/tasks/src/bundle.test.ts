@@ -1,0 +1,50 @@
+// Bundles on disk: a removed bundle is out of the way at once and its files gone soon after; what
+// a crash left half-removed (bundle or stock work folder) goes when the service starts again.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Bundles } from './bundle.js';
+
+const info = (id: string) => ({ namespace: 'ns', id, kind: 'stock' as const, binary: 'containerd-shim-runc-v2', runtime: 'io.containerd.runc.v2' });
+
+async function until(check: () => boolean, ms: number): Promise<boolean> {
+  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 10))) if (check()) return true;
+  return check();
+}
+
+test('remove: the bundle is gone from its place at once, its and the work folder files soon after', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-bundle-'));
+  try {
+    const b = new Bundles(join(dir, 'state'), join(dir, 'work'));
+    b.create(info('c1'), Buffer.from('{}'));
+    writeFileSync(join(dir, 'work', 'ns', 'c1', 'criu.log'), 'x');
+    await b.remove('ns', 'c1');
+    assert.equal(b.exists('ns', 'c1'), false);
+    // the same id can be made again while the old files still go
+    b.create(info('c1'), Buffer.from('{}'));
+    await b.remove('ns', 'c1');
+    assert.ok(await until(() => readdirSync(join(dir, 'state', 'ns')).length === 0 && readdirSync(join(dir, 'work', 'ns')).length === 0, 5000));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('list: the bundles there, and what an interrupted removal left (a leading dot) removed', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-bundle-'));
+  try {
+    const b = new Bundles(join(dir, 'state'), join(dir, 'work'));
+    b.create(info('live'), Buffer.from('{}'));
+    for (const half of [join(dir, 'state', 'ns', '.c1.k2'), join(dir, 'work', 'ns', '.c1.k2')]) {
+      mkdirSync(half, { recursive: true });
+      writeFileSync(join(half, 'left'), 'x');
+    }
+    assert.deepEqual(b.list(), [{ namespace: 'ns', id: 'live' }]);
+    assert.deepEqual(readdirSync(join(dir, 'state', 'ns')), ['live']);
+    assert.deepEqual(readdirSync(join(dir, 'work', 'ns')), ['live']);
+    assert.ok(existsSync(join(dir, 'state', 'ns', 'live', 'config.json')));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
