@@ -1,5 +1,5 @@
 // Bundles on disk: a removed bundle is out of the way at once and its files gone soon after; what
-// a crash left half-removed (bundle or stock work folder) goes when the service starts again.
+// a crash left half-removed is found when the service starts again (a kept bundle's shim is ended).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -31,18 +31,43 @@ test('remove: the bundle is gone from its place at once, its and the work folder
   }
 });
 
-test('list: the bundles there, and what an interrupted removal left (a leading dot) removed', () => {
+test("remove with a release: the bundle moves at once, its files stay until the release (the shim's Shutdown) settles", async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-bundle-'));
+  try {
+    const b = new Bundles(join(dir, 'state'), join(dir, 'work'));
+    b.create(info('c1'), Buffer.from('{}'));
+    writeFileSync(join(dir, 'state', 'ns', 'c1', 'address'), 'unix:///nowhere');
+    let release!: () => void;
+    await b.remove('ns', 'c1', new Promise<void>((r) => (release = r)));
+    assert.equal(b.exists('ns', 'c1'), false);
+    await new Promise((r) => setTimeout(r, 100));
+    const [left, ...more] = b.leftovers();
+    assert.deepEqual(more, []);
+    assert.ok(existsSync(join(left!, 'address')), 'kept until released');
+    assert.equal(b.infoAt(left!)?.id, 'c1');
+    release();
+    assert.ok(await until(() => b.leftovers().length === 0, 5000));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('list: the bundles there; leftovers: what an interrupted removal kept (a leading dot), until discarded', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'berth-bundle-'));
   try {
     const b = new Bundles(join(dir, 'state'), join(dir, 'work'));
     b.create(info('live'), Buffer.from('{}'));
-    for (const half of [join(dir, 'state', 'ns', '.c1.k2'), join(dir, 'work', 'ns', '.c1.k2')]) {
-      mkdirSync(half, { recursive: true });
+    const [halfBundle, halfWork] = [join(dir, 'state', 'ns', '.c1.k2'), join(dir, 'work', 'ns', '.c1.k2')];
+    for (const half of [halfBundle, halfWork]) {
+      mkdirSync(join(half, 'rootfs'), { recursive: true });
       writeFileSync(join(half, 'left'), 'x');
     }
     assert.deepEqual(b.list(), [{ namespace: 'ns', id: 'live' }]);
+    assert.deepEqual(readdirSync(join(dir, 'work', 'ns')), ['live'], 'a work folder left goes at once');
+    assert.deepEqual(b.leftovers(), [halfBundle]);
+    await b.discard(halfBundle);
+    assert.deepEqual(b.leftovers(), []);
     assert.deepEqual(readdirSync(join(dir, 'state', 'ns')), ['live']);
-    assert.deepEqual(readdirSync(join(dir, 'work', 'ns')), ['live']);
     assert.ok(existsSync(join(dir, 'state', 'ns', 'live', 'config.json')));
   } finally {
     rmSync(dir, { recursive: true, force: true });

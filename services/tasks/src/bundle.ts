@@ -64,8 +64,13 @@ export class Bundles {
   }
 
   info(ns: string, id: string): BundleInfo | undefined {
+    return this.infoAt(this.path(ns, id));
+  }
+
+  /** The info of the bundle at path (a live one's or a leftover's). */
+  infoAt(path: string): BundleInfo | undefined {
     try {
-      return JSON.parse(readFileSync(join(this.path(ns, id), 'berth.json'), 'utf8')) as BundleInfo;
+      return JSON.parse(readFileSync(join(path, 'berth.json'), 'utf8')) as BundleInfo;
     } catch {
       return undefined;
     }
@@ -76,16 +81,40 @@ export class Bundles {
   }
 
   /**
-   * Every bundle on disk, as namespace and id. Bundles and stock work folders whose removal a
-   * crash interrupted (renamed with a leading dot, see remove) go now.
+   * Every bundle on disk, as namespace and id. The stock work folders whose removal a crash
+   * interrupted (renamed with a leading dot, see remove) go now; such bundles are `leftovers()`.
    */
   list(): { namespace: string; id: string }[] {
-    sweepEntries(this.root);
-    return sweepEntries(this.state);
+    for (const w of sweepEntries(this.root).hidden) rmSync(w, { recursive: true, force: true });
+    return sweepEntries(this.state).live;
   }
 
-  /** Unmounts the rootfs (in case the shim could not), then removes bundle and work folder. */
-  async remove(ns: string, id: string): Promise<void> {
+  /**
+   * Bundles a delete moved out of the way whose files a crash kept (see remove): their `address`
+   * may still lead to a shim that was never told to shut down. `discard` each after.
+   */
+  leftovers(): string[] {
+    return sweepEntries(this.state).hidden;
+  }
+
+  /** A left-over bundle's files, its rootfs unmounted first (never removed while mounted). */
+  async discard(path: string): Promise<void> {
+    const rootfs = join(path, 'rootfs');
+    if (existsSync(rootfs)) {
+      await unmountAll(rootfs);
+      rmdirSync(rootfs);
+    }
+    await rm(path, { recursive: true, force: true });
+  }
+
+  /**
+   * Unmounts the rootfs (in case the shim could not), then moves the bundle and the work folder
+   * out of their places at once: the id can be used again. Their files go after the call has
+   * answered (their unlinks were a few ms of the event loop per Delete), the bundle's only once
+   * `release` settles: the delete passes its shim's Shutdown, and until that is done the moved
+   * bundle's `address` is how a restarted service finds the shim to end it (`leftovers`).
+   */
+  async remove(ns: string, id: string, release?: Promise<unknown>): Promise<void> {
     const path = this.path(ns, id);
     let work: string | undefined;
     try {
@@ -99,24 +128,24 @@ export class Bundles {
       // never recursive: were anything still mounted, its files must not go
       rmdirSync(rootfs);
     }
-    // the bundle's and the work folder's files go after the call has answered (their unlinks
-    // were a few ms of the event loop per Delete); once renamed they are no live bundle, and a
-    // start removes leftovers
-    void atomicRemove(path).catch(() => undefined);
-    if (work) void atomicRemove(work).catch(() => undefined);
+    const moved = hide(path);
+    if (moved) void (release ?? Promise.resolve()).finally(() => rm(moved, { recursive: true, force: true })).catch(() => undefined);
+    const movedWork = work && hide(work);
+    if (movedWork) void rm(movedWork, { recursive: true, force: true }).catch(() => undefined);
   }
 }
 
-/** The `<namespace>/<id>` entries under dir; those with a leading dot are removed instead. */
-function sweepEntries(dir: string): { namespace: string; id: string }[] {
-  const out: { namespace: string; id: string }[] = [];
+/** The `<namespace>/<id>` entries under dir: as namespace and id, and the paths of those with a leading dot. */
+function sweepEntries(dir: string): { live: { namespace: string; id: string }[]; hidden: string[] } {
+  const live: { namespace: string; id: string }[] = [];
+  const hidden: string[] = [];
   for (const ns of readdirOr(dir)) {
     for (const id of readdirOr(join(dir, ns))) {
-      if (id.startsWith('.')) rmSync(join(dir, ns, id), { recursive: true, force: true });
-      else out.push({ namespace: ns, id });
+      if (id.startsWith('.')) hidden.push(join(dir, ns, id));
+      else live.push({ namespace: ns, id });
     }
   }
-  return out;
+  return { live, hidden };
 }
 
 function readdirOr(dir: string): string[] {
@@ -128,19 +157,19 @@ function readdirOr(dir: string): string[] {
 }
 
 /**
- * Renamed out of the way first (at once), so a half-removed bundle is never taken for a live one
- * and the id can be used again; the returned promise settles when the files are gone.
+ * Renames path out of the way (at once, atomically), so a half-removed bundle is never taken for a
+ * live one and the id can be used again. Returns the new path; undefined when there was nothing.
  */
-function atomicRemove(path: string): Promise<void> {
+function hide(path: string): string | undefined {
   // unique: a delete of the same id may still be removing the last one's files
   const hidden = join(dirname(path), `.${path.slice(dirname(path).length + 1)}.${process.hrtime.bigint().toString(36)}`);
   try {
     renameSync(path, hidden);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return Promise.resolve();
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw e;
   }
-  return rm(hidden, { recursive: true, force: true });
+  return hidden;
 }
 
 /** The spec as the client wrote it; a spec without a root gets containerd's `rootfs`. */

@@ -3,6 +3,8 @@
 // ttrpc. Which shim runs a container is the runtime name's choice (runtimes.ts). The tasks
 // service keeps a record per created task (so a task whose bundle vanished, as on a reboot, is
 // still reported exited) and the marks that keep a forwarded event from being published twice.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { fromAny, nowTimestamp, type Any, type Timestamp } from '@berth/api';
 import { faultPoint, type Outbox } from '@berth/bus';
 import { BerthError, Code, alreadyExists, invalidArgument, isCode, taskNotFound, unimplemented } from '@berth/errdefs';
@@ -305,8 +307,10 @@ export class Tasks {
     // go. The answer does not wait for the shim's Shutdown (a round trip of 3-5 ms to a host busy
     // with the container's last events and unmount): a create of the same id waits for it instead
     const k = this.k(ns, id);
+    let told!: () => void;
+    const shutDown = new Promise<void>((r) => (told = r));
     const removed = Promise.all([
-      this.o.bundles.remove(ns, id).catch((e) => this.o.log(`remove bundle ${ns}/${id}: ${(e as Error).message}`)),
+      this.o.bundles.remove(ns, id, shutDown).catch((e) => this.o.log(`remove bundle ${ns}/${id}: ${(e as Error).message}`)),
       this.o.store.transact([taskKey(ns, id)], async (tx) => tx.del(taskKey(ns, id))),
     ]);
     const ending = removed
@@ -320,6 +324,7 @@ export class Tasks {
         () => undefined,
       )
       .finally(() => {
+        told();
         t.close();
         if (this.ending.get(k) === ending) this.ending.delete(k);
       });
@@ -600,7 +605,9 @@ export class Tasks {
       this.tasks.set(this.k(r.namespace, r.id), t);
     }
     const orphans = this.o.bundles.list().filter((b) => !known.has(this.k(b.namespace, b.id)));
+    const leftovers = this.o.bundles.leftovers();
     const sweep = (async () => {
+      for (const path of leftovers) await this.endLeftover(path);
       for (const r of vanished) {
         this.o.log(`task ${r.namespace}/${r.id}: bundle gone (reboot?): reported exited`);
         await this.reportGone(r.namespace, r.id, undefined);
@@ -619,11 +626,27 @@ export class Tasks {
     return { served: this.tasks.size, sweep };
   }
 
-  /** Marks of containers without a task (late retries after a delete) go. */
   /**
-   * Containers the shim host serves with neither a task nor a bundle: a task deleted just before a
-   * crash, whose shim was never told to shut down (Delete answers before that Shutdown). Asking
-   * the host to start it again with its bundle's path gives its address back; then it is ended.
+   * A bundle a delete moved away whose files a crash kept: killed after the task's record went but
+   * before its shim was told to shut down (Delete answers before that). Its `address` still leads
+   * to that shim, stock or the host's; it is told now, then the files go.
+   */
+  private async endLeftover(path: string): Promise<void> {
+    const info = this.o.bundles.infoAt(path);
+    if (info && existsSync(join(path, 'address'))) {
+      this.o.log(`a deleted task's bundle is left (${info.namespace}/${info.id}): ending its shim`);
+      const t = new ShimTask(info, path, () => undefined);
+      t.deleting = true;
+      await t.call('Shutdown', { id: info.id, now: false }, { timeoutMs: 3000 }).catch(() => undefined);
+      t.close();
+    }
+    await this.o.bundles.discard(path).catch((e) => this.o.log(`remove ${path}: ${(e as Error).message}`));
+  }
+
+  /**
+   * Containers the shim host serves with neither a task nor a bundle, left or live: one whose
+   * Shutdown failed (the host was busy past the timeout) or was cut off another way. Asking the
+   * host to start it again with its bundle's path gives its address back; then it is ended.
    */
   private async endUnclaimed(): Promise<void> {
     for (const key of (await this.o.host?.containers()) ?? []) {
@@ -644,6 +667,7 @@ export class Tasks {
     }
   }
 
+  /** Marks of containers without a task (late retries after a delete) go. */
   private async purgeMarks(): Promise<void> {
     const dels: string[] = [];
     for (const kind of ['exit', 'seen']) {
