@@ -303,9 +303,10 @@ export class Tasks {
         throw e;
       }
     }
-    // independent of each other: the shim lets go of the container while its bundle and record
-    // go. The answer does not wait for the shim's Shutdown (a round trip of 3-5 ms to a host busy
-    // with the container's last events and unmount): a create of the same id waits for it instead
+    // the bundle moves away and the record goes together. The answer does not wait for the shim's
+    // Shutdown (a round trip of 3-5 ms to a host busy with the container's last events and
+    // unmount): a create of the same id waits for it instead, and the moved bundle keeps its files
+    // (its `address`) until the shim is told, so a crash in between leaves the way to it
     const k = this.k(ns, id);
     let told!: () => void;
     const shutDown = new Promise<void>((r) => (told = r));
