@@ -9,15 +9,23 @@ import { Bundles } from './bundle.js';
 
 const info = (id: string) => ({ namespace: 'ns', id, kind: 'stock' as const, binary: 'containerd-shim-runc-v2', runtime: 'io.containerd.runc.v2' });
 
+/** A Bundles in a fresh folder, removed afterwards. */
+async function withBundles(fn: (b: Bundles, dir: string) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-bundle-'));
+  try {
+    await fn(new Bundles(join(dir, 'state'), join(dir, 'work')), dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 async function until(check: () => boolean, ms: number): Promise<boolean> {
   for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 10))) if (check()) return true;
   return check();
 }
 
-test('remove: the bundle is gone from its place at once, its and the work folder files soon after', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'berth-bundle-'));
-  try {
-    const b = new Bundles(join(dir, 'state'), join(dir, 'work'));
+test('remove: the bundle is gone from its place at once, its and the work folder files soon after', () =>
+  withBundles(async (b, dir) => {
     b.create(info('c1'), Buffer.from('{}'));
     writeFileSync(join(dir, 'work', 'ns', 'c1', 'criu.log'), 'x');
     await b.remove('ns', 'c1');
@@ -26,15 +34,10 @@ test('remove: the bundle is gone from its place at once, its and the work folder
     b.create(info('c1'), Buffer.from('{}'));
     await b.remove('ns', 'c1');
     assert.ok(await until(() => readdirSync(join(dir, 'state', 'ns')).length === 0 && readdirSync(join(dir, 'work', 'ns')).length === 0, 5000));
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+  }));
 
-test("remove with a release: the bundle moves at once, its files stay until the release (the shim's Shutdown) settles", async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'berth-bundle-'));
-  try {
-    const b = new Bundles(join(dir, 'state'), join(dir, 'work'));
+test("remove with a release: the bundle moves at once, its files stay until the release (the shim's Shutdown) settles", () =>
+  withBundles(async (b, dir) => {
     b.create(info('c1'), Buffer.from('{}'));
     writeFileSync(join(dir, 'state', 'ns', 'c1', 'address'), 'unix:///nowhere');
     let release!: () => void;
@@ -47,15 +50,10 @@ test("remove with a release: the bundle moves at once, its files stay until the 
     assert.equal(b.infoAt(left!)?.id, 'c1');
     release();
     assert.ok(await until(() => b.leftovers().length === 0, 5000));
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+  }));
 
-test('list: the bundles there; leftovers: what an interrupted removal kept (a leading dot), until discarded', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'berth-bundle-'));
-  try {
-    const b = new Bundles(join(dir, 'state'), join(dir, 'work'));
+test('list: the bundles there; leftovers: what an interrupted removal kept (a leading dot), until discarded', () =>
+  withBundles(async (b, dir) => {
     b.create(info('live'), Buffer.from('{}'));
     const [halfBundle, halfWork] = [join(dir, 'state', 'ns', '.c1.k2'), join(dir, 'work', 'ns', '.c1.k2')];
     for (const half of [halfBundle, halfWork]) {
@@ -69,7 +67,4 @@ test('list: the bundles there; leftovers: what an interrupted removal kept (a le
     assert.deepEqual(b.leftovers(), []);
     assert.deepEqual(readdirSync(join(dir, 'state', 'ns')), ['live']);
     assert.ok(existsSync(join(dir, 'state', 'ns', 'live', 'config.json')));
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+  }));
