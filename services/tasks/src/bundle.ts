@@ -85,8 +85,8 @@ export class Bundles {
    * interrupted (renamed with a leading dot, see remove) go now; such bundles are `leftovers()`.
    */
   list(): { namespace: string; id: string }[] {
-    for (const w of sweepEntries(this.root).hidden) rmSync(w, { recursive: true, force: true });
-    return sweepEntries(this.state).live;
+    for (const w of entriesUnder(this.root).hidden) rmSync(w, { recursive: true, force: true });
+    return entriesUnder(this.state).live;
   }
 
   /**
@@ -94,7 +94,7 @@ export class Bundles {
    * may still lead to a shim that was never told to shut down. `discard` each after.
    */
   leftovers(): string[] {
-    return sweepEntries(this.state).hidden;
+    return entriesUnder(this.state).hidden;
   }
 
   /** A left-over bundle's files, its rootfs unmounted first (never removed while mounted). */
@@ -136,7 +136,7 @@ export class Bundles {
 }
 
 /** The `<namespace>/<id>` entries under dir: as namespace and id, and the paths of those with a leading dot. */
-function sweepEntries(dir: string): { live: { namespace: string; id: string }[]; hidden: string[] } {
+function entriesUnder(dir: string): { live: { namespace: string; id: string }[]; hidden: string[] } {
   const live: { namespace: string; id: string }[] = [];
   const hidden: string[] = [];
   for (const ns of readdirOr(dir)) {
