@@ -387,6 +387,13 @@ for (const kind of ['stock', 'berth'] as const) {
       const left = readdirSync(join(stack.state, 'tasks', ns)).filter((n) => n.includes('cut1'));
       assert.deepEqual(left, [], 'no bundle left');
       assert.equal((await C('tasks', 'ls', '-q')).stdout.includes('cut1'), false);
+      // the id serves again: a new task of the container runs, and the old shim's end is not its
+      assert.equal((await C('tasks', 'start', '-d', 'cut1')).code, 0);
+      await sleep(500);
+      assert.equal(await status(stack.sock, ns, 'cut1'), 'RUNNING');
+      assert.equal((await C('tasks', 'kill', '-s', 'KILL', 'cut1')).code, 0);
+      await until(async () => (await status(stack.sock, ns, 'cut1')) === 'STOPPED', 5000, 'the new cut1 STOPPED');
+      assert.equal((await C('tasks', 'rm', 'cut1')).code, 0);
       assert.equal((await C('containers', 'rm', 'cut1')).code, 0);
     });
 

@@ -606,9 +606,9 @@ export class Tasks {
       this.tasks.set(this.k(r.namespace, r.id), t);
     }
     const orphans = this.o.bundles.list().filter((b) => !known.has(this.k(b.namespace, b.id)));
-    const leftovers = this.o.bundles.leftovers();
+    const leftovers = this.o.bundles.leftovers().map((path) => ({ path, ended: this.endingOf(path) }));
     const sweep = (async () => {
-      for (const path of leftovers) await this.endLeftover(path);
+      for (const l of leftovers) await this.endLeftover(l.path).finally(l.ended);
       for (const r of vanished) {
         this.o.log(`task ${r.namespace}/${r.id}: bundle gone (reboot?): reported exited`);
         await this.reportGone(r.namespace, r.id, undefined);
@@ -625,6 +625,24 @@ export class Tasks {
       await pool([...this.tasks.values()], 32, (t) => this.check(t));
     })().catch((e) => this.o.log(`recovery: ${(e as Error).message}`));
     return { served: this.tasks.size, sweep };
+  }
+
+  /**
+   * A create of a leftover's id waits until that leftover's shim is told (as one after a Delete
+   * waits for its Shutdown): the new task may get the same socket, which the old Shutdown would
+   * otherwise end under it. Returns what marks it told.
+   */
+  private endingOf(path: string): () => void {
+    const info = this.o.bundles.infoAt(path);
+    if (!info) return () => undefined;
+    const k = this.k(info.namespace, info.id);
+    let told!: () => void;
+    const ending = new Promise<void>((r) => (told = r));
+    this.ending.set(k, ending);
+    return () => {
+      told();
+      if (this.ending.get(k) === ending) this.ending.delete(k);
+    };
   }
 
   /**
