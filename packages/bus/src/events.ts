@@ -126,7 +126,6 @@ export function storeMessage(nc: NatsConnection, subject: string, data: Uint8Arr
   });
 }
 
-/** Publishes an event and waits until the history stored it; `node` says where it happened. */
 /**
  * Stores an encoded event envelope in the stream (storeMessage) and, in the same write, publishes
  * its JSON form on `berth.json.<subject>` for subscribers without protobuf. Whoever stores an
@@ -151,6 +150,7 @@ export function storeEvent(nc: NatsConnection, subject: string, data: Uint8Array
   return stored;
 }
 
+/** Publishes an event and waits until the history stored it; `node` says where it happened. */
 export async function publishEnvelope(nc: NatsConnection, e: Envelope, node?: string): Promise<number> {
   const h = headers();
   if (node) h.set(H.node, node);

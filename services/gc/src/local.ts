@@ -1,7 +1,8 @@
 // One collection across the node's services (the protocol: @berth/bus gc.ts): enter epoch E
 // everywhere (writes wait, records come back), mark, sweep exactly what E left unreferenced, then
-// release (a service with nothing to sweep as soon as the mark is done). Any service that does not answer its enter makes the collection skip. No NATS here:
-// the services are reached through `Peer`.
+// release (a service with nothing to sweep as soon as the mark is done). Any service that does
+// not answer its enter makes the collection skip. No NATS here: the services are reached through
+// `Peer`.
 import { randomBytes } from 'node:crypto';
 import { gcEnterMethod, gcReleaseMethod, gcServices, gcSweepMethod, type GcRecords, type GcSweep, type GcSwept } from '@berth/bus';
 import { BerthError, Code, toBerthError } from '@berth/errdefs';

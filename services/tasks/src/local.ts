@@ -95,7 +95,7 @@ function tsKey(t: Timestamp | null | undefined): string {
 export class Tasks {
   private readonly tasks = new Map<string, ShimTask>();
   private readonly creating = new Set<string>();
-  /** shims of deleted tasks still shutting down: a create of the same id waits for its own */
+  /** shims of deleted tasks still shutting down (markEnding): a create of the same id waits for its own */
   private readonly ending = new Map<string, Promise<void>>();
   /** containers known to exist (see get), oldest first */
   private readonly known = new Map<string, true>();
@@ -308,13 +308,12 @@ export class Tasks {
     // unmount): a create of the same id waits for it instead, and the moved bundle keeps its files
     // (its `address`) until the shim is told, so a crash in between leaves the way to it
     const k = this.k(ns, id);
-    let told!: () => void;
-    const shutDown = new Promise<void>((r) => (told = r));
+    const shutdown = this.markEnding(k);
     const removed = Promise.all([
-      this.o.bundles.remove(ns, id, shutDown).catch((e) => this.o.log(`remove bundle ${ns}/${id}: ${(e as Error).message}`)),
+      this.o.bundles.remove(ns, id, shutdown.ended).catch((e) => this.o.log(`remove bundle ${ns}/${id}: ${(e as Error).message}`)),
       this.o.store.transact([taskKey(ns, id)], async (tx) => tx.del(taskKey(ns, id))),
     ]);
-    const ending = removed
+    void removed
       .then(() => {
         // a crash test's point: the task is gone, its shim not yet told (recover ends such shims)
         faultPoint('tasks-delete-before-shutdown');
@@ -325,11 +324,9 @@ export class Tasks {
         () => undefined,
       )
       .finally(() => {
-        told();
         t.close();
-        if (this.ending.get(k) === ending) this.ending.delete(k);
+        shutdown.done();
       });
-    this.ending.set(k, ending);
     try {
       await removed;
     } finally {
@@ -606,9 +603,14 @@ export class Tasks {
       this.tasks.set(this.k(r.namespace, r.id), t);
     }
     const orphans = this.o.bundles.list().filter((b) => !known.has(this.k(b.namespace, b.id)));
-    const leftovers = this.o.bundles.leftovers().map((path) => ({ path, ended: this.endingOf(path) }));
+    // a create of a leftover's id waits until its shim is told: the new task may get the same
+    // socket, which that late Shutdown would end under it
+    const leftovers = this.o.bundles.leftovers().map((path) => {
+      const info = this.o.bundles.infoAt(path);
+      return { path, info, ending: info && this.markEnding(this.k(info.namespace, info.id)) };
+    });
     const sweep = (async () => {
-      for (const l of leftovers) await this.endLeftover(l.path).finally(l.ended);
+      for (const l of leftovers) await this.endLeftover(l.path, l.info).finally(() => l.ending?.done());
       for (const r of vanished) {
         this.o.log(`task ${r.namespace}/${r.id}: bundle gone (reboot?): reported exited`);
         await this.reportGone(r.namespace, r.id, undefined);
@@ -628,20 +630,19 @@ export class Tasks {
   }
 
   /**
-   * A create of a leftover's id waits until that leftover's shim is told (as one after a Delete
-   * waits for its Shutdown): the new task may get the same socket, which the old Shutdown would
-   * otherwise end under it. Returns what marks it told.
+   * Marks a task's shim as ending (`k`: its namespace and id): a create of that id waits for
+   * `done()`, and so may whatever waits for `ended` (a deleted bundle's files).
    */
-  private endingOf(path: string): () => void {
-    const info = this.o.bundles.infoAt(path);
-    if (!info) return () => undefined;
-    const k = this.k(info.namespace, info.id);
-    let told!: () => void;
-    const ending = new Promise<void>((r) => (told = r));
-    this.ending.set(k, ending);
-    return () => {
-      told();
-      if (this.ending.get(k) === ending) this.ending.delete(k);
+  private markEnding(k: string): { ended: Promise<void>; done: () => void } {
+    let resolve!: () => void;
+    const ended = new Promise<void>((r) => (resolve = r));
+    this.ending.set(k, ended);
+    return {
+      ended,
+      done: () => {
+        resolve();
+        if (this.ending.get(k) === ended) this.ending.delete(k);
+      },
     };
   }
 
@@ -650,8 +651,7 @@ export class Tasks {
    * before its shim was told to shut down (Delete answers before that). Its `address` still leads
    * to that shim, stock or the host's; it is told now, then the files go.
    */
-  private async endLeftover(path: string): Promise<void> {
-    const info = this.o.bundles.infoAt(path);
+  private async endLeftover(path: string, info: BundleInfo | undefined): Promise<void> {
     if (info && existsSync(join(path, 'address'))) {
       this.o.log(`a deleted task's bundle is left (${info.namespace}/${info.id}): ending its shim`);
       const t = new ShimTask(info, path, () => undefined);
