@@ -6,7 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { contentSet, ctr, natsWith, run, shared, sleep, startReference, startStack, until, type Reference, type Run, type Stack } from './harness.js';
 import { metadata, unary, writeBlob, type GrpcError } from './grpc.js';
@@ -101,6 +101,34 @@ describe('garbage collection', () => {
     assert.equal(rm.code, 0, rm.stderr);
     // no waiting: the delete returned after the collection
     assert.equal((await ctr(stack.sock, '-n', n, 'content', 'ls', '-q')).stdout.trim(), '');
+  });
+
+  test('a blob file whose last record is deleted goes at the next collection; collections with no content write since leave the files unlisted', async () => {
+    const n = `${ns}-files`;
+    assert.equal((await ctr(stack.sock, '-n', n, 'leases', 'create', '--id', 'keep')).code, 0);
+    const blob = randomBytes(2048);
+    const digest = sha(blob);
+    const file = join(stack.root, 'content', 'blobs', 'sha256', digest.slice(7));
+    assert.equal(await writeBlob(stack.sock, metadata(n, 'keep'), 'f1', blob, digest), 'ok');
+    const swept = async () => {
+      const seen = collected.length;
+      const stats = await collect(stack.sock);
+      await until(async () => collected.slice(seen).some((c) => c.epoch === stats.epoch), 5000, 'the figures of that collection');
+      return collected.find((c) => c.epoch === stats.epoch)!.swept as string[];
+    };
+    await swept(); // whatever earlier tests left
+    assert.deepEqual(await swept(), [], 'nothing unreferenced, no content write since the last sweep: no sweep asked');
+    assert.ok(existsSync(file));
+    // the lease still names the digest, but no record does: the file has no name left
+    const seen = collected.length;
+    const rm = await ctr(stack.sock, '-n', n, 'content', 'rm', digest);
+    assert.equal(rm.code, 0, rm.stderr);
+    // the delete schedules a collection itself (as containerd's does), which asks content to look
+    await collect(stack.sock);
+    await until(async () => collected.slice(seen).some((c) => (c.swept as string[]).includes('content')), 10_000, 'a collection that has content look at its files');
+    assert.equal(existsSync(file), false, 'the file is gone');
+    assert.deepEqual(await swept(), [], 'and once looked at, not again');
+    assert.equal((await ctr(stack.sock, '-n', n, 'leases', 'rm', 'keep')).code, 0);
   });
 
   test('an expired lease is released at the next timed collection, without any deletion', async () => {

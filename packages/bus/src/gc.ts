@@ -83,6 +83,8 @@ export interface BarrierOptions {
   mutated?: (dirty: boolean) => void;
   /** which writes remove references; default: those that emit a delete event */
   dirty?: (ops: readonly BatchOp[]) => boolean;
+  /** told of each committed write's operations (a sweep's own writes excepted) */
+  written?: (ops: readonly BatchOp[]) => void;
 }
 
 const barrierKey = '~gc/barrier';
@@ -161,7 +163,10 @@ export class CollectionBarrier {
       const r = await fn();
       if (sweeping === undefined) {
         const done = ops();
-        if (done.length) this.o.mutated?.((this.o.dirty ?? emitsDelete)(done));
+        if (done.length) {
+          this.o.written?.(done);
+          this.o.mutated?.((this.o.dirty ?? emitsDelete)(done));
+        }
       }
       return r;
     } finally {
@@ -252,6 +257,12 @@ export interface CollectionServe {
   references: () => Promise<GcRecords>;
   /** removes what the collector found unreferenced; only content, snapshot and leases have one */
   sweep?: (req: GcSweep, live: Live) => Promise<GcSwept>;
+  /**
+   * Whether the sweep has work of its own even when nothing was found unreferenced (content: blob
+   * files that no record may name any more); read with the records, so the collector asks for a
+   * sweep only then
+   */
+  untidy?: () => boolean;
 }
 
 /** Answers the collector's GcEnter, GcSweep and GcRelease on `server` (JSON in and out). */
@@ -260,7 +271,7 @@ export function serveCollection(server: BusServer, barrier: CollectionBarrier, o
     const { epoch = '', ttl_ms = 0 } = parseJson<{ epoch?: string; ttl_ms?: number }>(data);
     await barrier.enter(epoch, ttl_ms);
     try {
-      return jsonBytes({ records: await o.references() });
+      return jsonBytes({ records: await o.references(), untidy: o.untidy?.() ?? false });
     } catch (e) {
       barrier.release(epoch);
       throw e;

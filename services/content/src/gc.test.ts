@@ -3,9 +3,16 @@
 // its move into blobs/ and the record that names it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { eventRecorder } from '@berth/bus';
+import { mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CollectionBarrier, eventRecorder } from '@berth/bus';
+import { openStore } from '@berth/store';
+import { BlobStore } from './blobs.js';
 import { digestOf } from './digest.js';
 import { ContentCollector } from './gc.js';
+import { Content } from './local.js';
+import { ContentStore } from './store.js';
 import { fixture } from './testutil.js';
 
 const ctx = { namespace: 'default' };
@@ -48,5 +55,54 @@ test('a file installed by a commit whose record is not written yet stays: its in
     assert.equal((await f.api.info({ digest: d }, ctx)).info.size, data.length);
   } finally {
     await f.done();
+  }
+});
+
+test('files are untidy at start, after a write of a blob or ingest record, or while a sweep left one; tidy after a complete sweep', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-content-tidy-'));
+  const db = await openStore(join(dir, 'meta'));
+  try {
+    // wired as the service wires it: the barrier tells the collector of every committed write
+    let collector!: ContentCollector;
+    const barrier = await CollectionBarrier.open(db, { written: (ops) => collector.noteWrites(ops) });
+    const blobs = await BlobStore.open(dir);
+    const content = new Content(blobs, new ContentStore(barrier.gate(db)), eventRecorder());
+    collector = new ContentCollector(content, eventRecorder());
+    assert.equal(collector.untidy(), true, 'a start may follow a crash that left a file');
+    assert.deepEqual(await collector.sweepFiles(), { removed: 0, bytes: 0 });
+    assert.equal(collector.untidy(), false, 'every file looked at');
+
+    const data = Buffer.from('tidy or not');
+    const d = digestOf('sha256', data);
+    const w = await content.writer(ctx, 'r-tidy', data.length, d);
+    assert.equal(collector.untidy(), true, 'the ingest record was written');
+    await w.write(data);
+    await w.commit(data.length, d);
+    await collector.sweepFiles();
+    assert.equal(collector.untidy(), false);
+    await barrier.gate(db).put('other/key', 1);
+    assert.equal(collector.untidy(), false, 'a write of another record changes no file name');
+    await content.delete(ctx, d);
+    assert.equal(collector.untidy(), true, 'a delete may leave the file without a name');
+    assert.deepEqual(await collector.sweepFiles(), { removed: 1, bytes: data.length });
+    assert.equal(collector.untidy(), false);
+
+    // a file too young for a collector with a grace stays, and so does the need to look again
+    const young = new ContentCollector(content, eventRecorder(), 60_000);
+    await young.sweepFiles();
+    assert.equal(young.untidy(), false);
+    const orphan = Buffer.from('nobody names me');
+    const od = digestOf('sha256', orphan);
+    writeFileSync(blobs.blobPath(od), orphan);
+    young.noteWrites([{ type: 'del', key: 'blob/x' }]);
+    assert.deepEqual(await young.sweepFiles(), { removed: 0, bytes: 0 }, 'too young');
+    assert.equal(young.untidy(), true, 'a file was left undecided');
+    const old = new Date(Date.now() - 120_000);
+    utimesSync(blobs.blobPath(od), old, old);
+    assert.deepEqual(await young.sweepFiles(), { removed: 1, bytes: orphan.length });
+    assert.equal(young.untidy(), false);
+  } finally {
+    await db.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -4,7 +4,7 @@
 // more (containerd's content store cleanup after its metadata sweep).
 import type { EventSink, GcRecords, GcSweep, GcSwept, Live } from '@berth/bus';
 import { BerthError } from '@berth/errdefs';
-import { prefix, unescapePart } from '@berth/store';
+import { prefix, unescapePart, type BatchOp } from '@berth/store';
 import type { Content } from './local.js';
 import { blobKey, ingestKey, op, type BlobRecord, type IngestRecord } from './store.js';
 
@@ -16,10 +16,31 @@ import { blobKey, ingestKey, op, type BlobRecord, type IngestRecord } from './st
  */
 export const fileGrace = 0;
 
+const blobPrefix = prefix('blob');
+const ingestPrefix = prefix('ingest');
 const nsOf = (k: string, from: string) => unescapePart(k.slice(from.length).split('/')[0]!);
 
 export class ContentCollector {
+  /**
+   * Writes of blob or ingest records counted (`changed`), and the count a complete file sweep
+   * started at (`tidyAt`): a blob file can lose its last name only through such a write (a
+   * delete, an abort, a commit that failed after moving its file), or in a crash, hence the
+   * start at 1. While no such write happened since, a collection need not list the files.
+   */
+  private changed = 1;
+  private tidyAt = 0;
+
   constructor(private readonly content: Content, private readonly events: EventSink, private readonly grace = fileGrace) {}
+
+  /** Told of every committed write to the content store but the sweep's own (the barrier's `written`). */
+  noteWrites(ops: readonly BatchOp[]): void {
+    if (ops.some((o) => o.key.startsWith(blobPrefix) || o.key.startsWith(ingestPrefix))) this.changed++;
+  }
+
+  /** Whether some blob file may have no record naming it: the collector then asks for a sweep. */
+  untidy(): boolean {
+    return this.changed > this.tidyAt;
+  }
 
   private get db() {
     return this.content.store.db;
@@ -29,15 +50,13 @@ export class ContentCollector {
   async references(): Promise<GcRecords> {
     const content: NonNullable<GcRecords['content']> = [];
     const ingests: NonNullable<GcRecords['ingests']> = [];
-    const blobs = prefix('blob');
-    for await (const [k, r] of this.db.entries<BlobRecord>(blobs)) {
-      content.push({ ns: nsOf(k, blobs), digest: unescapePart(k.slice(blobs.length).split('/')[1] ?? ''), size: r.size, labels: r.labels ?? {} });
+    for await (const [k, r] of this.db.entries<BlobRecord>(blobPrefix)) {
+      content.push({ ns: nsOf(k, blobPrefix), digest: unescapePart(k.slice(blobPrefix.length).split('/')[1] ?? ''), size: r.size, labels: r.labels ?? {} });
     }
-    const ing = prefix('ingest');
-    for await (const [k, r] of this.db.entries<IngestRecord>(ing)) {
+    for await (const [k, r] of this.db.entries<IngestRecord>(ingestPrefix)) {
       ingests.push({
-        ns: nsOf(k, ing),
-        ref: unescapePart(k.slice(ing.length).split('/')[1] ?? ''),
+        ns: nsOf(k, ingestPrefix),
+        ref: unescapePart(k.slice(ingestPrefix.length).split('/')[1] ?? ''),
         ...(r.expireAt !== undefined ? { expires: r.expireAt } : {}),
         ...(r.expected ? { expected: r.expected } : {}),
       });
@@ -90,9 +109,8 @@ export class ContentCollector {
   /** The digests some namespace has a record of, or an ingest will commit without writing (a shared blob). */
   private async named(): Promise<Set<string>> {
     const out = new Set<string>();
-    const blobs = prefix('blob');
-    for await (const [k] of this.db.entries(blobs)) out.add(unescapePart(k.slice(blobs.length).split('/')[1] ?? ''));
-    for await (const [, r] of this.db.entries<IngestRecord>(prefix('ingest'))) {
+    for await (const [k] of this.db.entries(blobPrefix)) out.add(unescapePart(k.slice(blobPrefix.length).split('/')[1] ?? ''));
+    for await (const [, r] of this.db.entries<IngestRecord>(ingestPrefix)) {
       if (r.expected) out.add(r.expected);
       if (r.committing) out.add(r.committing);
     }
@@ -105,13 +123,26 @@ export class ContentCollector {
    * is a file still unnamed removed.
    */
   async sweepFiles(live: Live = () => true): Promise<{ removed: number; bytes: number }> {
+    const seen = this.changed;
     const named = await this.named();
     const young = Date.now() - this.grace;
     const candidates: { digest: string; size: number }[] = [];
-    for await (const f of this.content.blobs.files()) if (!named.has(f.digest) && f.modified.getTime() < young) candidates.push(f);
-    if (!candidates.length) return { removed: 0, bytes: 0 };
+    let left = false; // a file this sweep did not decide on: the files stay untidy
+    for await (const f of this.content.blobs.files()) {
+      if (named.has(f.digest)) continue;
+      if (f.modified.getTime() < young) candidates.push(f);
+      else left = true;
+    }
+    const tidy = () => {
+      if (!left) this.tidyAt = Math.max(this.tidyAt, seen);
+    };
+    if (!candidates.length) {
+      tidy();
+      return { removed: 0, bytes: 0 };
+    }
     const locks = this.content.blobLocks;
     const held = candidates.filter((c) => !locks.held(c.digest));
+    if (held.length < candidates.length) left = true;
     let release!: () => void;
     const done = new Promise<void>((r) => (release = r));
     // KeyedLock.with takes the keys before its first await: nobody gets between the check and the take
@@ -122,12 +153,16 @@ export class ContentCollector {
     try {
       const again = await this.named();
       for (const c of held) {
-        if (!live()) break;
+        if (!live()) {
+          left = true;
+          break;
+        }
         if (again.has(c.digest)) continue;
         await this.content.blobs.removeBlob(c.digest);
         removed++;
         bytes += c.size;
       }
+      tidy();
     } finally {
       release();
     }

@@ -39,9 +39,10 @@ export async function start(env: ServiceEnv, opts: ContentOptions = {}): Promise
   const policy = env.config.content.sharing_policy;
   if (policy !== 'shared' && policy !== 'isolated') throw new Error(`config: content.sharing_policy must be "shared" or "isolated", not "${policy}"`);
   // the collector's write barrier: record writes wait while it reads the records (@berth/bus gc.ts)
-  const barrier = await collectionBarrier(env.nc, env.node, env.config.services, db);
+  let collector!: ContentCollector;
+  const barrier = await collectionBarrier(env.nc, env.node, env.config.services, db, { written: (ops) => collector.noteWrites(ops) });
   content = new Content(blobs, new ContentStore(barrier.gate(db)), outbox, { ...leases, guard, shared: policy === 'shared', ...opts });
-  const collector = new ContentCollector(content, outbox);
+  collector = new ContentCollector(content, outbox);
   const api = new ContentApi(content);
   changes.reset();
   const bus = await BusServer.start(env.nc, { name: 'content', node: env.node, metadata: { plugins: JSON.stringify(plugins) }, changes, cacheable: ['Info', blobPathMethod] });
@@ -67,7 +68,7 @@ export async function start(env: ServiceEnv, opts: ContentOptions = {}): Promise
     { json: 'true' },
   );
   guard.serve(bus);
-  serveCollection(bus, barrier, { references: () => collector.references(), sweep: (req, live) => collector.sweep(req, live) });
+  serveCollection(bus, barrier, { references: () => collector.references(), sweep: (req, live) => collector.sweep(req, live), untidy: () => collector.untidy() });
   return async () => {
     barrier.stop();
     outbox.stop();

@@ -21,6 +21,8 @@ export interface CollectStats extends Collected {
   marked: number;
   removed: { content: number; blobs: number; ingests: number; snapshots: number; leases: number };
   bytes: number;
+  /** the services asked to sweep */
+  swept: string[];
 }
 
 export interface CollectorOptions {
@@ -59,7 +61,7 @@ export class Collector {
       return Promise.allSettled(services.map((s) => this.call(s, gcReleaseMethod, { epoch }, 2000)));
     };
     let releasing: Promise<unknown> = Promise.resolve();
-    const stats: CollectStats = { epoch, startedAt, durationMs: 0, barrierMs: 0, marked: 0, removed: { content: 0, blobs: 0, ingests: 0, snapshots: 0, leases: 0 }, bytes: 0 };
+    const stats: CollectStats = { epoch, startedAt, durationMs: 0, barrierMs: 0, marked: 0, removed: { content: 0, blobs: 0, ingests: 0, snapshots: 0, leases: 0 }, bytes: 0, swept: [] };
     try {
       const answers = await Promise.allSettled(asked.map((s) => this.call(s, gcEnterMethod, { epoch, ttl_ms: ttl }, Math.max(1000, deadline - Date.now()))));
       const failed = answers.map((a, i) => [asked[i]!, a] as const).filter(([, a]) => a.status === 'rejected');
@@ -68,20 +70,26 @@ export class Collector {
         throw new BerthError(Code.Unavailable, `gc: collection skipped, not every service answered (${why})`);
       }
       const records: GcRecords = {};
-      for (const a of answers) Object.assign(records, ((a as PromiseFulfilledResult<unknown>).value as { records?: GcRecords }).records ?? {});
+      const untidy = new Set<string>();
+      answers.forEach((a, i) => {
+        const v = (a as PromiseFulfilledResult<unknown>).value as { records?: GcRecords; untidy?: boolean };
+        Object.assign(records, v.records ?? {});
+        if (v.untidy) untidy.add(asked[i]!);
+      });
       const m = mark(records, Date.now());
       stats.marked = m.marked.size;
       if (m.nextExpiry !== undefined) stats.nextExpiry = m.nextExpiry;
       const parts = sweepers
         .filter(([s]) => asked.includes(s))
         .map(([s, part]) => [s, part(m.sweep)] as const)
-        // content's sweep also removes the blob files no namespace has once they are past their
-        // grace: asked only when records went, files unrecorded while young would stay for good
-        .filter(([s, part]) => s === 'content' || !isEmpty(part));
+        // a sweep with nothing unreferenced to remove is asked only of a service that says it has
+        // work of its own (content, when blob files may have lost their last record)
+        .filter(([s, part]) => untidy.has(s) || !isEmpty(part));
       // the cut is taken: a service with nothing to sweep is let go now, not after the sweeps. A
       // write there from here on can only reference what a writer already held (reference
       // first), which the cut found referenced and no sweep removes (containers and images are
       // never swept: their writes wait for a collection's read only)
+      stats.swept = parts.map(([s]) => s);
       releasing = release(asked.filter((s) => !parts.some(([p]) => p === s)));
       const swept = await Promise.allSettled(
         parts.map(async ([s, part]) => (await this.call(s, gcSweepMethod, { epoch, deadline, sweep: part }, Math.max(1000, deadline - Date.now() + 1000))) as GcSwept),
