@@ -159,6 +159,38 @@ describe('gateway read cache', { timeout: 300_000 }, () => {
     }
   });
 
+  test("a snapshot's Stat stays kept while other snapshots come and go; its own Update and Remove are seen at once", async () => {
+    const S = (m: string) => `/containerd.services.snapshots.v1.Snapshots/${m}`;
+    await unary(stack.sock, '/containerd.services.leases.v1.Leases/Create', { id: 'rec-keep' }, metadata('rc-rec'));
+    const md = metadata('rc-rec', 'rec-keep');
+    const c = client(stack.sock);
+    const sn = { snapshotter: 'overlayfs' };
+    try {
+      // an image's layer, as a run finds it: committed, and the parent of each run's snapshot
+      await c.call(S('Prepare'), { ...sn, key: 'layer-active', parent: '', labels: {} }, md);
+      await c.call(S('Commit'), { ...sn, name: 'layer', key: 'layer-active', labels: {} }, md);
+      const stat = async () => (await c.call(S('Stat'), { ...sn, key: 'layer' }, md)).info;
+      assert.equal((await stat()).name, 'layer');
+      const s0 = await stats();
+      for (let i = 0; i < 5; i++) {
+        // the path of ctr run: is the layer there, a snapshot on it, and later that one's removal
+        assert.equal((await stat()).kind, 'COMMITTED');
+        await c.call(S('Prepare'), { ...sn, key: `run-${i}`, parent: 'layer', labels: {} }, md);
+        assert.equal((await stat()).name, 'layer');
+        await c.call(S('Remove'), { ...sn, key: `run-${i}` }, md);
+      }
+      const s1 = await stats();
+      assert.equal(s1.misses - s0.misses, 0, 'no Stat of the layer went to the service');
+      assert.ok(s1.hits - s0.hits >= 10, `every Stat a hit (${s1.hits - s0.hits})`);
+      await c.call(S('Update'), { ...sn, info: { name: 'layer', labels: { seen: 'yes' } }, update_mask: { paths: ['labels.seen'] } }, md);
+      assert.equal((await stat()).labels.seen, 'yes', 'its own change is seen at once');
+      await c.call(S('Remove'), { ...sn, key: 'layer' }, md);
+      await assert.rejects(stat(), (e: { code: number }) => e.code === grpc.status.NOT_FOUND);
+    } finally {
+      c.close();
+    }
+  });
+
   /** One Content.Read of a whole blob: its bytes, or the status code it failed with. */
   function read(dg: string, ns: string): Promise<Buffer | number> {
     const RReq = codec('containerd.services.content.v1.ReadContentRequest');

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { MsgHdrsImpl } from '@nats-io/nats-core/internal';
 import { levelStore } from '@berth/store';
-import { ChangeNotices, changesSubject, parseState, stateHeader } from './changes.js';
+import { ChangeNotices, changesSubject, parseNotice, parseState, recordHeader, stateHeader } from './changes.js';
 import { outboxPrefix } from './outbox.js';
 
 /** A connection that records what is published and never changes status. */
@@ -74,13 +74,13 @@ test('a write is announced before it reaches the database and after it ends; a r
 
   const w = store.put('k', { v: 1 });
   await tick();
-  assert.deepEqual(sent, [`${changes.boot}.0`, `${changes.boot}.1`], 'the notice goes before the write is done');
+  assert.deepEqual(sent, [`${changes.boot}.0`, `${changes.boot}.1\0k`], 'the notice goes before the write is done, naming its key');
   assert.equal(waiting.length, 1, 'the write is under way');
   assert.equal(changes.readStart(), -1, 'a read that starts during a write is not kept');
   assert.equal(state(changes, idle).cacheable, false, 'nor one that started before it');
   waiting.shift()!();
   await w;
-  assert.deepEqual(sent.slice(2), [`${changes.boot}.2`]);
+  assert.deepEqual(sent.slice(2), [`${changes.boot}.2\0k`]);
   assert.equal(state(changes, idle).cacheable, false, 'a read the write overlapped is not kept');
   const after = changes.readStart();
   assert.equal(after, 2);
@@ -177,6 +177,63 @@ test("a seed's reply is kept only when its own write was the only one while it r
   assert.equal(stamped(start).cacheable, false, 'a write under way at the reply');
   waiting.shift()!();
   await other;
+});
+
+test('notices name the keys: a begin its write\'s, an end those of every write begun since none was under way; too many keys name none', async () => {
+  const { nc, sent } = fakeNc();
+  const changes = new ChangeNotices(nc, 'n1', 'content');
+  const { db, waiting } = slowDb();
+  const store = await levelStore(db, { watch: changes });
+  const keysOf = (i: number) => parseNotice(sent[i]!).keys;
+  const a = store.batch([
+    { type: 'put', key: 'snap/a', value: 1 },
+    { type: 'del', key: `${outboxPrefix}0001` },
+  ]);
+  await tick();
+  const b = store.put('snap/b', 1);
+  await tick();
+  assert.deepEqual([keysOf(0), keysOf(1)], [['snap/a'], ['snap/b']], 'bookkeeping keys are not named');
+  waiting.shift()!();
+  await a;
+  assert.deepEqual(keysOf(2), ['snap/a', 'snap/b'], 'the end of either write may be either: both named');
+  waiting.shift()!();
+  await b;
+  assert.deepEqual(keysOf(3), ['snap/a', 'snap/b']);
+  // nothing under way any more: the next write's end names its own keys only
+  const c = store.put('snap/c', 1);
+  await tick();
+  waiting.shift()!();
+  await c;
+  assert.deepEqual([keysOf(4), keysOf(5)], [['snap/c'], ['snap/c']]);
+  // a write of many keys is about everything, and so are the ends while it is under way
+  const many = Array.from({ length: 17 }, (_, i) => ({ type: 'put' as const, key: `snap/m${i}`, value: 1 }));
+  const m = store.batch(many);
+  await tick();
+  const d = store.put('snap/d', 1);
+  await tick();
+  waiting.shift()!();
+  await m;
+  assert.deepEqual([keysOf(6), keysOf(7), keysOf(8)], [undefined, ['snap/d'], undefined]);
+  waiting.shift()!();
+  await d;
+  assert.equal(keysOf(9), undefined);
+  changes.touch();
+  assert.equal(keysOf(10), undefined, 'a touch is about everything');
+  assert.deepEqual(parseNotice(sent[10]!).state, { boot: changes.boot, seq: 11, cacheable: false });
+});
+
+test('a cacheable reply names the one record its answer came from; one that is not, none', () => {
+  const { nc } = fakeNc();
+  const changes = new ChangeNotices(nc, 'n1', 'content');
+  const read = (h: unknown) => MsgHdrsImpl.decode((h as { encode(): Uint8Array }).encode());
+  const start = changes.readStart();
+  const kept = read(changes.stamp(start, 'snap/a'));
+  assert.equal(kept.get(recordHeader), 'snap/a');
+  assert.equal(parseState(kept.get(stateHeader))?.cacheable, true);
+  changes.touch();
+  const stale = read(changes.stamp(start, 'snap/a'));
+  assert.equal(stale.get(recordHeader), '', 'not kept: nothing to name');
+  assert.equal(read(changes.stamp(changes.readStart())).get(recordHeader), '', 'no record given');
 });
 
 test('states parse back; malformed ones are none', () => {

@@ -15,6 +15,14 @@
 // nats-server hands one connection's messages to a subscriber's connection in that order. So a
 // reader that takes notices and replies on one connection sees the notice of every change that
 // began before a reply ahead of that reply, and a write's reply after its notices.
+//
+// Per record: a notice also names the store keys it is about (`<boot>.<seq>\0<key>\0<key>...`):
+// a begin its write's keys, an end those of every write begun since none was under way (an end
+// does not know which write it ends). A read whose answer comes from one record alone says
+// which (its handler sets `ctx.readsRecord`; the reply's `berth-record` header), and a reader
+// may then keep that answer across notices about other keys. A notice with no keys (a start, a
+// reconnect, a touch, a write of too many keys) is about everything, and so is any notice after
+// one the reader missed (its number is not the next).
 import { randomBytes } from 'node:crypto';
 import type { MsgHdrs, NatsConnection } from '@nats-io/nats-core';
 import type { WriteWatch } from '@berth/store';
@@ -23,6 +31,11 @@ import { faultPoint, outboxPrefix } from './outbox.js';
 import { token } from './subjects.js';
 
 export const stateHeader = 'berth-state';
+/** On a cacheable reply whose answer comes from one record alone: that record's store key. */
+export const recordHeader = 'berth-record';
+
+/** A notice about more keys than this is about everything: readers keep few copies per write. */
+const maxNoticeKeys = 16;
 
 /** Where a service's change notices go: the gateway subscribes to them, nobody else may publish there. */
 export function changesSubject(node: string, service: string): string {
@@ -44,6 +57,13 @@ export function parseState(v: string | undefined): State | undefined {
   return { boot, seq: n, cacheable: flag === 'c' };
 }
 
+/** A notice's state, and the keys it is about (none: everything). */
+export function parseNotice(v: string): { state?: State; keys?: string[] } {
+  const cut = v.indexOf('\0');
+  if (cut < 0) return { state: parseState(v) };
+  return { state: parseState(v.slice(0, cut)), keys: v.slice(cut + 1).split('\0') };
+}
+
 /** Keys of every service that no read answers from: the event outbox's entries, the collector's barrier record (gc.ts). */
 export const unreadKeys = (k: string): boolean => k.startsWith(outboxPrefix) || k === '~gc/barrier';
 
@@ -52,6 +72,8 @@ export class ChangeNotices implements WriteWatch {
   readonly boot = randomBytes(6).toString('hex');
   private seq = 0;
   private inflight = 0;
+  /** the keys of the writes begun since none was under way; undefined: too many to name */
+  private busy: Set<string> | undefined = new Set();
   private readonly subject: string;
   /**
    * The reply headers of the current state (not cacheable, cacheable), encoded once per state:
@@ -88,9 +110,12 @@ export class ChangeNotices implements WriteWatch {
   }
 
   begin(keys: readonly string[]): boolean {
-    if (keys.every(this.ignore)) return false;
+    const read = keys.filter((k) => !this.ignore(k));
+    if (!read.length) return false;
     this.inflight++;
-    this.move();
+    if (this.busy) for (const k of read) this.busy.add(k);
+    if (this.busy && this.busy.size > maxNoticeKeys) this.busy = undefined;
+    this.move(read.length <= maxNoticeKeys ? read : undefined);
     return true;
   }
 
@@ -98,7 +123,8 @@ export class ChangeNotices implements WriteWatch {
     // a crash test's point: the write is committed, its end not yet announced
     faultPoint('changes:before-end');
     this.inflight--;
-    this.move();
+    this.move(this.busy && [...this.busy]);
+    if (this.inflight === 0) this.busy = new Set();
   }
 
   /** What reads answer from changed outside the store (the tasks service hears of a container's delete). */
@@ -106,15 +132,16 @@ export class ChangeNotices implements WriteWatch {
     this.move();
   }
 
-  private move(): void {
+  /** The next state, announced as about `keys` (none: about everything). */
+  private move(keys?: readonly string[]): void {
     this.seq++;
     this.stamps = [undefined, undefined];
-    this.publish();
+    this.publish(keys);
   }
 
-  private publish(): void {
+  private publish(keys?: readonly string[]): void {
     try {
-      this.nc.publish(this.subject, `${this.boot}.${this.seq}`);
+      this.nc.publish(this.subject, keys?.length ? `${this.boot}.${this.seq}\0${keys.join('\0')}` : `${this.boot}.${this.seq}`);
     } catch {
       // a closed connection: the reply this write would precede cannot leave either
     }
@@ -133,8 +160,8 @@ export class ChangeNotices implements WriteWatch {
    * moved exactly twice since `start` and nothing is under way, i.e. the one write meanwhile was
    * the caller's own (its begin and its end), so its answer is the store's state now.
    */
-  stampWrite(start: number): MsgHdrs {
-    return this.stamp(start >= 0 && this.inflight === 0 && this.seq === start + 2 ? this.seq : -1);
+  stampWrite(start: number, record?: string): MsgHdrs {
+    return this.stamp(start >= 0 && this.inflight === 0 && this.seq === start + 2 ? this.seq : -1, record);
   }
 
   /** The reply's state now: cacheable when it is `start`'s. */
@@ -142,9 +169,15 @@ export class ChangeNotices implements WriteWatch {
     return `${this.boot}.${this.seq}${start === this.seq ? '.c' : ''}`;
   }
 
-  /** The reply's headers, carrying `state(start)`. */
-  stamp(start = -1): MsgHdrs {
+  /** The reply's headers, carrying `state(start)`, and the one `record` a cacheable answer came from. */
+  stamp(start = -1, record?: string): MsgHdrs {
     const i = start === this.seq ? 1 : 0;
+    if (i === 1 && record) {
+      const h = headers();
+      h.set(stateHeader, this.state(start));
+      h.set(recordHeader, record);
+      return h;
+    }
     let h = this.stamps[i];
     if (!h) {
       const real = headers();

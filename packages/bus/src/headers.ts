@@ -48,6 +48,12 @@ export interface CallContext {
    * Only the gateway sets it (gRPC metadata never becomes it).
    */
   container?: string;
+  /**
+   * Set by a read's handler whose answer comes from one record alone: that record's store key,
+   * so the gateway keeps its copy until that record changes, not until any does (changes.ts).
+   * Never sent as a header.
+   */
+  readsRecord?: string;
 }
 
 const contextKeys = [

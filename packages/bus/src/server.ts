@@ -160,7 +160,7 @@ export class BusServer {
       const max = this.nc.info?.max_payload;
       if (max !== undefined && res.length > max) throw tooLarge(msg.subject, res.length, max);
       // the state is read as the reply leaves: no notice can be made between the two
-      msg.respond(res, changes ? { headers: kept === 'seed' ? changes.stampWrite(start) : changes.stamp(start) } : undefined);
+      msg.respond(res, changes ? { headers: kept === 'seed' ? changes.stampWrite(start, ctx.readsRecord) : changes.stamp(start, ctx.readsRecord) } : undefined);
       if (tracing) console.error(`trace ${msg.subject} ${(performance.now() - t0).toFixed(2)} ms at=${(performance.timeOrigin + t0).toFixed(1)}`);
     } catch (err) {
       if (!run.aborted) msg.respondError(...this.status(msg.subject, err));

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Msg, NatsConnection } from '@nats-io/nats-core';
-import { stateHeader, type OnCancel } from '@berth/bus';
+import { recordHeader, stateHeader, type OnCancel } from '@berth/bus';
 import { ReadCache, type ReadCacheOptions } from './readcache.js';
 
 type Cb = (err: Error | null, msg: Msg) => void;
@@ -35,7 +35,8 @@ function fakeNc() {
   };
 }
 
-const reply = (state?: string): Msg => ({ headers: state === undefined ? undefined : { get: (k: string) => (k === stateHeader ? state : '') } }) as unknown as Msg;
+const reply = (state?: string, record?: string): Msg =>
+  ({ headers: state === undefined ? undefined : { get: (k: string) => (k === stateHeader ? state : k === recordHeader ? (record ?? '') : '') } }) as unknown as Msg;
 const noCancel: OnCancel = () => () => undefined;
 const tick = () => new Promise((r) => setImmediate(r));
 
@@ -48,12 +49,12 @@ async function started(f: ReturnType<typeof fakeNc>, o: ReadCacheOptions): Promi
 
 /** A service whose next answers are given by the test: each call takes the next [state, answer]. */
 function service(cache: ReadCache, name = 'content', path = '/x.Content/Info', before?: () => void) {
-  const queue: [string | undefined, string][] = [];
+  const queue: [string | undefined, string, string?][] = [];
   let calls = 0;
   const route = cache.route(name, path, async (_body, _ctx, _c, onReply) => {
     calls++;
-    const [state, answer] = queue.shift()!;
-    onReply?.(reply(state));
+    const [state, answer, record] = queue.shift()!;
+    onReply?.(reply(state, record));
     before?.(); // what arrives after the reply, before the caller gets it
     return new TextEncoder().encode(answer);
   });
@@ -254,5 +255,66 @@ test("a seed's write keeps its marked answer as its read's; a request that canno
   await create(Buffer.from('c2'), { namespace: 'default' }, noCancel);
   get.queue.push(['b1.6.c', 'from the service']);
   assert.equal(await get.call('get c2'), 'from the service', 'an unmarked write seeds nothing');
+  cache.close();
+});
+
+test('a notice naming records drops their copies and those from several records; the copies of other records stay', async () => {
+  const f = fakeNc();
+  const cache = await started(f, opts);
+  const s = service(cache, 'snapshot', '/x.Snapshots/Stat');
+  const calls = async (...bodies: string[]) => {
+    const before = s.calls();
+    for (const b of bodies) await s.call(b);
+    return s.calls() - before;
+  };
+  f.notice('snapshot', 'b1.0');
+  s.queue.push(['b1.0.c', 'A', 'snap/a'], ['b1.0.c', 'B', 'snap/b'], ['b1.0.c', 'ALL']);
+  assert.equal(await calls('a', 'b', 'all'), 3);
+  assert.equal(await calls('a', 'b', 'all'), 0, 'all three kept');
+  f.notice('snapshot', 'b1.1\0snap/b\0snap/x');
+  s.queue.push(['b1.1', 'B2'], ['b1.1', 'ALL2']);
+  assert.equal(await calls('a'), 0, 'a copy of another record stays');
+  assert.equal(await s.call('b'), 'B2', 'the named record is asked again');
+  assert.equal(await s.call('all'), 'ALL2', 'so is a read of several records');
+  assert.equal(cache.snapshot().entries, 1);
+  cache.close();
+});
+
+test('a notice naming records after a missed one, or of another boot, drops every copy', async () => {
+  const f = fakeNc();
+  const cache = await started(f, opts);
+  const s = service(cache, 'snapshot', '/x.Snapshots/Stat');
+  f.notice('snapshot', 'b1.0');
+  s.queue.push(['b1.0.c', 'A', 'snap/a']);
+  await s.call('a');
+  f.notice('snapshot', 'b1.1\0snap/z');
+  assert.equal(cache.snapshot().entries, 1, 'the next number: only snap/z');
+  f.notice('snapshot', 'b1.3\0snap/z');
+  assert.equal(cache.snapshot().entries, 0, 'number 2 was missed, and what it named is not known');
+  s.queue.push(['b1.3.c', 'A', 'snap/a']);
+  await s.call('a');
+  f.notice('snapshot', 'b2.1\0snap/z');
+  assert.equal(cache.snapshot().entries, 0, 'another boot');
+  s.queue.push(['b2.1.c', 'A', 'snap/a']);
+  await s.call('a');
+  f.notice('snapshot', 'b2.2');
+  assert.equal(cache.snapshot().entries, 0, 'a notice naming nothing is about everything');
+  cache.close();
+});
+
+test('the copies of records stay bounded and indexed through evictions and replacements', async () => {
+  const f = fakeNc();
+  const cache = await started(f, { maxEntries: 2, maxBytes: 1 << 20 });
+  const s = service(cache, 'snapshot', '/x.Snapshots/Stat');
+  f.notice('snapshot', 'b1.0');
+  for (const k of ['a', 'b', 'c']) {
+    s.queue.push(['b1.0.c', k.toUpperCase(), `snap/${k}`]);
+    await s.call(k);
+  }
+  assert.equal(cache.snapshot().entries, 2, 'a evicted');
+  f.notice('snapshot', 'b1.1\0snap/a');
+  assert.equal(cache.snapshot().entries, 2, 'naming the evicted one drops nothing else');
+  f.notice('snapshot', 'b1.2\0snap/b\0snap/c');
+  assert.deepEqual([cache.snapshot().entries, cache.snapshot().bytes], [0, 0]);
   cache.close();
 });

@@ -7,7 +7,9 @@
 // received. Notices and replies are taken here in the order they arrived, on one connection
 // (the reply's onReply hook and the notice subscription both run synchronously in nats.js's
 // read loop), so:
-// - a notice empties the service's copies and becomes `known`;
+// - a notice empties the service's copies and becomes `known`; one that names keys and follows
+//   the known state directly empties only the copies of those records, and those that came
+//   from more than one record (a reply without `berth-record`);
 // - a reply whose state is not `known` says a notice was missed (or none was seen yet): the copies
 //   go, and its state becomes `known` when it can only be newer (same boot and a later number, or
 //   nothing known); another boot with something known forgets `known` (a late reply of a process
@@ -19,7 +21,7 @@
 import type { Msg, NatsConnection, Subscription } from '@nats-io/nats-core';
 import { BerthError, type Code } from '@berth/errdefs';
 import type { Seed } from './seeds.js';
-import { changesSubject, parseState, stateHeader, token, type CallContext, type OnCancel } from '@berth/bus';
+import { changesSubject, parseNotice, parseState, recordHeader, stateHeader, token, type CallContext, type OnCancel } from '@berth/bus';
 
 /**
  * `$SRV.CACHE.berth-gateway.<node>`: the cache's counters as JSON (for tests and debugging). In
@@ -41,7 +43,7 @@ export interface ReadCacheStats {
   misses: number;
   /** answers stored */
   kept: number;
-  /** times a service's copies were emptied (notices, missed notices, reconnects) */
+  /** times copies of a service were dropped (notices, missed notices, reconnects) */
   cleared: number;
   /** answers of writes kept as a read's (seeds.ts) */
   seeded: number;
@@ -70,19 +72,43 @@ type Kept = Uint8Array | Refusal;
 
 class ServiceCopies {
   known?: { boot: string; seq: number };
-  /** moves each time the copies are emptied: an answer is stored only when it has not moved since the answer arrived */
+  /** moves each time copies are emptied: an answer is stored only when it has not moved since the answer arrived */
   generation = 0;
   readonly entries = new Map<string, Kept>();
+  /** the record each copy came from, by copy key; a copy not in here came from several */
+  readonly recordOf = new Map<string, string>();
+  /** the copies of each record */
+  readonly byRecord = new Map<string, Set<string>>();
   /** the methods whose replies the service has marked cacheable: only their calls look at the copies */
   readonly readable = new Set<string>();
 
   constructor(readonly name: string) {}
+
+  /** Forgets copy `key`'s record (the copy itself is the caller's to remove). */
+  unindex(key: string): void {
+    const r = this.recordOf.get(key);
+    if (r === undefined) return;
+    this.recordOf.delete(key);
+    const set = this.byRecord.get(r)!;
+    set.delete(key);
+    if (!set.size) this.byRecord.delete(r);
+  }
+
+  index(key: string, record: string): void {
+    this.recordOf.set(key, record);
+    let set = this.byRecord.get(record);
+    if (!set) this.byRecord.set(record, (set = new Set()));
+    set.add(key);
+  }
 }
 
 type Forward = (body: Buffer, ctx: CallContext, onCancel: OnCancel, onReply?: (msg: Msg) => void) => Promise<Uint8Array>;
 
 /** The method, the namespace and the request's bytes: everything such a read's answer depends on. */
 const keyOf = (path: string, ctx: CallContext, body: Buffer) => `${path}\0${ctx.namespace ?? ''}\0${body.toString('latin1')}`;
+
+/** The one record a reply's answer came from, when it says so. */
+const recordOf = (msg: Msg): string | undefined => msg.headers?.get(recordHeader) || undefined;
 
 /** The seed's read request, or none: the write succeeded, so nothing here may fail its answer. */
 function requestOf(seed: Seed, write: Buffer): Uint8Array | undefined {
@@ -123,8 +149,10 @@ export class ReadCache {
             return this.forgetAll();
           }
           const s = this.service(msg.subject.slice(msg.subject.lastIndexOf('.') + 1));
-          const st = parseState(msg.string());
-          this.clear(s);
+          const { state: st, keys } = parseNotice(msg.string());
+          const k = s.known;
+          if (keys && st && k && k.boot === st.boot && st.seq === k.seq + 1) this.clearRecords(s, keys);
+          else this.clear(s);
           s.known = st ? { boot: st.boot, seq: st.seq } : undefined;
         },
       }),
@@ -162,6 +190,29 @@ export class ReadCache {
     for (const [k, v] of s.entries) this.bytes -= k.length + v.length;
     this.entries -= s.entries.size;
     s.entries.clear();
+    s.recordOf.clear();
+    s.byRecord.clear();
+  }
+
+  /** A notice about `records`: their copies go, and those that came from several records. */
+  private clearRecords(s: ServiceCopies, records: readonly string[]): void {
+    s.generation++;
+    if (s.entries.size === 0) return;
+    const had = s.entries.size;
+    if (s.recordOf.size < s.entries.size) {
+      for (const key of [...s.entries.keys()]) if (!s.recordOf.has(key)) this.drop(s, key);
+    }
+    for (const r of records) for (const key of [...(s.byRecord.get(r) ?? [])]) this.drop(s, key);
+    if (s.entries.size < had) this.stats.cleared++;
+  }
+
+  private drop(s: ServiceCopies, key: string): void {
+    const v = s.entries.get(key);
+    if (v === undefined) return;
+    s.entries.delete(key);
+    s.unindex(key);
+    this.bytes -= key.length + v.length;
+    this.entries--;
   }
 
   snapshot(): ReadCacheStats {
@@ -184,17 +235,13 @@ export class ReadCache {
     return st.cacheable ? s.generation : -1;
   }
 
-  private store(s: ServiceCopies, key: string, answer: Kept): void {
+  private store(s: ServiceCopies, key: string, answer: Kept, record: string | undefined): void {
     const size = key.length + answer.length;
     if (size > this.opts.maxBytes / 8) return; // one large answer must not push out everything else
-    const old = s.entries.get(key);
-    if (old) {
-      // two misses of one read at once: the later answer replaces the earlier
-      s.entries.delete(key);
-      this.bytes -= key.length + old.length;
-      this.entries--;
-    }
+    // two misses of one read at once: the later answer replaces the earlier
+    this.drop(s, key);
     s.entries.set(key, answer);
+    if (record !== undefined) s.index(key, record);
     this.bytes += size;
     this.entries++;
     this.stats.kept++;
@@ -203,10 +250,7 @@ export class ReadCache {
       // the service that took this entry gives up its oldest first, then the others
       const victim = s.entries.size > 1 ? s : [...this.services.values()].find((c) => c !== s && c.entries.size > 0);
       if (!victim) break;
-      const [k, v] = victim.entries.entries().next().value as [string, Kept];
-      victim.entries.delete(k);
-      this.bytes -= k.length + v.length;
-      this.entries--;
+      this.drop(victim, victim.entries.keys().next().value as string);
     }
   }
 
@@ -221,8 +265,10 @@ export class ReadCache {
     return (body, ctx, onCancel) => {
       if (!seed && s.readable.has(path)) return this.cached(s, path, forward, body, ctx, onCancel);
       let at = -1;
+      let record: string | undefined;
       return forward(body, ctx, onCancel, (msg) => {
         at = this.observe(s, msg);
+        record = recordOf(msg);
       }).then((answer) => {
         if (at < 0) return answer;
         if (seed) {
@@ -231,13 +277,13 @@ export class ReadCache {
             this.stats.seeded++;
             s.readable.add(seed.read);
             const refused = seed.refusal?.(req);
-            this.store(s, keyOf(seed.read, ctx, Buffer.from(req.buffer, req.byteOffset, req.byteLength)), refused ? new Refusal(refused.code, refused.message) : answer);
+            this.store(s, keyOf(seed.read, ctx, Buffer.from(req.buffer, req.byteOffset, req.byteLength)), refused ? new Refusal(refused.code, refused.message) : answer, record);
           }
           return answer;
         }
         s.readable.add(path);
         this.stats.misses++;
-        if (at === s.generation) this.store(s, keyOf(path, ctx, body), answer);
+        if (at === s.generation) this.store(s, keyOf(path, ctx, body), answer, record);
         return answer;
       });
     };
@@ -268,10 +314,12 @@ export class ReadCache {
     }
     this.stats.misses++;
     let at = -1;
+    let record: string | undefined;
     const answer = await forward(body, ctx, onCancel, (msg) => {
       at = this.observe(s, msg);
+      record = recordOf(msg);
     });
-    if (at >= 0 && at === s.generation) this.store(s, key, answer);
+    if (at >= 0 && at === s.generation) this.store(s, key, answer, record);
     return answer;
   }
 

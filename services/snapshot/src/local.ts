@@ -108,7 +108,8 @@ export class Snapshotter {
     return this.driver.name;
   }
 
-  private recKey(ns: string, name: string): string {
+  /** The store key of snapshot `name`'s record: Stat and Mounts answer from it alone. */
+  recKey(ns: string, name: string): string {
     return key('snap', this.name, ns, name);
   }
 

@@ -55,12 +55,19 @@ export async function start(env: ServiceEnv): Promise<Stop> {
     await new Snapshotter(new Native(join(env.root, 'native')), gated, outbox, nowTimestamp, opts).open(),
   ]);
   const sn = (r: Req) => all.get(r.snapshotter);
+  // Stat and Mounts answer from the snapshot's record alone, as Prepare's and View's answers do
+  // (kept as Mounts): the gateway keeps them until that record changes, not any record
+  const reads = (r: Req, ctx: CallContext) => {
+    const s = sn(r);
+    if (ctx.namespace) ctx.readsRecord = s.recKey(ctx.namespace, r.key ?? '');
+    return s;
+  };
   changes.reset();
   const bus = await BusServer.start(env.nc, { name: 'snapshot', node: env.node, metadata: { plugins: JSON.stringify(plugins(env.root)) }, changes, cacheable: ['Stat', 'Mounts'], seeds: ['Prepare', 'View'] });
   bus.serveGrpc(grpcService('containerd.services.snapshots.v1.Snapshots'), {
-    Prepare: async (r: Req, ctx: CallContext) => ({ mounts: await sn(r).prepare(ctx, r.key ?? '', r.parent ?? '', r.labels ?? {}) }),
-    View: async (r: Req, ctx: CallContext) => ({ mounts: await sn(r).view(ctx, r.key ?? '', r.parent ?? '', r.labels ?? {}) }),
-    Mounts: async (r: Req, ctx: CallContext) => ({ mounts: await sn(r).mounts(ctx, r.key ?? '') }),
+    Prepare: async (r: Req, ctx: CallContext) => ({ mounts: await reads(r, ctx).prepare(ctx, r.key ?? '', r.parent ?? '', r.labels ?? {}) }),
+    View: async (r: Req, ctx: CallContext) => ({ mounts: await reads(r, ctx).view(ctx, r.key ?? '', r.parent ?? '', r.labels ?? {}) }),
+    Mounts: async (r: Req, ctx: CallContext) => ({ mounts: await reads(r, ctx).mounts(ctx, r.key ?? '') }),
     Commit: async (r: Req, ctx: CallContext) => {
       await sn(r).commit(ctx, r.name ?? '', r.key ?? '', r.labels ?? {});
       return {};
@@ -69,7 +76,7 @@ export async function start(env: ServiceEnv): Promise<Stop> {
       await sn(r).remove(ctx, r.key ?? '');
       return {};
     },
-    Stat: async (r: Req, ctx: CallContext) => ({ info: await sn(r).stat(ctx, r.key ?? '') }),
+    Stat: async (r: Req, ctx: CallContext) => ({ info: await reads(r, ctx).stat(ctx, r.key ?? '') }),
     Update: async (r: Req & { info?: Partial<Info>; update_mask?: { paths?: string[] } | null }, ctx: CallContext) => ({
       info: await sn(r).update(ctx, r.info ?? {}, r.update_mask?.paths ?? []),
     }),
