@@ -191,6 +191,40 @@ describe('gateway read cache', { timeout: 300_000 }, () => {
     }
   });
 
+  test('Stat of two snapshots from two clients at once, each updating its own while preparing and removing others: every read sees its own last write', async () => {
+    const S = (m: string) => `/containerd.services.snapshots.v1.Snapshots/${m}`;
+    await unary(stack.sock, '/containerd.services.leases.v1.Leases/Create', { id: 'rec-race' }, metadata('rc-race'));
+    const md = metadata('rc-race', 'rec-race');
+    const sn = { snapshotter: 'overlayfs' };
+    const setup = client(stack.sock);
+    for (const who of ['a', 'b']) {
+      await setup.call(S('Prepare'), { ...sn, key: `${who}-active`, parent: '', labels: {} }, md);
+      await setup.call(S('Commit'), { ...sn, name: `${who}-layer`, key: `${who}-active`, labels: {} }, md);
+    }
+    setup.close();
+    const before = await stats();
+    const one = async (who: string, other: string) => {
+      const c = client(stack.sock);
+      try {
+        for (let i = 0; i < 60; i++) {
+          const v = `${who}-${i}`;
+          await c.call(S('Update'), { ...sn, info: { name: `${who}-layer`, labels: { v } }, update_mask: { paths: ['labels.v'] } }, md);
+          // a snapshot on the other client's layer comes and goes meanwhile: its notices name other records
+          await c.call(S('Prepare'), { ...sn, key: `${who}-run-${i}`, parent: `${other}-layer`, labels: {} }, md);
+          for (let r = 0; r < 2; r++) {
+            assert.equal((await c.call(S('Stat'), { ...sn, key: `${who}-layer` }, md)).info.labels.v, v, `${who}: read ${r} after write ${i}`);
+          }
+          await c.call(S('Remove'), { ...sn, key: `${who}-run-${i}` }, md);
+        }
+      } finally {
+        c.close();
+      }
+    };
+    await Promise.all([one('a', 'b'), one('b', 'a')]);
+    const after = await stats();
+    assert.ok(after.hits > before.hits, `some Stats were answered by the gateway: ${JSON.stringify(after)}`);
+  });
+
   /** One Content.Read of a whole blob: its bytes, or the status code it failed with. */
   function read(dg: string, ns: string): Promise<Buffer | number> {
     const RReq = codec('containerd.services.content.v1.ReadContentRequest');
