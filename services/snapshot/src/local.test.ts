@@ -244,6 +244,25 @@ describe('native snapshotter', () => {
   });
 });
 
+test('ids: concurrent Prepares take distinct ones; a snapshotter opened again on the same store never hands out one used before', async () => {
+  const s1 = await setup((r) => new Overlay(r));
+  try {
+    await Promise.all(Array.from({ length: 40 }, (_, i) => s1.sn.prepare(ctx, `k${i}`, '')));
+    const dir = s1.sn.driver.dir;
+    const first = readdirSync(dir).map(Number);
+    assert.equal(new Set(first).size, 40);
+    // the same store and folder, as after a restart (the first one's unused block is skipped)
+    const again = await new Snapshotter(new Overlay(join(s1.dir, 'data')), s1.db, eventRecorder(), () => ({ seconds: 1, nanos: 0 })).open();
+    await again.prepare(ctx, 'after', '');
+    const added = readdirSync(dir).map(Number).filter((n) => !first.includes(n));
+    assert.equal(added.length, 1);
+    assert.ok(added[0]! > Math.max(...first), `${added[0]} after ${Math.max(...first)}`);
+  } finally {
+    await s1.db.close();
+    rmSync(s1.dir, { recursive: true, force: true });
+  }
+});
+
 describe('crash leftovers', () => {
   const dist = fileURLToPath(new URL('.', import.meta.url));
 
@@ -284,11 +303,19 @@ describe('crash leftovers', () => {
       crash(dir, 'snapshot-prepare-placed', `await sn.prepare(ctx, 'p2', 'c');`);
       crash(dir, 'snapshot-commit-measured', `await sn.prepare(ctx, 'p3', 'c'); await sn.commit(ctx, 'c3', 'p3');`);
       const data = join(dir, 'data', 'snapshots');
-      assert.deepEqual(readdirSync(data).sort(), ['1', '3', '4', 'new-2']);
+      // each process took ids from a block of its own, so they rise across the crashes: base's,
+      // p1's (made, not placed), p2's (placed, no record), p3's (recorded)
+      const names = readdirSync(data);
+      const made = names.filter((n) => n.startsWith('new-'));
+      const placed = names.filter((n) => !n.startsWith('new-')).sort((a, b) => Number(a) - Number(b));
+      assert.equal(made.length, 1, names.join(' '));
+      assert.equal(placed.length, 3, names.join(' '));
+      const [baseId, p2Id, p3Id] = placed as [string, string, string];
+      assert.ok(Number(baseId) < Number(made[0]!.slice(4)) && Number(made[0]!.slice(4)) < Number(p2Id), 'never an id used before');
       const { db, sn, removed } = await reopen(dir);
       try {
-        assert.deepEqual(removed.sort(), ['3', 'new-2']);
-        assert.deepEqual(readdirSync(data).sort(), ['1', '4']);
+        assert.deepEqual(removed.sort(), [p2Id, made[0]!].sort());
+        assert.deepEqual(readdirSync(data).sort(), [baseId, p3Id].sort());
         // every record's directory is there, and the crashed keys are free again
         assert.deepEqual((await sn.list(ctx)).map((i) => `${i.name}:${i.kind}`), ['c:COMMITTED', 'p3:ACTIVE']);
         await sn.prepare(ctx, 'p1', 'c');
