@@ -139,8 +139,8 @@ export class Snapshotter {
    * A new snapshot's id, the name of its folder. Never one used before, even across a crash: the
    * store holds the end of a block of reserved ids (`seq/<snapshotter>`), and ids are handed out
    * from memory up to it; a restart starts after that end, skipping what the block had left.
-   * A store write per Prepare cost half a millisecond on the path of every run, and the turn it
-   * took held back the lease's request made just before it.
+   * A store write per Prepare was a transaction (lock, write, the collector's count) of every
+   * run's CPU, for a number only this process hands out.
    */
   private async nextId(): Promise<string> {
     while (this.lastId >= this.reservedTo) await (this.reserving ??= this.reserve().finally(() => (this.reserving = undefined)));
