@@ -87,6 +87,24 @@ test('files are untidy at start, after a write of a blob or ingest record, or wh
     assert.deepEqual(await collector.sweepFiles(), { removed: 1, bytes: data.length });
     assert.equal(collector.untidy(), false);
 
+    // a collection's sweep that removes a record but stops before its file sweep: still untidy
+    const d2 = digestOf('sha256', Buffer.from('swept record'));
+    const w2 = await content.writer(ctx, 'r-swept', 12, d2);
+    await w2.write(Buffer.from('swept record'));
+    await w2.commit(12, d2);
+    await collector.sweepFiles();
+    assert.equal(collector.untidy(), false);
+    let calls = 0;
+    // as the collector runs it: past the barrier, whose writes noteWrites does not hear of
+    await barrier.enter('e1', 10_000);
+    await barrier.sweep('e1', Date.now() + 5000, () => collector.sweep({ content: [{ ns: ctx.namespace, digest: d2 }] }, () => ++calls <= 1));
+    barrier.release('e1');
+    assert.equal(await content.info(ctx, d2).catch(() => 'gone'), 'gone', 'the record went');
+    assert.ok(await blobs.stat(d2), 'the file stayed: the sweep stopped before its file sweep');
+    assert.equal(collector.untidy(), true, 'and the next collection looks at the files');
+    await collector.sweepFiles();
+    assert.equal(await blobs.stat(d2), undefined);
+
     // a file too young for a collector with a grace stays, and so does the need to look again
     const young = new ContentCollector(content, eventRecorder(), 60_000);
     await young.sweepFiles();
