@@ -15,6 +15,8 @@ import { ctr, natsWith, startStack, until, type Stack } from './harness.js';
 import { metadata, unary, writeBlob, type GrpcError } from './grpc.js';
 
 const C = (m: string) => `/containerd.services.content.v1.Content/${m}`;
+const K = (m: string) => `/containerd.services.containers.v1.Containers/${m}`;
+const S = (m: string) => `/containerd.services.snapshots.v1.Snapshots/${m}`;
 const node = 'it-node';
 const id = (b: Buffer) => b;
 
@@ -60,6 +62,12 @@ describe('gateway read cache', { timeout: 300_000 }, () => {
   });
 
   const stats = async (): Promise<Stats> => (await nc.request(`$SRV.CACHE.berth-gateway.${node}`, '', { timeout: 5000 })).json<Stats>();
+
+  /** Metadata of calls under a new lease `lease` in `ns`: what they make, the collector leaves alone. */
+  async function leased(ns: string, lease: string): Promise<grpc.Metadata> {
+    await unary(stack.sock, '/containerd.services.leases.v1.Leases/Create', { id: lease }, metadata(ns));
+    return metadata(ns, lease);
+  }
 
   /** A blob in `ns`, written under a lease so the collector leaves it alone. */
   async function blob(ns: string, text: string): Promise<string> {
@@ -125,11 +133,8 @@ describe('gateway read cache', { timeout: 300_000 }, () => {
   });
 
   test('Containers.Get and Snapshots.Stat/Mounts after their writes see them; a removed one is NotFound; repeated reads are hits', async () => {
-    const K = (m: string) => `/containerd.services.containers.v1.Containers/${m}`;
-    const S = (m: string) => `/containerd.services.snapshots.v1.Snapshots/${m}`;
     // under a lease: an active snapshot nothing else holds is the collector's to take
-    await unary(stack.sock, '/containerd.services.leases.v1.Leases/Create', { id: 'rc-keep' }, metadata('rc-run'));
-    const md = metadata('rc-run', 'rc-keep');
+    const md = await leased('rc-run', 'rc-keep');
     const c = client(stack.sock);
     const code = (p: Promise<unknown>) => p.then(() => 0, (e: { code: number }) => e.code);
     try {
@@ -160,9 +165,7 @@ describe('gateway read cache', { timeout: 300_000 }, () => {
   });
 
   test("a snapshot's Stat stays kept while other snapshots come and go; its own Update and Remove are seen at once", async () => {
-    const S = (m: string) => `/containerd.services.snapshots.v1.Snapshots/${m}`;
-    await unary(stack.sock, '/containerd.services.leases.v1.Leases/Create', { id: 'rec-keep' }, metadata('rc-rec'));
-    const md = metadata('rc-rec', 'rec-keep');
+    const md = await leased('rc-rec', 'rec-keep');
     const c = client(stack.sock);
     const sn = { snapshotter: 'overlayfs' };
     try {
@@ -192,9 +195,7 @@ describe('gateway read cache', { timeout: 300_000 }, () => {
   });
 
   test('Stat of two snapshots from two clients at once, each updating its own while preparing and removing others: every read sees its own last write', async () => {
-    const S = (m: string) => `/containerd.services.snapshots.v1.Snapshots/${m}`;
-    await unary(stack.sock, '/containerd.services.leases.v1.Leases/Create', { id: 'rec-race' }, metadata('rc-race'));
-    const md = metadata('rc-race', 'rec-race');
+    const md = await leased('rc-race', 'rec-race');
     const sn = { snapshotter: 'overlayfs' };
     const setup = client(stack.sock);
     for (const who of ['a', 'b']) {
@@ -254,10 +255,7 @@ describe('gateway read cache', { timeout: 300_000 }, () => {
   });
 
   test('a write kept as a read (Create for Get, Prepare for Mounts) is never older than a write racing it', async () => {
-    const K = (m: string) => `/containerd.services.containers.v1.Containers/${m}`;
-    const S = (m: string) => `/containerd.services.snapshots.v1.Snapshots/${m}`;
-    await unary(stack.sock, '/containerd.services.leases.v1.Leases/Create', { id: 'rc-seed' }, metadata('rc-seed'));
-    const md = metadata('rc-seed', 'rc-seed');
+    const md = await leased('rc-seed', 'rc-seed');
     const [a, b] = [client(stack.sock), client(stack.sock)];
     const spec = { type_url: 'types.containerd.io/opencontainers/runtime-spec/1/Spec', value: Buffer.from('{}') };
     try {
