@@ -8,6 +8,11 @@
 // the next scheduled tick collect; a manual trigger (Collect, a synchronous lease delete) always
 // does; the first collection is `startup_delay` after start; between collections the tick
 // interval keeps collection pauses to about `pause_threshold` of the time.
+//
+// One difference: containerd's first collection runs once its plugins are up. Berth's collector
+// is a process of its own, started before the services it asks, so a first collection that is
+// skipped (a service did not answer) is retried soon, 100 ms doubling to containerd's retry gap,
+// rather than a second and more later, when it would take what clients made meanwhile.
 
 export interface SchedulerConfig {
   pauseThreshold: number;
@@ -36,6 +41,8 @@ export class Scheduler<S extends Collected> {
   private tickInterval = 1000;
   private gcTime = 0;
   private collections = 0;
+  /** collections skipped in a row */
+  private skipped = 0;
   private triggered = false;
   private deletions = 0;
   private mutations = 0;
@@ -127,8 +134,11 @@ export class Scheduler<S extends Collected> {
         this.tickInterval = Math.max(10, avg / this.cfg.pauseThreshold - avg);
       }
       for (const w of waiters) w.resolve(stats);
+      this.skipped = 0;
     } catch (e) {
-      this.onError(e);
+      this.skipped++;
+      // the first ones while the node's services start are expected: said only if they go on
+      if (this.collections > 0 || this.skipped > 4) this.onError(e);
       for (const w of waiters) w.reject(e);
       // a skipped collection keeps a reason to run: containerd retries after the same gap plus a second
       this.deletions++;
@@ -138,7 +148,13 @@ export class Scheduler<S extends Collected> {
       this.lastEnd = Date.now();
     }
     if (this.waiters.length) this.triggered = true; // asked for while this one ran: the next one is theirs
-    this.schedule(this.triggered ? this.cfg.scheduleDelay : failed ? this.tickInterval + 1000 : this.nextDelay(this.lastEnd));
+    this.schedule(this.triggered ? this.cfg.scheduleDelay : failed ? this.retryDelay() : this.nextDelay(this.lastEnd));
+  }
+
+  /** After a skipped collection: containerd's gap plus a second; before any collection ran, soon (see the top). */
+  private retryDelay(): number {
+    const gap = this.tickInterval + 1000;
+    return this.collections === 0 ? Math.min(gap, 100 * 2 ** (this.skipped - 1)) : gap;
   }
 
   private nextDelay(now: number): number {
