@@ -196,8 +196,9 @@ export class ReadCache {
 
   /** A notice about `records`: their copies go, and those that came from several records. */
   private clearRecords(s: ServiceCopies, records: readonly string[]): void {
+    // no copy names its record (every service but those whose reads do): all of them go
+    if (s.recordOf.size === 0) return this.clear(s);
     s.generation++;
-    if (s.entries.size === 0) return;
     const had = s.entries.size;
     if (s.recordOf.size < s.entries.size) {
       for (const key of [...s.entries.keys()]) if (!s.recordOf.has(key)) this.drop(s, key);
