@@ -354,6 +354,32 @@ describe('gateway read cache', { timeout: 300_000 }, () => {
     }
   });
 
+  test('snapshot killed between an Update of one record and its end notice: after the restart that Stat shows the new labels, the other the same', async () => {
+    const md = await leased('rc-snap-crash', 'keep');
+    const sn = { snapshotter: 'overlayfs' };
+    const c = client(stack.sock);
+    try {
+      for (const k of ['a', 'b']) {
+        await c.call(S('Prepare'), { ...sn, key: `${k}-active`, parent: '', labels: {} }, md);
+        await c.call(S('Commit'), { ...sn, name: k, key: `${k}-active`, labels: { v: 'old' } }, md);
+      }
+      const label = async (k: string) => (await c.call(S('Stat'), { ...sn, key: k }, md)).info.labels.v;
+      for (const k of ['a', 'b', 'a', 'b']) assert.equal(await label(k), 'old');
+      const pid = stack.pid('snapshot');
+      writeFileSync(faults, 'changes:before-end');
+      // committed, then the process dies before the end notice: its caller learns nothing
+      await assert.rejects(c.call(S('Update'), { ...sn, info: { name: 'a', labels: { v: 'new' } }, update_mask: { paths: ['labels.v'] } }, md));
+      await until(async () => stack.pid('snapshot') !== pid, 30_000, 'snapshot restarted');
+      await until(async () => label('b').then(() => true, () => false), 30_000, 'snapshot serving again');
+      for (let i = 0; i < 3; i++) {
+        assert.equal(await label('a'), 'new', `a, read ${i} after the restart`);
+        assert.equal(await label('b'), 'old', `b, read ${i} after the restart`);
+      }
+    } finally {
+      c.close();
+    }
+  });
+
   test("content killed mid-Delete of a blob whose place the gateway keeps: after the restart its Read is NotFound", async () => {
     const ns = 'rc-crash-read';
     const dg = await blob(ns, 'read then deleted in a crash');
