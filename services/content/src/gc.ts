@@ -4,9 +4,9 @@
 // more (containerd's content store cleanup after its metadata sweep).
 import type { EventSink, GcRecords, GcSweep, GcSwept, Live } from '@berth/bus';
 import { BerthError } from '@berth/errdefs';
-import { prefix, unescapePart, type BatchOp } from '@berth/store';
+import { unescapePart, type BatchOp } from '@berth/store';
 import type { Content } from './local.js';
-import { blobKey, ingestKey, op, type BlobRecord, type IngestRecord } from './store.js';
+import { blobKey, blobPrefix, ingestKey, ingestPrefix, op, type BlobRecord, type IngestRecord } from './store.js';
 
 /**
  * How young a blob file no namespace has may be and still stay. None: a commit names the file on
@@ -16,8 +16,6 @@ import { blobKey, ingestKey, op, type BlobRecord, type IngestRecord } from './st
  */
 export const fileGrace = 0;
 
-const blobPrefix = prefix('blob');
-const ingestPrefix = prefix('ingest');
 const nsOf = (k: string, from: string) => unescapePart(k.slice(from.length).split('/')[0]!);
 
 export class ContentCollector {

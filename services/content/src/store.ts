@@ -45,6 +45,9 @@ export const storedTime = (t: Timestamp | number): Timestamp => (typeof t === 'n
 
 export const blobKey = (ns: string, digest: string) => key('blob', ns, digest);
 export const ingestKey = (ns: string, ref: string) => key('ingest', ns, ref);
+/** Where every namespace's blob records, and ingest records, begin. */
+export const blobPrefix = prefix('blob');
+export const ingestPrefix = prefix('ingest');
 
 export class ContentStore {
   constructor(readonly db: Store) {}
