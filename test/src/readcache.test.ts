@@ -17,6 +17,8 @@ import { metadata, unary, writeBlob, type GrpcError } from './grpc.js';
 const C = (m: string) => `/containerd.services.content.v1.Content/${m}`;
 const K = (m: string) => `/containerd.services.containers.v1.Containers/${m}`;
 const S = (m: string) => `/containerd.services.snapshots.v1.Snapshots/${m}`;
+/** the snapshotter of the snapshot tests' requests */
+const sn = { snapshotter: 'overlayfs' };
 const node = 'it-node';
 const id = (b: Buffer) => b;
 
@@ -167,7 +169,6 @@ describe('gateway read cache', { timeout: 300_000 }, () => {
   test("a snapshot's Stat stays kept while other snapshots come and go; its own Update and Remove are seen at once", async () => {
     const md = await leased('rc-rec', 'rec-keep');
     const c = client(stack.sock);
-    const sn = { snapshotter: 'overlayfs' };
     try {
       // an image's layer, as a run finds it: committed, and the parent of each run's snapshot
       await c.call(S('Prepare'), { ...sn, key: 'layer-active', parent: '', labels: {} }, md);
@@ -196,7 +197,6 @@ describe('gateway read cache', { timeout: 300_000 }, () => {
 
   test('Stat of two snapshots from two clients at once, each updating its own while preparing and removing others: every read sees its own last write', async () => {
     const md = await leased('rc-race', 'rec-race');
-    const sn = { snapshotter: 'overlayfs' };
     const setup = client(stack.sock);
     for (const who of ['a', 'b']) {
       await setup.call(S('Prepare'), { ...sn, key: `${who}-active`, parent: '', labels: {} }, md);
@@ -356,7 +356,6 @@ describe('gateway read cache', { timeout: 300_000 }, () => {
 
   test('snapshot killed between an Update of one record and its end notice: after the restart that Stat shows the new labels, the other the same', async () => {
     const md = await leased('rc-snap-crash', 'keep');
-    const sn = { snapshotter: 'overlayfs' };
     const c = client(stack.sock);
     try {
       for (const k of ['a', 'b']) {
