@@ -299,6 +299,10 @@ test('a notice naming records after a missed one, or of another boot, drops ever
   await s.call('a');
   f.notice('snapshot', 'b2.2');
   assert.equal(cache.snapshot().entries, 0, 'a notice naming nothing is about everything');
+  s.queue.push(['b2.2.c', 'A', 'snap/a']);
+  await s.call('a');
+  f.notice('snapshot', 'b2.x\0snap/z');
+  assert.equal(cache.snapshot().entries, 0, 'a malformed state naming keys: everything goes');
   cache.close();
 });
 
