@@ -289,20 +289,21 @@ test('a notice naming records after a missed one, or of another boot, drops ever
   await s.call('a');
   f.notice('snapshot', 'b1.1\0snap/z');
   assert.equal(cache.snapshot().entries, 1, 'the next number: only snap/z');
-  f.notice('snapshot', 'b1.3\0snap/z');
-  assert.equal(cache.snapshot().entries, 0, 'number 2 was missed, and what it named is not known');
-  s.queue.push(['b1.3.c', 'A', 'snap/a']);
-  await s.call('a');
-  f.notice('snapshot', 'b2.1\0snap/z');
-  assert.equal(cache.snapshot().entries, 0, 'another boot');
-  s.queue.push(['b2.1.c', 'A', 'snap/a']);
-  await s.call('a');
-  f.notice('snapshot', 'b2.2');
-  assert.equal(cache.snapshot().entries, 0, 'a notice naming nothing is about everything');
-  s.queue.push(['b2.2.c', 'A', 'snap/a']);
-  await s.call('a');
-  f.notice('snapshot', 'b2.x\0snap/z');
-  assert.equal(cache.snapshot().entries, 0, 'a malformed state naming keys: everything goes');
+  // each notice drops the copy of snap/a kept in the state before it
+  const cases: [string, string, string][] = [
+    ['b1.3\0snap/z', 'b1.3.c', 'number 2 was missed, and what it named is not known'],
+    ['b2.1\0snap/z', 'b2.1.c', 'another boot'],
+    ['b2.2', 'b2.2.c', 'a notice naming nothing is about everything'],
+    ['b2.x\0snap/z', '', 'a malformed state naming keys: everything goes'],
+  ];
+  for (const [notice, next, why] of cases) {
+    f.notice('snapshot', notice);
+    assert.equal(cache.snapshot().entries, 0, why);
+    if (!next) break;
+    s.queue.push([next, 'A', 'snap/a']);
+    await s.call('a');
+    assert.equal(cache.snapshot().entries, 1);
+  }
   cache.close();
 });
 
